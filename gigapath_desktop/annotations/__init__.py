@@ -1,0 +1,35 @@
+"""Annotations: model, QuPath GeoJSON, rasterization, mask tracing and tissue detection."""
+from gigapath_desktop.annotations.contours import mask_to_polygons
+from gigapath_desktop.annotations.geojson import from_geojson, read_geojson, to_geojson, write_geojson
+from gigapath_desktop.annotations.model import (
+    BACKGROUND,
+    REGION,
+    TISSUE,
+    Annotation,
+    AnnotationClass,
+    AnnotationSet,
+    Kind,
+    Role,
+)
+from gigapath_desktop.annotations.raster import rasterize
+from gigapath_desktop.annotations.tissue import Modality, detect_tissue, tissue_mask
+
+__all__ = [
+    "BACKGROUND",
+    "REGION",
+    "TISSUE",
+    "Annotation",
+    "AnnotationClass",
+    "AnnotationSet",
+    "Kind",
+    "Modality",
+    "Role",
+    "detect_tissue",
+    "from_geojson",
+    "mask_to_polygons",
+    "rasterize",
+    "read_geojson",
+    "tissue_mask",
+    "to_geojson",
+    "write_geojson",
+]

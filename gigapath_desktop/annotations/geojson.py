@@ -1,0 +1,153 @@
+"""GeoJSON import/export compatible with QuPath 0.4+ (and QuPath 0.2/0.3 exports on import).
+
+QuPath writes a FeatureCollection of Features in level-0 pixel coordinates, with `properties.objectType`
+("annotation") and `properties.classification = {name, color: [r, g, b]}`. Older versions wrote a bare list of
+Features, `object_type`, and `classification.colorRGB` as a signed ARGB integer. Our own role and drawing kind travel
+in `properties.gigapath`, which QuPath keeps as an unknown property.
+
+Import is all-or-nothing: every feature is checked before any annotation is returned.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import shapely.geometry
+from shapely.errors import GEOSException
+
+from gigapath_desktop.annotations.model import REGION, TISSUE, Annotation, AnnotationClass, Kind, Role
+from gigapath_desktop.errors import AnnotationError
+
+log = logging.getLogger(__name__)
+AREA_TYPES = {"Polygon", "MultiPolygon"}
+SKIPPED_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString"}
+
+
+def to_geojson(annotations: Iterable[Annotation]) -> dict[str, Any]:
+    """A QuPath-compatible FeatureCollection."""
+    return {"type": "FeatureCollection", "features": [_feature(a) for a in annotations]}
+
+
+def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str]) -> Path:
+    """Write atomically (temporary file, then rename), so a failed write never clobbers an existing file."""
+    path = Path(path)
+    text = json.dumps(to_geojson(annotations), indent=1)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
+    """Read a GeoJSON file written by this app or by QuPath; raises `AnnotationError` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return from_geojson(data)
+    except AnnotationError as exc:
+        raise AnnotationError(f"{path}: {exc}") from None
+
+
+def from_geojson(data: Any) -> list[Annotation]:
+    """Annotations from parsed GeoJSON: a FeatureCollection, a list of Features, or one Feature."""
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        features = data
+    if not isinstance(features, list):
+        raise AnnotationError("expected a GeoJSON FeatureCollection, a Feature, or a list of Features")
+    annotations = []
+    for index, feature in enumerate(features):
+        try:
+            annotation = _annotation(feature)
+        except AnnotationError as exc:
+            raise AnnotationError(f"feature {index}: {exc}") from None
+        if annotation is not None:
+            annotations.append(annotation)
+    return annotations
+
+
+def _feature(annotation: Annotation) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "objectType": "annotation",
+        "classification": {"name": annotation.cls.name, "color": list(annotation.cls.color)},
+        "isLocked": False,
+        "gigapath": {"role": annotation.role.value, "kind": annotation.kind.value},
+    }
+    if annotation.name:
+        properties["name"] = annotation.name
+    return {
+        "type": "Feature",
+        "id": annotation.id,
+        "geometry": shapely.geometry.mapping(annotation.geometry),
+        "properties": properties,
+    }
+
+
+def _annotation(feature: Any) -> Annotation | None:
+    """One Feature as an Annotation; None for point and line objects, which carry no area to train on."""
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise AnnotationError("is not a GeoJSON Feature")
+    geometry = feature.get("geometry")
+    if not isinstance(geometry, dict) or "type" not in geometry:
+        raise AnnotationError("has no geometry")
+    if geometry["type"] in SKIPPED_TYPES:
+        log.warning("skipping a %s feature: only areas can be annotations", geometry["type"])
+        return None
+    if geometry["type"] not in AREA_TYPES:
+        raise AnnotationError(f"geometry type {geometry['type']!r} is not supported (Polygon, MultiPolygon)")
+    try:
+        shape = shapely.geometry.shape(geometry)
+    except (GEOSException, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise AnnotationError(f"has invalid coordinates ({exc})") from None
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise AnnotationError("properties must be an object")
+    cls = _classification(properties.get("classification"))
+    ours = properties.get("gigapath") if isinstance(properties.get("gigapath"), dict) else {}
+    role = ours.get("role") or (Role.REGION.value if cls.name.lower().startswith("region") else Role.LABEL.value)
+    kind = ours.get("kind", Kind.POLYGON.value)
+    try:
+        return Annotation(
+            geometry=shape,  # type: ignore[arg-type]
+            cls=cls,
+            role=Role(role),
+            kind=Kind(kind),
+            name=str(properties.get("name", "")),
+            id=str(feature.get("id") or uuid.uuid4()),
+        )
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def _classification(value: Any) -> AnnotationClass:
+    """QuPath's classification in any of its versions' forms; unclassified areas count as Tissue."""
+    if value is None:
+        return TISSUE
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise AnnotationError(f"classification must be an object with a name, got {value!r}")
+    if "color" in value:
+        color = value["color"]
+        if not (isinstance(color, list) and len(color) == 3):
+            raise AnnotationError(f"classification color must be [r, g, b], got {color!r}")
+        rgb = tuple(int(c) for c in color)
+    elif "colorRGB" in value:
+        packed = int(value["colorRGB"]) & 0xFFFFFF
+        rgb = ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
+    else:
+        rgb = REGION.color if value["name"].lower().startswith("region") else (128, 128, 128)
+    return AnnotationClass(value["name"], rgb)  # type: ignore[arg-type]

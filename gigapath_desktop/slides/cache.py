@@ -1,0 +1,126 @@
+"""Decode a (gigapixel) region once into an on-disk array and reuse it, read tile by tile through a memory map.
+
+Files are raw `.npy` (so `np.load(mmap_mode="r")` maps them without reading), written under a temporary name and
+renamed into place, so a crash or a full disk never leaves a half-written cache entry that looks complete.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import platformdirs
+
+from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.parallel import bounded_map
+from gigapath_desktop.slides.slide import Region, Slide
+
+ProgressFn = Callable[[int, int], None]
+"""Called as progress(done, total) while long work advances."""
+CancelFn = Callable[[], bool]
+"""Returns True when the caller wants the work stopped."""
+
+DECODE_CHUNK = 2048
+
+
+def default_cache_dir() -> Path:
+    """`$GIGAPATH_CACHE_DIR`, else the platform's user cache dir."""
+    env = os.environ.get("GIGAPATH_CACHE_DIR")
+    return Path(env) if env else platformdirs.user_cache_path("gigapath-desktop")
+
+
+class ArrayCache:
+    """A folder of memory-mappable arrays keyed by strings, each built once by a fill function."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir() / "arrays"
+
+    def path_for(self, key: str) -> Path:
+        return self.root / f"{key}.npy"
+
+    def get_or_build(
+        self, key: str, shape: tuple[int, ...], dtype: np.dtype | type, fill: Callable[[np.ndarray], None]
+    ) -> np.ndarray:
+        """The cached array for `key` (read-only memmap), building it with `fill(out)` when missing."""
+        path = self.path_for(key)
+        cached = self._load(path, shape, np.dtype(dtype))
+        if cached is not None:
+            return cached
+        self.root.mkdir(parents=True, exist_ok=True)
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        free = shutil.disk_usage(self.root).free
+        if nbytes + (256 << 20) > free:
+            raise GigaPathError(
+                f"not enough disk space in {self.root} for a {nbytes / 2**30:.2f} GiB region cache "
+                f"({free / 2**30:.2f} GiB free); free some space or set GIGAPATH_CACHE_DIR to a larger disk"
+            )
+        tmp = path.with_name(f"{key}.partial-{os.getpid()}-{threading.get_ident()}.npy")
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            fill(out)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise GigaPathError(f"disk full while writing the region cache in {self.root}") from None
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return np.load(path, mmap_mode="r")
+
+    @staticmethod
+    def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        return arr if arr.shape == tuple(shape) and arr.dtype == dtype else None
+
+
+def cached_region(
+    slide: Slide,
+    region: Region,
+    cache: ArrayCache | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """The pixels of `region` as an (h, w, 3) uint8 read-only memmap, decoded from the slide only the first time."""
+    slide.check_region(region)
+    cache = cache or ArrayCache()
+    w, h = slide.level_size(region)
+    key = f"region-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}"
+
+    def fill(out: np.ndarray) -> None:
+        decode_region_into(slide, region, out, progress, cancel)
+
+    return cache.get_or_build(key, (h, w, 3), np.uint8, fill)
+
+
+def decode_region_into(
+    slide: Slide,
+    region: Region,
+    out: np.ndarray,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> None:
+    """Decode `region` chunk by chunk into `out` with a few reader threads, never holding more than a few chunks."""
+    h, w = out.shape[:2]
+    ds = slide.level_downsamples[region.level]
+    chunks = [(cy, cx) for cy in range(0, h, DECODE_CHUNK) for cx in range(0, w, DECODE_CHUNK)]
+
+    def read(chunk: tuple[int, int]) -> np.ndarray:
+        cy, cx = chunk
+        size = (min(DECODE_CHUNK, w - cx), min(DECODE_CHUNK, h - cy))
+        return slide.read_pixels((region.x + round(cx * ds), region.y + round(cy * ds)), region.level, size)
+
+    for done, ((cy, cx), tile) in enumerate(bounded_map(read, chunks), start=1):
+        if cancel is not None and cancel():
+            raise Cancelled("region decoding was stopped")
+        out[cy : cy + tile.shape[0], cx : cx + tile.shape[1]] = tile
+        if progress is not None:
+            progress(done, len(chunks))

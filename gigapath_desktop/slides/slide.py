@@ -1,0 +1,215 @@
+"""One small interface over every slide format OpenSlide reads, plus plain PNG/JPEG/TIFF images.
+
+Every failure of the underlying readers is turned into `SlideError` here, in one place, with the file named.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Callable, TypeVar
+
+import numpy as np
+import openslide
+from PIL import Image, UnidentifiedImageError
+
+from gigapath_desktop.errors import SlideError
+
+PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of a slide: origin and size in level-0 pixels, read at `level`."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    level: int = 0
+
+    @classmethod
+    def parse(cls, text: str, level: int = 0) -> "Region":
+        """Parse 'X,Y,W,H' (level-0 pixels), as typed on the command line."""
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise SlideError(f"region {text!r} is not X,Y,W,H (four integers, level-0 pixels)") from None
+        return cls(x, y, w, h, level)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.width, self.height)
+
+
+class Slide:
+    """An open slide. Safe to read from several threads; use as a context manager or call `close()`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock: threading.Lock | None = None  # only PIL-backed images need one
+        if not self.path.is_file():
+            raise SlideError(f"{self.path}: no such file")
+        vendor = _call(self.path, lambda: openslide.OpenSlide.detect_format(str(self.path)))
+        if vendor is not None:
+            self._osr: openslide.AbstractSlide = _call(self.path, lambda: openslide.OpenSlide(str(self.path)))
+            self.vendor = vendor
+        elif self.path.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+            self._osr = _call(self.path, lambda: openslide.ImageSlide(str(self.path)))
+            self._lock = threading.Lock()
+            self.vendor = "image"
+        else:
+            raise SlideError(
+                f"{self.path}: not recognised as a slide (unsupported format, or the file is corrupt or truncated); "
+                "readable: OpenSlide formats (SVS, NDPI, MRXS, DICOM, tiled TIFF ...), PNG, JPEG, TIFF"
+            )
+        self._check_readable()
+
+    # --- geometry -------------------------------------------------------------------------------------------
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of level 0."""
+        return self._osr.dimensions
+
+    @property
+    def level_count(self) -> int:
+        return self._osr.level_count
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._osr.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._osr.level_downsamples
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._osr.properties)
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Microns per level-0 pixel (x, y), or None when the file does not record it."""
+        props = self._osr.properties
+        try:
+            return (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def associated_image_names(self) -> list[str]:
+        return sorted(self._osr.associated_images.keys())
+
+    @property
+    def identity(self) -> str:
+        """A short key that changes when the file changes; used to key caches."""
+        stat = self.path.stat()
+        quickhash = self._osr.properties.get("openslide.quickhash-1", "")
+        text = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{quickhash}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        return self._osr.get_best_level_for_downsample(downsample)
+
+    def level_size(self, region: Region) -> tuple[int, int]:
+        """(width, height) in pixels of `region` read at its level."""
+        ds = self.level_downsamples[region.level]
+        lw, lh = self.level_dimensions[region.level]
+        return (min(lw, max(1, round(region.width / ds))), min(lh, max(1, round(region.height / ds))))
+
+    # --- pixels ---------------------------------------------------------------------------------------------
+    def read_region(self, region: Region) -> np.ndarray:
+        """Pixels of `region` as an (h, w, 3) uint8 RGB array; transparent pixels are composited onto white."""
+        self.check_region(region)
+        w, h = self.level_size(region)
+        return self.read_pixels((region.x, region.y), region.level, (w, h))
+
+    def read_pixels(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """OpenSlide-style read: `location` in level-0 pixels, `size` in pixels of `level`; no bounds check."""
+        image = self._read(lambda: self._osr.read_region(location, level, size))
+        return _rgba_to_rgb(np.asarray(image))
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """A whole-slide RGB thumbnail whose longer side is at most `max_size` pixels."""
+        image = self._read(lambda: self._osr.get_thumbnail((max_size, max_size)))
+        return _rgba_to_rgb(np.asarray(image.convert("RGBA")))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """An associated image (label, macro, thumbnail ...) as RGB."""
+        if name not in self._osr.associated_images:
+            raise SlideError(f"{self.path}: no associated image {name!r} (has {self.associated_image_names})")
+        image = self._read(lambda: self._osr.associated_images[name])
+        return _rgba_to_rgb(np.asarray(image.convert("RGBA")))
+
+    def check_region(self, region: Region) -> None:
+        """Raise `SlideError` unless `region` lies inside the slide at a valid level."""
+        if not 0 <= region.level < self.level_count:
+            raise SlideError(f"{self.path}: level {region.level} does not exist (slide has {self.level_count})")
+        w0, h0 = self.dimensions
+        if region.width <= 0 or region.height <= 0:
+            raise SlideError(f"{self.path}: region {region.as_tuple()} is empty")
+        if region.x < 0 or region.y < 0 or region.x + region.width > w0 or region.y + region.height > h0:
+            raise SlideError(
+                f"{self.path}: region {region.as_tuple()} (x, y, w, h) lies outside the slide ({w0} x {h0} at level 0)"
+            )
+
+    # --- lifetime -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Slide({str(self.path)!r}, vendor={self.vendor!r}, dimensions={self.dimensions})"
+
+    def _read(self, fn: Callable[[], _T]) -> _T:
+        if self._lock is None:
+            return _call(self.path, fn)
+        with self._lock:
+            return _call(self.path, fn)
+
+    def _check_readable(self) -> None:
+        """Decode (up to 16 MP of) the smallest level once, so a truncated file fails at open, not mid-training."""
+        level = self.level_count - 1
+        lw, lh = self.level_dimensions[level]
+        w, h = min(lw, 4096), min(lh, 4096)
+        ds = self.level_downsamples[level]
+        origin = (int((lw - w) * ds), int((lh - h) * ds))
+        self._read(lambda: self._osr.read_region(origin, level, (w, h)))
+
+
+def open_slide(path: str | os.PathLike[str]) -> Slide:
+    """Open a slide or plain image; raises `SlideError` with the file named when it cannot."""
+    return Slide(path)
+
+
+def _call(path: Path, fn: Callable[[], _T]) -> _T:
+    """Run a reader call, turning every reader failure into `SlideError` naming the file."""
+    try:
+        return fn()
+    except openslide.OpenSlideUnsupportedFormatError:
+        raise SlideError(f"{path}: unsupported or unrecognised slide format") from None
+    except openslide.OpenSlideError as exc:
+        raise SlideError(f"{path}: cannot read slide ({exc}); the file may be corrupt or truncated") from None
+    except Image.DecompressionBombError:
+        raise SlideError(f"{path}: plain image too large to load whole; convert it to a tiled pyramidal TIFF") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SlideError(f"{path}: cannot read image ({exc}); the file may be corrupt or truncated") from None
+
+
+def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite un-premultiplied RGBA onto white."""
+    rgb = rgba[..., :3]
+    alpha = rgba[..., 3:4]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.uint16)
+    out = (rgb.astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)

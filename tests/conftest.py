@@ -1,0 +1,35 @@
+"""Shared fixtures: the real test slides in ../shared/testdata and a private cache dir per test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+SLIDES = ROOT.parent / "shared" / "testdata" / "slides"
+CMU = SLIDES / "CMU-1-Small-Region.svs"
+TCGA = SLIDES / "TCGA-CR-7395-01A-01-TS1-crop.svs"
+DAPI = SLIDES / "test3-DAPI-2-387.ndpi"
+TRITC = SLIDES / "test3-TRITC-2-560.ndpi"
+ALL_SLIDES = [CMU, TCGA, DAPI, TRITC]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GIGAPATH_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic slide (and its .mask.tif) shared by the tests that only read it."""
+    from gigapath_desktop.slides.synthetic import make_slide
+
+    out = tmp_path_factory.mktemp("synthetic") / "synthetic.tif"
+    make_slide(out, 3000, 2200, seed=7)
+    return out

@@ -1,0 +1,172 @@
+"""Annotation model, QuPath GeoJSON round trips, rasterization rule, and mask tracing."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import MultiPolygon, Point, Polygon, box
+
+from gigapath_desktop import AnnotationError
+from gigapath_desktop.annotations import (
+    BACKGROUND,
+    TISSUE,
+    Annotation,
+    AnnotationClass,
+    AnnotationSet,
+    Kind,
+    Role,
+    mask_to_polygons,
+    rasterize,
+    read_geojson,
+    write_geojson,
+)
+
+TUMOR = AnnotationClass("Tumor", (200, 0, 0))
+
+
+def _sample_annotations() -> list[Annotation]:
+    donut = Point(500.25, 400.125).buffer(200.0).difference(Point(510.5, 390.0).buffer(60.0))
+    return [
+        Annotation.rectangle(10, 20, 3000, 2000, name="train area"),
+        Annotation(donut, cls=TISSUE, kind=Kind.BRUSH),
+        Annotation(MultiPolygon([box(0, 0, 10.5, 10.5), box(20, 20, 30.75, 31)]), cls=TUMOR, name="two parts"),
+        Annotation(Polygon([(1, 1), (50, 3), (25, 60.3333333333)]), cls=BACKGROUND),
+    ]
+
+
+def test_geojson_round_trip_is_lossless(tmp_path: Path) -> None:
+    original = _sample_annotations()
+    path = write_geojson(original, tmp_path / "a.geojson")
+    data = json.loads(path.read_text())
+    assert data["type"] == "FeatureCollection"
+    assert data["features"][2]["properties"]["classification"] == {"name": "Tumor", "color": [200, 0, 0]}
+    assert data["features"][0]["properties"]["objectType"] == "annotation"
+    restored = read_geojson(path)
+    assert len(restored) == len(original)
+    for a, b in zip(original, restored):
+        assert shapely.equals_exact(a.geometry, b.geometry, tolerance=0.0)
+        assert (a.cls, a.role, a.kind, a.name, a.id) == (b.cls, b.role, b.kind, b.name, b.id)
+
+
+QUPATH_04 = """{"type": "FeatureCollection", "features": [
+ {"type": "Feature", "id": "0b2c4b1e-7c9f-4b47-9a8e-3f1f0e6c2d11",
+  "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [400, 100], [400, 300], [100, 300], [100, 100]]]},
+  "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+ {"type": "Feature", "id": "d4c1a2b3-0000-4000-8000-000000000001",
+  "geometry": {"type": "MultiPolygon", "coordinates": [[[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]],
+                                                       [[[20, 20], [30, 20], [30, 30], [20, 30], [20, 20]]]]},
+  "properties": {"objectType": "annotation", "name": "islands"}},
+ {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]},
+  "properties": {"objectType": "annotation"}}
+]}"""
+
+QUPATH_02 = """[{"type": "Feature", "id": "PathAnnotationObject",
+  "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]]]},
+  "properties": {"object_type": "annotation", "isLocked": false,
+                 "classification": {"name": "Region*", "colorRGB": -16776961}}}]"""
+
+
+def test_qupath_files_import(tmp_path: Path) -> None:
+    new = tmp_path / "qupath04.geojson"
+    new.write_text(QUPATH_04)
+    annotations = read_geojson(new)
+    assert len(annotations) == 2, "the point carries no area and is skipped"
+    tumor, islands = annotations
+    assert tumor.cls == TUMOR and tumor.role is Role.LABEL and tumor.geometry.area == 300 * 200
+    assert islands.cls == TISSUE and islands.name == "islands" and islands.geometry.area == 200
+    old = tmp_path / "qupath02.geojson"
+    old.write_text(QUPATH_02)
+    (region,) = read_geojson(old)
+    assert region.role is Role.REGION and region.cls.color == (0, 0, 255)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"type": "Topology"}', "expected a GeoJSON FeatureCollection"),
+        ('[{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1]]]}}]', "feature 0"),
+        (json.dumps({"type": "FeatureCollection", "features": json.loads(QUPATH_04)["features"] + [{"type": "Feature"}]}),
+         "feature 3"),
+        ('[{"type": "Feature", "geometry": {"type": "GeometryCollection", "geometries": []}}]', "not supported"),
+    ],
+)
+def test_invalid_geojson_raises_and_imports_nothing(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.geojson"
+    path.write_text(text)
+    existing = AnnotationSet(_sample_annotations())
+    with pytest.raises(AnnotationError, match=message):
+        existing.extend(read_geojson(path))
+    assert len(existing) == 4
+
+
+def test_self_intersecting_polygon_is_repaired() -> None:
+    bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    assert not bowtie.is_valid
+    annotation = Annotation(bowtie)
+    assert annotation.geometry.is_valid and annotation.geometry.area == pytest.approx(50)
+
+
+@pytest.mark.parametrize("downsample", [1.0, 4.0])
+def test_rasterized_circle_matches_its_area(downsample: float) -> None:
+    r = 700.0
+    circle = Point(1500.3, 1400.7).buffer(r, quad_segs=256)
+    shape = (int(3000 / downsample), int(3000 / downsample))
+    mask = rasterize([Annotation(circle)], (0.0, 0.0), downsample, shape)
+    expected = math.pi * r**2 / downsample**2
+    assert abs(mask.sum() - expected) / expected < 0.005
+
+
+def test_rasterization_rule_pixel_centres_and_paint_order() -> None:
+    # A 10 x 10 square on pixel edges covers exactly 100 pixel centres; shifted by 0.4 px still 100.
+    assert rasterize([Annotation(box(2, 3, 12, 13))], (0, 0), 1.0, (20, 20)).sum() == 100
+    assert rasterize([Annotation(box(2.4, 3.4, 12.4, 13.4))], (0, 0), 1.0, (20, 20)).sum() == 100
+    # Region origin shifts coordinates; later Background paints 0 over earlier Tissue; regions are not painted.
+    layers = [Annotation(box(100, 100, 120, 120)), Annotation(box(110, 110, 130, 130), cls=BACKGROUND),
+              Annotation.rectangle(100, 100, 50, 50)]
+    mask = rasterize(layers, (100, 100), 1.0, (40, 40))
+    assert mask.sum() == 400 - 100 and mask[0, 0] == 1 and mask[15, 15] == 0
+    multi = rasterize(layers[:1] + [Annotation(box(0, 0, 10, 10), cls=TUMOR)], (0, 0), 1.0, (130, 130),
+                      values={"Tissue": 1, "Tumor": 2})
+    assert set(np.unique(multi)) == {0, 1, 2} and (multi == 2).sum() == 100
+
+
+def test_rasterize_into_a_memmap_strip_by_strip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gigapath_desktop.annotations import raster
+
+    circle = Annotation(Point(300, 2500).buffer(250))
+    whole = rasterize([circle], (0, 0), 1.0, (3000, 600))
+    monkeypatch.setattr(raster, "STRIP_ROWS", 97)
+    out = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.uint8, shape=(3000, 600))
+    rasterize([circle], (0, 0), 1.0, (3000, 600), out=out)
+    assert np.array_equal(np.asarray(out), whole)
+
+
+def test_traced_polygons_rasterize_back_to_the_same_mask() -> None:
+    rng = np.random.default_rng(1)
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.standard_normal((300, 400)), 6)
+    mask = (noise > 0.02).astype(np.uint8)
+    mask[150:160, 200:210] = 0  # a hole
+    mask[5, 5] = 1  # a lone pixel
+    polygons = mask_to_polygons(mask, origin=(1000.0, 2000.0), downsample=2.0)
+    assert any(len(p.interiors) for p in polygons), "holes are kept"
+    back = rasterize([Annotation(p) for p in polygons], (1000.0, 2000.0), 2.0, mask.shape)
+    assert np.array_equal(back, mask)
+
+
+def test_annotation_set_notifies_listeners() -> None:
+    seen: list[tuple[str, str]] = []
+    annotations = AnnotationSet()
+    annotations.subscribe(lambda what, a: seen.append((what, a.name)))
+    first = Annotation(box(0, 0, 5, 5), name="a")
+    annotations.add(first)
+    annotations.replace(first, Annotation(box(0, 0, 6, 6), name="b"))
+    annotations.remove(annotations[0])
+    assert seen == [("added", "a"), ("changed", "b"), ("removed", "b")]
+    assert [c.name for c in annotations.classes][:3] == ["Tissue", "Background", "Region"]

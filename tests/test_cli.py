@@ -1,0 +1,38 @@
+"""The command line as users run it: a real subprocess per call."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CMU
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gigapath_desktop", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_info_and_detect_tissue(tmp_path: Path) -> None:
+    info = run("info", str(CMU))
+    assert info.returncode == 0 and "2220 x 2967" in info.stdout and "aperio" in info.stdout
+    out = tmp_path / "tissue.geojson"
+    detected = run("detect-tissue", str(CMU), "--out", str(out))
+    assert detected.returncode == 0, detected.stderr
+    features = json.loads(out.read_text())["features"]
+    assert features and features[0]["properties"]["classification"]["name"] == "Tissue"
+
+
+def test_make_slide(tmp_path: Path) -> None:
+    result = run("make-slide", str(tmp_path / "s.tif"), "--width", "1200", "--height", "900", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "s.tif").is_file() and (tmp_path / "s.mask.tif").is_file()
+    assert not list(tmp_path.glob("*.partial"))
+    assert "1200 x 900" in run("info", str(tmp_path / "s.tif")).stdout
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    missing = run("info", str(tmp_path / "nope.svs"))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
+    bad = run("make-slide", str(tmp_path / "x.tif"), "--width", "0", "--height", "5")
+    assert bad.returncode == 2 and "positive" in bad.stderr

@@ -1,0 +1,31 @@
+"""Core code never imports Qt: import every core module with PySide6 and pyqtgraph made unimportable."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = [
+    "gigapath_desktop.slides",
+    "gigapath_desktop.slides.synthetic",
+    "gigapath_desktop.annotations",
+    "gigapath_desktop.cli",
+]
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('PySide6', 'pyqtgraph', 'shiboken6'):
+            raise ImportError('Qt is blocked in core code: ' + name)
+sys.meta_path.insert(0, Block())
+import importlib
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+print('ok')
+"""
+
+
+def test_core_imports_without_qt() -> None:
+    result = subprocess.run([sys.executable, "-c", BLOCKER, *CORE], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,0 +1,62 @@
+"""The on-disk region cache: decoded once, reused, atomic, cancellable, read through a memmap."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DAPI
+from gigapath_desktop import Cancelled
+from gigapath_desktop.slides import ArrayCache, Region, cached_region, open_slide
+from gigapath_desktop.slides import cache as cache_module
+
+
+def test_region_is_decoded_once_then_reused(_private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "DECODE_CHUNK", 512)  # several chunks even for a small region
+    region = Region(100, 200, 2000, 1500, level=1)
+    calls: list[tuple[int, int]] = []
+    with open_slide(DAPI) as slide:
+        first = cached_region(slide, region, progress=lambda d, t: calls.append((d, t)))
+        direct = slide.read_region(region)
+        assert isinstance(first, np.memmap) and not first.flags.writeable
+        assert first.shape == direct.shape == (750, 1000, 3)
+        assert np.array_equal(np.asarray(first), direct)
+        assert calls[-1][0] == calls[-1][1] == 4 and len(calls) == 4
+        files = list(_private_cache.rglob("*.npy"))
+        assert len(files) == 1 and "partial" not in files[0].name
+        mtime = files[0].stat().st_mtime_ns
+        calls.clear()
+        again = cached_region(slide, region, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [] and files[0].stat().st_mtime_ns == mtime
+    assert np.array_equal(np.asarray(again[100:200, 300:400]), direct[100:200, 300:400])
+
+
+def test_cancel_leaves_no_cache_entry(_private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "DECODE_CHUNK", 256)
+    with open_slide(DAPI) as slide, pytest.raises(Cancelled):
+        cached_region(slide, Region(0, 0, 2048, 2048), cancel=lambda: True)
+    assert list(_private_cache.rglob("*")) == [] or not list(_private_cache.rglob("*.npy"))
+
+
+def test_not_enough_disk_space_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage(10, 10, 1 << 20))
+    cache = ArrayCache(tmp_path / "c")
+    with pytest.raises(Exception, match="not enough disk space"):
+        cache.get_or_build("k", (4096, 4096, 3), np.uint8, lambda out: None)
+    assert not list((tmp_path / "c").glob("*.npy"))
+
+
+def test_fill_failure_leaves_nothing_behind(tmp_path: Path) -> None:
+    cache = ArrayCache(tmp_path / "c")
+
+    def boom(out: np.ndarray) -> None:
+        out[:] = 1
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(Exception, match="disk full"):
+        cache.get_or_build("k", (10, 10), np.uint8, boom)
+    assert list((tmp_path / "c").iterdir()) == []
