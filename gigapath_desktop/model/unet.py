@@ -1,0 +1,118 @@
+"""The compact large-kernel, high-stride U-Net (~4.6k parameters by default).
+
+Its work happens at 1/4 resolution and below: the uint8 image is folded 4x4 into channels (space-to-depth), the
+encoder pools by 4 twice with 3x3 and 5x5 kernels, the decoder merges skips with 1x1 convolutions, and the last layer
+predicts the 16 pixels of each 4x4 block, unfolded by depth-to-space into a full-resolution probability.
+
+Every convolution is 'valid' and every stride-s operation has a kernel of s, so the network is a translation-
+equivariant function of its input with a fixed halo: a tile of output needs its input plus `halo` pixels on each side,
+and tiles whose origins are multiples of the total stride give exactly the whole-image output (`model.geometry`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from gigapath_desktop.model.geometry import TensorGeometry, layer_geometry
+
+
+@keras.saving.register_keras_serializable(package="gigapath")
+class SpaceToDepth(layers.Layer):
+    """Fold each `block` x `block` patch into channels (keeps the input dtype, so uint8 stays 1 byte/px)."""
+
+    def __init__(self, block: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.space_to_depth(x, self.block)
+
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        b = self.block
+        return (shape[0], None if shape[1] is None else shape[1] // b, None if shape[2] is None else shape[2] // b, shape[3] * b * b)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="gigapath")
+class DepthToSpace(layers.Layer):
+    """Unfold channels back into `block` x `block` patches (pixel shuffle)."""
+
+    def __init__(self, block: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.block = block
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.depth_to_space(x, self.block)
+
+    def compute_output_shape(self, shape: tuple) -> tuple:
+        b = self.block
+        return (shape[0], None if shape[1] is None else shape[1] * b, None if shape[2] is None else shape[2] * b, shape[3] // (b * b))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "block": self.block}
+
+
+LOGITS = "logits_s2d"
+
+
+def build_unet(
+    filters: Sequence[int] = (8, 8, 8),
+    kernels: Sequence[int] = (3, 5, 5),
+    block: int = 4,
+    pool: int = 4,
+    dtype: str = "float32",
+) -> keras.Model:
+    """uint8 RGB (H, W, 3) in -> tissue probability (H - 2 halo, W - 2 halo, 1) out; one encoder level per filter.
+
+    The layer named `logits_s2d` holds the logits folded block x block into channels; training uses it directly.
+    """
+    geom: dict[int, TensorGeometry] = {}
+
+    def apply(layer: layers.Layer, *inputs: keras.KerasTensor) -> keras.KerasTensor:
+        out = layer(list(inputs) if len(inputs) > 1 else inputs[0])
+        geom[id(out)] = layer_geometry(layer, [geom[id(t)] for t in inputs])
+        return out
+
+    image = keras.Input((None, None, 3), dtype="uint8", name="image")
+    geom[id(image)] = TensorGeometry()
+    x = apply(SpaceToDepth(block, name="space_to_depth"), image)
+    x = apply(layers.Rescaling(1 / 127.5, offset=-1.0, dtype=dtype, name="rescale"), x)
+    x = apply(layers.Conv2D(filters[0], 1, activation="relu", dtype=dtype, name="stem"), x)
+    skips = []
+    for level, (f, k) in enumerate(zip(filters, kernels)):
+        if level:
+            x = apply(layers.MaxPooling2D(pool, dtype=dtype, name=f"pool{level}"), x)
+        x = apply(layers.Conv2D(f, k, activation="relu", dtype=dtype, name=f"enc{level}"), x)
+        skips.append(x)
+    for level in reversed(range(len(filters) - 1)):
+        x = apply(layers.UpSampling2D(pool, dtype=dtype, name=f"up{level}"), x)
+        skip = skips[level]
+        crop = (geom[id(x)].offset - geom[id(skip)].offset) // geom[id(skip)].cell
+        skip = apply(layers.Cropping2D(crop, dtype=dtype, name=f"crop{level}"), skip)
+        x = apply(layers.Concatenate(dtype=dtype, name=f"merge{level}"), x, skip)
+        x = apply(layers.Conv2D(filters[level], 1, activation="relu", dtype=dtype, name=f"dec{level}"), x)
+    x = apply(layers.Conv2D(block * block, 1, dtype=dtype, name=LOGITS), x)
+    x = apply(DepthToSpace(block, dtype=dtype, name="depth_to_space"), x)
+    probability = apply(layers.Activation("sigmoid", dtype=dtype, name="probability"), x)
+    return keras.Model(image, probability, name="gigapath_unet")
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same network (shared weights) ending at the folded logits: what training differentiates."""
+    return keras.Model(model.input, model.get_layer(LOGITS).output)
+
+
+def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
+    """A twin of `model` computing in `dtype` (e.g. float64 for verification), with the weights copied over."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] != "InputLayer":
+            layer["config"]["dtype"] = dtype
+    twin = keras.Model.from_config(config)
+    twin.set_weights([w.astype(dtype) for w in model.get_weights()])
+    return twin
