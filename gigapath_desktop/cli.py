@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from tqdm import tqdm
 
 from gigapath_desktop import __version__
 from gigapath_desktop.errors import GigaPathError
+
+if TYPE_CHECKING:
+    from gigapath_desktop.training.job import TrainJob
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -49,6 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=0.5, help="microns per level-0 pixel written in the TIFF")
     p.set_defaults(command=cmd_make_slide)
 
+    p = sub.add_parser("train", help="train the U-Net on a whole slide region (exact gradients, bounded memory)")
+    p.add_argument("slide", nargs="?", help="slide file (omit with --demo)")
+    p.add_argument("--demo", action="store_true", help="train on the bundled demo slide with detected tissue labels")
+    p.add_argument("--region", help="X,Y,W,H in level-0 pixels")
+    p.add_argument("--level", type=int, default=0, help="pyramid level to train at (default 0)")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
+    labels.add_argument("--auto-labels", action="store_true", help="label tissue by automatic detection")
+    p.add_argument("--val-region", help="X,Y,W,H (level-0 pixels) to report validation Dice on")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
+    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels; 0 = whole region at once")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.set_defaults(command=cmd_train)
+
     p = sub.add_parser("detect-tissue", help="detect tissue and write it as QuPath GeoJSON label annotations")
     p.add_argument("slide")
     p.add_argument("--out", required=True, help="output .geojson")
@@ -87,6 +109,52 @@ def cmd_make_slide(args: argparse.Namespace) -> int:
         image, mask = make_slide(args.out, args.width, args.height, seed=args.seed, mpp=args.mpp, progress=progress)
     print(f"wrote {image} and {mask}")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gigapath_desktop.training.events import Event, LogEvent, StepEvent
+    from gigapath_desktop.training.job import run_train_job
+
+    job = _train_job(args)
+    with tqdm(total=job.config.steps, unit="step", desc="train", disable=None) as bar:
+        def show(event: Event) -> None:
+            if isinstance(event, StepEvent):
+                bar.n = event.step
+                val = "-" if event.val_dice is None else f"{event.val_dice:.4f}"
+                bar.set_postfix_str(f"loss {event.loss:.4f} dice {event.dice:.4f} val {val} {event.mpix_per_s:.1f} MP/s")
+            elif isinstance(event, LogEvent):
+                bar.write(event.message)
+
+        trainer = run_train_job(job, [show])
+    print(f"step {trainer.step}: wrote {job.out / 'model.keras'}, config.json and metrics.csv")
+    return 0
+
+
+def _train_job(args: argparse.Namespace) -> "TrainJob":
+    """Turn `train` arguments into a TrainJob, with one-line errors for what is missing."""
+    from gigapath_desktop.resources import demo_slide
+    from gigapath_desktop.slides import Region
+    from gigapath_desktop.training.job import TrainJob
+    from gigapath_desktop.training.trainer import TrainConfig
+
+    if args.steps < 1 or args.lr <= 0 or args.tile < 0 or args.checkpoint_every < 1:
+        raise GigaPathError("--steps and --checkpoint-every must be >= 1, --lr > 0 and --tile >= 0")
+    if args.demo:
+        slide = demo_slide()
+        region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
+    else:
+        if not args.slide or not args.region:
+            raise GigaPathError("train needs SLIDE and --region X,Y,W,H (or --demo)")
+        if not args.labels and not args.auto_labels:
+            raise GigaPathError("train needs --labels FILE.geojson or --auto-labels")
+        slide = Path(args.slide)
+        region = Region.parse(args.region, args.level)
+        val_region = Region.parse(args.val_region, args.level) if args.val_region else None
+    config = TrainConfig(steps=args.steps, learning_rate=args.lr, tile=args.tile or None,
+                         checkpoint_every=args.checkpoint_every)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    labels = Path(args.labels) if args.labels and not args.demo else None
+    return TrainJob(slide, region, out, config, labels, val_region, args.seed, args.resume)
 
 
 def cmd_detect_tissue(args: argparse.Namespace) -> int:

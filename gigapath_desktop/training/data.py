@@ -1,0 +1,57 @@
+"""Training data: a region's pixels and labels, both decoded/rasterized once into the disk cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from gigapath_desktop.annotations import Annotation, Role, rasterize, to_geojson
+from gigapath_desktop.slides import ArrayCache, Region, Slide, cached_region
+from gigapath_desktop.slides.cache import CancelFn, ProgressFn
+
+
+@dataclass
+class RegionData:
+    """One training or validation region: image (H, W, 3) uint8 and labels (H, W) in {0, 1}, often memmaps."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(f"image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+        if self.labels.shape != self.image.shape[:2]:
+            raise ValueError(f"labels {self.labels.shape} do not match image {self.image.shape[:2]}")
+
+    @property
+    def pixels(self) -> int:
+        return int(self.labels.size)
+
+
+def load_region(
+    slide: Slide,
+    region: Region,
+    annotations: Iterable[Annotation],
+    cache: ArrayCache | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> RegionData:
+    """The region's pixels (decoded once) and its Tissue labels (rasterized once), read back as memmaps."""
+    cache = cache or ArrayCache()
+    image = cached_region(slide, region, cache, progress, cancel)
+    labels = [a for a in annotations if a.role is Role.LABEL]
+    h, w = image.shape[:2]
+    digest = hashlib.sha256(json.dumps(to_geojson(labels), sort_keys=True).encode()).hexdigest()[:16]
+    key = f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}-{digest}"
+    origin = (float(region.x), float(region.y))
+    downsample = slide.level_downsamples[region.level]
+
+    def fill(out: np.ndarray) -> None:
+        rasterize(labels, origin, downsample, (h, w), out=out)
+
+    mask = cache.get_or_build(key, (h, w), np.uint8, fill)
+    return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}")

@@ -1,0 +1,44 @@
+"""Plain events the engine reports; the GUI, the CLI progress bar, the server stream and metrics.csv listen to them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Union
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One optimizer step (one whole region) finished."""
+
+    step: int
+    total_steps: int
+    loss: float
+    dice: float
+    val_dice: float | None
+    seconds: float
+    mpix_per_s: float
+    rss_bytes: int
+    device_memory_bytes: int | None
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TileEvent:
+    """Progress inside a step: `done` of `total` tile passes (forward sums, then forward + backward)."""
+
+    step: int
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """A line for the log pane / terminal."""
+
+    message: str
+
+
+Event = Union[StepEvent, TileEvent, LogEvent]
+Listener = Callable[[Event], None]

@@ -1,0 +1,97 @@
+"""A training job as users describe it (slide, regions, labels, run folder), shared by the CLI, GUI and server."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import keras
+
+from gigapath_desktop import __version__
+from gigapath_desktop.annotations import Annotation, detect_tissue, read_geojson
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.model import build_unet, model_geometry, save_model
+from gigapath_desktop.slides import Region, Slide, open_slide
+from gigapath_desktop.training.data import RegionData, load_region
+from gigapath_desktop.training.events import Listener, LogEvent
+from gigapath_desktop.training.metrics import MetricsWriter
+from gigapath_desktop.training.trainer import CHECKPOINTS, TrainConfig, Trainer
+
+
+@dataclass
+class TrainJob:
+    slide: Path
+    region: Region
+    out: Path
+    config: TrainConfig = field(default_factory=TrainConfig)
+    labels: Path | None = None  # GeoJSON; None means automatic tissue detection
+    val_region: Region | None = None
+    seed: int = 0
+    resume: bool = False
+
+
+def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Trainer:
+    """Check every input, load (or decode once) the regions and labels, write config.json; return the Trainer."""
+    _check_out(job)
+    with open_slide(job.slide) as slide:
+        slide.check_region(job.region)
+        if job.val_region is not None:
+            slide.check_region(job.val_region)
+        annotations = _labels(job, slide, listeners)
+        train = load_region(slide, job.region, annotations)
+        val = load_region(slide, job.val_region, annotations) if job.val_region is not None else None
+    job.out.mkdir(parents=True, exist_ok=True)
+    if job.resume:
+        trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, steps=job.config.steps)
+    else:
+        keras.utils.set_random_seed(job.seed)
+        trainer = Trainer(build_unet(), [train], val, job.config, job.out, listeners)
+    trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", resume_from=trainer.step))
+    _write_config(job, trainer, train, val)
+    return trainer
+
+
+def run_train_job(job: TrainJob, listeners: Sequence[Listener] = ()) -> Trainer:
+    """Prepare, train to the end (or a stop), and write RUN_DIR/model.keras."""
+    trainer = prepare_trainer(job, listeners)
+    trainer.run()
+    save_model(trainer.model, job.out / "model.keras")
+    return trainer
+
+
+def _check_out(job: TrainJob) -> None:
+    has_run = (job.out / CHECKPOINTS / "latest").exists()
+    if job.resume and not has_run:
+        raise GigaPathError(f"{job.out}: nothing to resume (no checkpoint there)")
+    if not job.resume and has_run:
+        raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def _labels(job: TrainJob, slide: Slide, listeners: Sequence[Listener]) -> list[Annotation]:
+    if job.labels is not None:
+        return read_geojson(job.labels)
+    annotations = detect_tissue(slide)
+    for listener in listeners:
+        listener(LogEvent(f"detected {len(annotations)} tissue polygon(s) as labels"))
+    return annotations
+
+
+def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: RegionData | None) -> None:
+    geometry = model_geometry(trainer.model)
+    config = {
+        "version": __version__,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "slide": str(job.slide.resolve()),
+        "region": asdict(job.region),
+        "val_region": asdict(job.val_region) if job.val_region else None,
+        "labels": str(job.labels.resolve()) if job.labels else "auto (tissue detection)",
+        "train_pixels": train.pixels,
+        "val_pixels": val.pixels if val else None,
+        "seed": job.seed,
+        "training": asdict(trainer.config),
+        "model": {"parameters": int(trainer.model.count_params()), **asdict(geometry)},
+        "device": trainer.device,
+    }
+    (job.out / "config.json").write_text(json.dumps(config, indent=1))

@@ -1,0 +1,82 @@
+"""Exactness of tiled whole-region training: tiled == whole in float64, and closer to the truth in float32.
+
+Relative difference of a gradient = max |a - b| / max |b| over the variable's entries; "worst variable" is the max.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from gigapath_desktop.model import build_unet, model_geometry
+from gigapath_desktop.model.tiling import TilePlan
+from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides.synthetic import mask_path_for
+from gigapath_desktop.training import region_gradients
+
+
+def _region(slide_path: Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    region = Region(0, 0, width, height)
+    with open_slide(slide_path) as slide, open_slide(mask_path_for(slide_path)) as mask:
+        return slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8)
+
+
+def _worst(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    keras.utils.set_random_seed(3)
+    return build_unet()
+
+
+@pytest.fixture(scope="module")
+def odd_region(synthetic_slide: Path) -> tuple[np.ndarray, np.ndarray]:
+    return _region(synthetic_slide, 1500, 2300)  # neither a multiple of the tile nor of the stride (64)
+
+
+def test_tiled_forward_equals_whole_forward(model: keras.Model, odd_region: tuple) -> None:
+    image, _ = odd_region
+    geometry = model_geometry(model)
+    whole_plan = TilePlan.create(*image.shape[:2], geometry, None)
+    (whole_tile,) = whole_plan.tiles()
+    whole = np.asarray(model(whole_plan.image(image, whole_tile)[None]))[0, ..., 0]
+    plan = TilePlan.create(*image.shape[:2], geometry, 448)
+    assert len(plan) > 6
+    stitched = np.full(image.shape[:2], np.nan, np.float32)
+    for tile in plan.tiles():
+        target, part = plan.crop(np.asarray(model(plan.image(image, tile)[None]))[0, ..., 0], tile)
+        stitched[target] = part
+    assert np.array_equal(stitched, whole[: image.shape[0], : image.shape[1]])
+
+
+def test_float64_tiled_gradients_equal_whole_region(model: keras.Model, odd_region: tuple) -> None:
+    image, labels = odd_region
+    loss_w, dice_w, grads_w = region_gradients(model, image, labels, tile=None, dtype="float64")
+    loss_t, dice_t, grads_t = region_gradients(model, image, labels, tile=512, dtype="float64")
+    assert abs(loss_t - loss_w) <= 1e-9 * abs(loss_w)
+    assert abs(dice_t - dice_w) <= 1e-9 * abs(dice_w)
+    assert len(grads_t) == len(model.trainable_variables)
+    assert all(g.dtype == np.float64 and g.shape == tuple(v.shape) for g, v in zip(grads_t, model.trainable_variables))
+    assert _worst(grads_t, grads_w) <= 1e-9
+
+
+def test_float32_tiled_is_no_further_from_float64_truth_than_whole(model: keras.Model, odd_region: tuple) -> None:
+    image, labels = odd_region
+    _, _, truth = region_gradients(model, image, labels, tile=None, dtype="float64")
+    _, _, whole32 = region_gradients(model, image, labels, tile=None, dtype="float32")
+    _, _, tiled32 = region_gradients(model, image, labels, tile=512, dtype="float32")
+    whole_error, tiled_error = _worst(whole32, truth), _worst(tiled32, truth)
+    print(f"float32 worst-variable relative error: whole {whole_error:.2e}, tiled {tiled_error:.2e}")
+    assert tiled_error <= whole_error
+
+
+def test_region_smaller_than_the_halo(model: keras.Model, synthetic_slide: Path) -> None:
+    image, labels = _region(synthetic_slide, 70, 130)
+    whole = region_gradients(model, image, labels, tile=None, dtype="float64")
+    tiled = region_gradients(model, image, labels, tile=64, dtype="float64")
+    assert abs(whole[0] - tiled[0]) <= 1e-9 * abs(whole[0])
+    assert _worst(tiled[2], whole[2]) <= 1e-9

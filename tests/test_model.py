@@ -1,0 +1,56 @@
+"""The U-Net: size, geometry computed from its layers, full-resolution probabilities, .keras round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from gigapath_desktop import ModelError
+from gigapath_desktop.model import build_unet, load_model, model_geometry, save_model
+
+
+def test_default_model_is_compact_and_its_geometry_comes_from_its_layers() -> None:
+    model = build_unet()
+    assert 4000 <= model.count_params() <= 5000
+    geometry = model_geometry(model)
+    # space-to-depth 4, then pooling by 4 twice: cells of 4, 16 and 64 px; 3x3 at 4 px, 5x5 at 16 and 64 px.
+    assert geometry.stride == 64 and geometry.block == 4
+    assert geometry.halo == 1 * 4 + 2 * 16 + 2 * 64
+    assert geometry.receptive_field >= 2 * geometry.halo
+    other = model_geometry(build_unet(filters=(4, 6), kernels=(5, 7)))
+    assert (other.stride, other.halo) == (16, 2 * 4 + 3 * 16)
+
+
+def test_output_is_full_resolution_probability_of_the_tile() -> None:
+    model = build_unet()
+    g = model_geometry(model)
+    image = np.random.default_rng(0).integers(0, 256, (1, 128 + 2 * g.halo, 192 + 2 * g.halo, 3), np.uint8)
+    out = np.asarray(model(image))
+    assert out.shape == (1, 128, 192, 1)
+    assert ((out > 0) & (out < 1)).all()
+
+
+def test_layers_that_break_tiling_are_refused() -> None:
+    inputs = keras.Input((None, None, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(x)
+    with pytest.raises(ModelError, match="padding='valid'"):
+        model_geometry(keras.Model(inputs, x))
+
+
+def test_keras_round_trip_and_bad_files(tmp_path: Path) -> None:
+    model = build_unet()
+    path = save_model(model, tmp_path / "m.keras")
+    again = load_model(path)
+    size = 64 + 2 * model_geometry(model).halo
+    image = np.random.default_rng(1).integers(0, 256, (1, size, size, 3), np.uint8)
+    assert np.array_equal(np.asarray(model(image)), np.asarray(again(image)))
+    assert model_geometry(again) == model_geometry(model)
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model")
+    with pytest.raises(ModelError, match="not a .keras model"):
+        load_model(junk)
+    with pytest.raises(ModelError, match="no such model"):
+        load_model(tmp_path / "missing.keras")

@@ -1,0 +1,116 @@
+"""The Trainer on real synthetic-slide regions: learning, events, checkpoints, stop/resume, pause, NaN."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from gigapath_desktop import TrainingError
+from gigapath_desktop.model import build_unet
+from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides.synthetic import mask_path_for
+from gigapath_desktop.training import (
+    MetricsWriter,
+    RegionData,
+    StepEvent,
+    TileEvent,
+    TrainConfig,
+    Trainer,
+    read_metrics,
+)
+
+
+def _data(slide_path: Path, region: Region) -> RegionData:
+    with open_slide(slide_path) as slide, open_slide(mask_path_for(slide_path)) as mask:
+        return RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def regions(synthetic_slide: Path) -> tuple[RegionData, RegionData]:
+    return _data(synthetic_slide, Region(0, 0, 1400, 1100)), _data(synthetic_slide, Region(1500, 1100, 1400, 1000))
+
+
+def _model(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_unet()
+
+
+def test_short_run_lowers_loss_and_raises_dice(regions: tuple, tmp_path: Path) -> None:
+    train, val = regions
+    events: list = []
+    metrics = MetricsWriter(tmp_path / "metrics.csv")
+    trainer = Trainer(_model(), [train], val, TrainConfig(steps=25, learning_rate=0.03, tile=512),
+                      listeners=[events.append, metrics])
+    history = trainer.run()
+    assert [e.step for e in history] == list(range(1, 26))
+    assert history[-1].loss < history[0].loss - 0.1
+    assert history[-1].dice > history[0].dice + 0.1
+    assert history[-1].val_dice is not None and history[-1].val_dice > history[0].val_dice
+    step = history[-1]
+    assert step.seconds > 0 and step.mpix_per_s > 0 and step.rss_bytes > 50e6 and step.device
+    tiles = [e for e in events if isinstance(e, TileEvent) and e.step == 1]
+    assert tiles[-1].done == tiles[-1].total == 2 * 3 * 3  # 1400 x 1100 -> 3 x 3 tiles of 512, two passes
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert len(rows) == 25 and float(rows[-1]["loss"]) == pytest.approx(step.loss)
+
+
+def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: Path) -> None:
+    train, val = regions
+    config = TrainConfig(steps=6, learning_rate=0.02, tile=768, checkpoint_every=2)
+    reference = Trainer(_model(), [train], None, config)
+    reference.run()
+
+    run_dir = tmp_path / "run"
+    trainer = Trainer(_model(), [train], None, config, run_dir)
+    trainer.listeners.append(lambda e: trainer.stop() if isinstance(e, TileEvent) and e.step == 4 and e.done == 2 else None)
+    trainer.run()
+    assert trainer.step == 3, "the step in progress when stopped is discarded"
+    stopped_weights = [w.copy() for w in trainer.model.get_weights()]
+
+    resumed = Trainer.from_checkpoint(run_dir, [train])
+    assert resumed.step == 3 and [e.step for e in resumed.history] == [1, 2, 3]
+    for a, b in zip(resumed.model.get_weights(), stopped_weights):
+        assert np.array_equal(a, b)
+    resumed.run()
+    assert resumed.step == 6
+    for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert (run_dir / "checkpoints" / "latest").read_text() == "step-000006"
+    assert len(list((run_dir / "checkpoints").glob("step-*"))) == 2
+
+
+def test_pause_holds_between_tiles_and_resume_finishes(regions: tuple) -> None:
+    train, _ = regions
+    steps: list[float] = []
+    trainer = Trainer(_model(), [train], None, TrainConfig(steps=3, tile=512),
+                      listeners=[lambda e: steps.append(time.monotonic()) if isinstance(e, StepEvent) else None])
+    trainer.pause()
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    time.sleep(1.0)
+    assert trainer.paused and steps == [] and worker.is_alive()
+    resumed_at = time.monotonic()
+    trainer.resume()
+    worker.join(timeout=120)
+    assert not worker.is_alive() and len(steps) == 3 and steps[0] > resumed_at
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_weights(regions: tuple, tmp_path: Path) -> None:
+    train, _ = regions
+    model = _model()
+    weights = model.get_weights()
+    weights[-1][:] = np.nan  # the logits bias: NaN reaches the loss (ReLU would swallow it earlier)
+    model.set_weights(weights)
+    trainer = Trainer(model, [train], None, TrainConfig(steps=2, tile=512), tmp_path / "run")
+    with pytest.raises(TrainingError, match="loss became nan at step 1"):
+        trainer.run()
+    assert trainer.step == 0 and (tmp_path / "run" / "checkpoints" / "step-000000").is_dir()
+
+
+def test_resume_without_checkpoint_is_an_error(regions: tuple, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        Trainer.from_checkpoint(tmp_path, [regions[0]])
