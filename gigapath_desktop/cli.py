@@ -65,11 +65,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
     p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels; 0 = whole region at once")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(command=cmd_train)
+
+    p = sub.add_parser("predict", help="predict a tissue mask and export it (pyramidal TIFF, PNG, GeoJSON)")
+    p.add_argument("slide")
+    p.add_argument("--model", required=True, help="a trained model, e.g. RUN_DIR/model.keras")
+    p.add_argument("--region", help="X,Y,W,H in level-0 pixels (default: the whole slide)")
+    p.add_argument("--level", type=int, default=0, help="pyramid level to predict at (default 0)")
+    p.add_argument("--out", required=True, help="output pyramidal TIFF mask")
+    p.add_argument("--png", help="also write a PNG preview (the slide with the mask overlaid)")
+    p.add_argument("--downsample", type=float, default=32.0, help="PNG preview downsample (default 32)")
+    p.add_argument("--geojson", help="also write the mask's contours as QuPath GeoJSON")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
+    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    p.set_defaults(command=cmd_predict)
 
     p = sub.add_parser("detect-tissue", help="detect tissue and write it as QuPath GeoJSON label annotations")
     p.add_argument("slide")
@@ -155,6 +169,30 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     labels = Path(args.labels) if args.labels and not args.demo else None
     return TrainJob(slide, region, out, config, labels, val_region, args.seed, args.resume)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from gigapath_desktop.inference import PredictJob, run_predict_job
+    from gigapath_desktop.slides import Region
+
+    if not 0 < args.threshold < 1 or args.downsample < 1 or args.tile < 64:
+        raise GigaPathError("--threshold must lie in (0, 1), --downsample >= 1 and --tile >= 64")
+    job = PredictJob(
+        slide=Path(args.slide), model=Path(args.model), out=Path(args.out),
+        region=Region.parse(args.region, args.level) if args.region else None, level=args.level,
+        png=Path(args.png) if args.png else None, downsample=args.downsample,
+        geojson=Path(args.geojson) if args.geojson else None, threshold=args.threshold, binary=args.binary,
+        tile=args.tile,
+    )
+    with tqdm(total=None, unit="tile", desc="predict", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = run_predict_job(job, progress)
+    written = ", ".join(str(p) for p in (result.out, result.png, result.geojson) if p)
+    print(f"predicted {result.pixels / 1e6:.1f} MP in {result.seconds:.1f} s; wrote {written}")
+    return 0
 
 
 def cmd_detect_tissue(args: argparse.Namespace) -> int:

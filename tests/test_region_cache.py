@@ -10,6 +10,7 @@ from conftest import DAPI
 from gigapath_desktop import Cancelled
 from gigapath_desktop.slides import ArrayCache, Region, cached_region, open_slide
 from gigapath_desktop.slides import cache as cache_module
+from gigapath_desktop.slides.diskarray import DiskArray
 
 
 def test_region_is_decoded_once_then_reused(_private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,7 +20,7 @@ def test_region_is_decoded_once_then_reused(_private_cache: Path, monkeypatch: p
     with open_slide(DAPI) as slide:
         first = cached_region(slide, region, progress=lambda d, t: calls.append((d, t)))
         direct = slide.read_region(region)
-        assert isinstance(first, np.memmap) and not first.flags.writeable
+        assert isinstance(first, DiskArray) and not first.writable
         assert first.shape == direct.shape == (750, 1000, 3)
         assert np.array_equal(np.asarray(first), direct)
         assert calls[-1][0] == calls[-1][1] == 4 and len(calls) == 4
@@ -60,3 +61,19 @@ def test_fill_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="disk full"):
         cache.get_or_build("k", (10, 10), np.uint8, boom)
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_disk_array_reads_and_writes_rectangles(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 256, (37, 53, 3), np.uint8)
+    out = DiskArray.create(tmp_path / "a.npy", data.shape, np.uint8)
+    out[:20] = data[:20]
+    out[20:, :30] = data[20:, :30]
+    out[20:, 30:] = data[20:, 30:]
+    out.close()
+    assert np.array_equal(np.load(tmp_path / "a.npy"), data), "a plain .npy that numpy reads"
+    back = DiskArray(tmp_path / "a.npy")
+    assert back.shape == data.shape and back.ndim == 3
+    assert np.array_equal(back[5:31, 7:40], data[5:31, 7:40])
+    assert np.array_equal(np.asarray(back), data)
+    with pytest.raises(ValueError, match="read-only"):
+        back[0:1, 0:1] = 0

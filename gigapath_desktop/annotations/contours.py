@@ -32,12 +32,18 @@ def mask_to_polygons(
     x0, y0 = origin
     to_level0 = [downsample, 0, 0, downsample, x0 + 0.5 * downsample, y0 + 0.5 * downsample]
     polygons = []
+    min_pixels = min_area / downsample**2
     for i in np.flatnonzero(links[:, 3] < 0):
-        area = _outline(contours[i][:, 0, :])
+        if min_pixels and _pixel_area(contours[i]) < min_pixels:
+            continue  # cheap early exit for specks: no polygon is built for them
+        holes = []
         child = links[i, 2]
         while child >= 0:
-            area = area.difference(_outline(contours[child][:, 0, :]).buffer(-1.0, join_style="mitre"))
+            holes.append(_outline(contours[child][:, 0, :]).buffer(-1.0, join_style="mitre"))
             child = links[child, 0]
+        area = _outline(contours[i][:, 0, :])
+        if holes:
+            area = area.difference(shapely.unary_union(holes))
         geometry = affine_transform(area, to_level0)
         if simplify > 0:
             geometry = geometry.simplify(simplify, preserve_topology=True)
@@ -45,6 +51,11 @@ def mask_to_polygons(
             if isinstance(polygon, Polygon) and not polygon.is_empty and polygon.area >= min_area:
                 polygons.append(polygon)
     return polygons
+
+
+def _pixel_area(contour: np.ndarray) -> float:
+    """Pixels inside a traced ring: its centre-line area plus the half pixel around its length, plus the corners."""
+    return cv2.contourArea(contour) + cv2.arcLength(contour, closed=True) / 2 + 1
 
 
 def _outline(points: np.ndarray) -> BaseGeometry:

@@ -1,7 +1,8 @@
-"""Decode a (gigapixel) region once into an on-disk array and reuse it, read tile by tile through a memory map.
+"""Decode a (gigapixel) region once into an on-disk array and reuse it, read back tile by tile.
 
-Files are raw `.npy` (so `np.load(mmap_mode="r")` maps them without reading), written under a temporary name and
-renamed into place, so a crash or a full disk never leaves a half-written cache entry that looks complete.
+Entries are plain `.npy` files accessed as `DiskArray` (rectangles by pread/pwrite, so RSS stays bounded by a tile),
+written under a temporary name and renamed into place, so a crash or a full disk never leaves a half-written entry
+that looks complete.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import platformdirs
 
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.parallel import bounded_map
+from gigapath_desktop.slides.diskarray import DiskArray
 from gigapath_desktop.slides.slide import Region, Slide
 
 ProgressFn = Callable[[int, int], None]
@@ -43,9 +45,9 @@ class ArrayCache:
         return self.root / f"{key}.npy"
 
     def get_or_build(
-        self, key: str, shape: tuple[int, ...], dtype: np.dtype | type, fill: Callable[[np.ndarray], None]
-    ) -> np.ndarray:
-        """The cached array for `key` (read-only memmap), building it with `fill(out)` when missing."""
+        self, key: str, shape: tuple[int, ...], dtype: np.dtype | type, fill: Callable[[DiskArray], None]
+    ) -> DiskArray:
+        """The cached array for `key` (read-only), building it with `fill(out)` when missing."""
         path = self.path_for(key)
         cached = self._load(path, shape, np.dtype(dtype))
         if cached is not None:
@@ -60,10 +62,12 @@ class ArrayCache:
             )
         tmp = path.with_name(f"{key}.partial-{os.getpid()}-{threading.get_ident()}.npy")
         try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-            fill(out)
-            out.flush()
-            del out
+            out = DiskArray.create(tmp, shape, dtype)
+            try:
+                fill(out)
+                out.flush()
+            finally:
+                out.close()
             os.replace(tmp, path)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -71,15 +75,16 @@ class ArrayCache:
             raise
         finally:
             tmp.unlink(missing_ok=True)
-        return np.load(path, mmap_mode="r")
+        return DiskArray(path)
 
     @staticmethod
-    def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> DiskArray | None:
         try:
-            arr = np.load(path, mmap_mode="r")
+            arr = DiskArray(path)
         except (OSError, ValueError):
             return None
-        return arr if arr.shape == tuple(shape) and arr.dtype == dtype else None
+        expected = path.stat().st_size == arr._offset + arr.size * arr.dtype.itemsize
+        return arr if expected and arr.shape == tuple(shape) and arr.dtype == dtype else None
 
 
 def cached_region(
@@ -88,14 +93,14 @@ def cached_region(
     cache: ArrayCache | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> np.ndarray:
-    """The pixels of `region` as an (h, w, 3) uint8 read-only memmap, decoded from the slide only the first time."""
+) -> DiskArray:
+    """The pixels of `region` as an (h, w, 3) uint8 read-only DiskArray, decoded from the slide only the first time."""
     slide.check_region(region)
     cache = cache or ArrayCache()
     w, h = slide.level_size(region)
     key = f"region-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}"
 
-    def fill(out: np.ndarray) -> None:
+    def fill(out: DiskArray) -> None:
         decode_region_into(slide, region, out, progress, cancel)
 
     return cache.get_or_build(key, (h, w, 3), np.uint8, fill)
@@ -104,7 +109,7 @@ def cached_region(
 def decode_region_into(
     slide: Slide,
     region: Region,
-    out: np.ndarray,
+    out: DiskArray,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> None:

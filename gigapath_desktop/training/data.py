@@ -11,14 +11,16 @@ import numpy as np
 from gigapath_desktop.annotations import Annotation, Role, rasterize, to_geojson
 from gigapath_desktop.slides import ArrayCache, Region, Slide, cached_region
 from gigapath_desktop.slides.cache import CancelFn, ProgressFn
+from gigapath_desktop.slides.diskarray import DiskArray
 
 
 @dataclass
 class RegionData:
-    """One training or validation region: image (H, W, 3) uint8 and labels (H, W) in {0, 1}, often memmaps."""
+    """One training or validation region: image (H, W, 3) uint8 and labels (H, W) in {0, 1}; numpy arrays or
+    `DiskArray`s (anything sliceable by rectangles with shape, dtype and ndim)."""
 
-    image: np.ndarray
-    labels: np.ndarray
+    image: np.ndarray | DiskArray
+    labels: np.ndarray | DiskArray
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -40,7 +42,7 @@ def load_region(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> RegionData:
-    """The region's pixels (decoded once) and its Tissue labels (rasterized once), read back as memmaps."""
+    """The region's pixels (decoded once) and its Tissue labels (rasterized once), read back from the disk cache."""
     cache = cache or ArrayCache()
     image = cached_region(slide, region, cache, progress, cancel)
     labels = [a for a in annotations if a.role is Role.LABEL]
@@ -50,7 +52,7 @@ def load_region(
     origin = (float(region.x), float(region.y))
     downsample = slide.level_downsamples[region.level]
 
-    def fill(out: np.ndarray) -> None:
+    def fill(out: DiskArray) -> None:
         rasterize(labels, origin, downsample, (h, w), out=out)
 
     mask = cache.get_or_build(key, (h, w), np.uint8, fill)

@@ -28,7 +28,7 @@ from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.model.unet import logits_model, with_dtype
 
 SMOOTH = 1.0
-BCE_WEIGHT = 0.5
+BCE_WEIGHT = 1.0
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]
 

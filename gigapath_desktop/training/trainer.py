@@ -33,7 +33,7 @@ KEEP_CHECKPOINTS = 2
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 50
-    learning_rate: float = 0.01
+    learning_rate: float = 0.03
     tile: int | None = 2048  # output tile side in pixels; None trains on each region as one tensor
     bce_weight: float = BCE_WEIGHT
     checkpoint_every: int = 10

@@ -1,0 +1,128 @@
+"""A prediction job as users describe it (slide, model, region, outputs), shared by the CLI, GUI and server."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from gigapath_desktop import __version__
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, SlideSource, predict_bands
+from gigapath_desktop.inference.writers import TILE, write_contours, write_mask_tiff, write_preview_png
+from gigapath_desktop.model import load_model
+from gigapath_desktop.slides import Region, open_slide
+
+
+@dataclass
+class PredictJob:
+    slide: Path
+    model: Path
+    out: Path  # pyramidal TIFF mask
+    region: Region | None = None  # None: the whole slide at `level`
+    level: int = 0
+    png: Path | None = None
+    downsample: float = 32.0  # of the PNG preview, in slide level-0 pixels per preview pixel
+    geojson: Path | None = None
+    threshold: float = 0.5
+    binary: bool = False  # 0/255 at the threshold instead of probability x 255
+    tile: int = 2048
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    png: Path | None
+    geojson: Path | None
+    contours: int
+    pixels: int
+    seconds: float
+
+
+def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> PredictResult:
+    """Predict and write every requested output; on any failure no partial output file is left behind."""
+    start = time.perf_counter()
+    outputs = [p for p in (job.out, job.png, job.geojson) if p is not None]
+    for path in outputs:
+        _check_writable(path)
+    model = load_model(job.model)
+    partial = job.out.with_name(job.out.name + ".partial")
+    levels = None
+    with open_slide(job.slide) as slide:
+        if not 0 <= job.level < slide.level_count:
+            raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
+        region = job.region or Region(0, 0, *slide.dimensions, job.level)
+        source = SlideSource(slide, region)
+        ds = slide.level_downsamples[region.level]
+        canvas_w, canvas_h = slide.level_dimensions[region.level]
+        origin = (round(region.y / ds), round(region.x / ds))
+        threshold = int(round(job.threshold * 255))
+        encode = _encoder(job.threshold, job.binary)
+        description = {
+            "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
+            "model": str(job.model.resolve()), "region": asdict(region), "level": region.level, "downsample": ds,
+            "values": "0/255 at threshold" if job.binary else "probability x 255", "threshold": job.threshold,
+        }
+        try:
+            bands = predict_bands(model, source, job.tile, progress, cancel, encode)
+            rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
+            levels = write_mask_tiff(partial, rows, (canvas_h, canvas_w), ds, slide.mpp, description, job.binary)
+            contours = write_contours(job.geojson, levels, threshold) if job.geojson else 0
+            if job.png:
+                size = max(1, round(max(slide.dimensions) / job.downsample))
+                write_preview_png(job.png, slide.thumbnail(size), levels, job.downsample, threshold)
+            os.replace(partial, job.out)
+        except BaseException:
+            for path in (partial, job.png, job.geojson):
+                if path is not None and path != job.out:
+                    path.unlink(missing_ok=True)
+            raise
+        finally:
+            partial.unlink(missing_ok=True)
+            if levels is not None:
+                levels.close()
+    return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
+                         time.perf_counter() - start)
+
+
+def _encoder(threshold: float, binary: bool) -> Callable[[np.ndarray], np.ndarray]:
+    if binary:
+        return lambda p: np.where(p >= threshold, 255, 0).astype(np.uint8)
+    return lambda p: np.round(p * 255).astype(np.uint8)
+
+
+def _canvas_rows(
+    bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], origin: tuple[int, int]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time."""
+    height, width = shape
+    r0, c0 = origin
+    pending = np.zeros((0, width), np.uint8)
+    emitted = 0
+
+    def drain(final: bool) -> Iterator[tuple[int, np.ndarray]]:
+        nonlocal pending, emitted
+        while len(pending) >= TILE or (final and len(pending)):
+            yield emitted, pending[:TILE]
+            emitted += len(pending[:TILE])
+            pending = pending[TILE:]
+
+    for y, band in bands:
+        gap = r0 + y - (emitted + len(pending))
+        rows = np.zeros((gap + band.shape[0], width), np.uint8)
+        rows[gap:, c0 : c0 + band.shape[1]] = band
+        pending = np.concatenate([pending, rows])
+        yield from drain(final=False)
+    pending = np.concatenate([pending, np.zeros((height - emitted - len(pending), width), np.uint8)])
+    yield from drain(final=True)
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise GigaPathError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise GigaPathError(f"{path}: folder {folder} is not writable")

@@ -1,0 +1,97 @@
+"""Tiled prediction over a region or a whole slide, with the training engine's tiling plan.
+
+Input tiles come straight from the slide (or any array) through `SlideSource`, mirrored at the region's edges exactly
+as in training, so tiled output equals whole-region output. Results arrive as bands of tile rows, so writers can
+stream them to disk without ever holding the whole mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from gigapath_desktop.errors import Cancelled
+from gigapath_desktop.model.geometry import model_geometry
+from gigapath_desktop.model.tiling import TilePlan
+from gigapath_desktop.parallel import bounded_map
+from gigapath_desktop.slides.slide import Region, Slide
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class SlideSource:
+    """A slide region seen as an (h, w, 3) array that reads rectangles from the slide on demand."""
+
+    slide: Slide
+    region: Region
+
+    def __post_init__(self) -> None:
+        self.slide.check_region(self.region)
+        w, h = self.slide.level_size(self.region)
+        self.shape = (h, w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self._downsample = self.slide.level_downsamples[self.region.level]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = key
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        location = (self.region.x + round(x0 * self._downsample), self.region.y + round(y0 * self._downsample))
+        return self.slide.read_pixels(location, self.region.level, (x1 - x0, y1 - y0))
+
+
+def predict_bands(
+    model: keras.Model,
+    image: Any,
+    tile: int | None = 2048,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    encode: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first row, probabilities) for each band of tile rows of `image` ((h, w, 3) uint8, any rectangle-
+    readable source), top to bottom; each band is float32 (rows, w), or whatever `encode` turns each tile's
+    probabilities into (e.g. uint8, to keep gigapixel-wide bands small). Reading runs ahead on worker threads."""
+    height, width = image.shape[:2]
+    plan = TilePlan.create(height, width, model_geometry(model), tile)
+    forward = _forward(model)
+    tiles = list(plan.tiles())
+    band: np.ndarray | None = None
+    band_y = -1
+    for done, (t, pixels) in enumerate(bounded_map(lambda t: plan.image(image, t), tiles, workers=2), start=1):
+        if cancel is not None and cancel():
+            raise Cancelled("prediction was stopped")
+        if t.y != band_y:
+            if band is not None:
+                yield band_y, band
+            band_y, band = t.y, np.zeros((min(t.height, height - t.y), width), np.uint8 if encode else np.float32)
+        target, part = plan.crop(forward(tf.constant(pixels[None])).numpy()[0, ..., 0], t)
+        band[:, target[1]] = part if encode is None else encode(part)
+        if progress is not None:
+            progress(done, len(tiles))
+    if band is not None:
+        yield band_y, band
+
+
+def predict_array(model: keras.Model, image: Any, tile: int | None = 2048) -> np.ndarray:
+    """The whole probability map of `image` as one float32 (h, w) array (for regions that fit in memory)."""
+    out = np.zeros(image.shape[:2], np.float32)
+    for y, band in predict_bands(model, image, tile):
+        out[y : y + band.shape[0]] = band
+    return out
+
+
+def _forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A compiled forward pass that traces once for every tile size."""
+    cached = model.__dict__.get("_gigapath_forward")
+    if cached is None:
+        spec = tf.TensorSpec([1, None, None, 3], tf.uint8)
+        cached = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        model.__dict__["_gigapath_forward"] = cached
+    return cached
+

@@ -1,0 +1,145 @@
+"""Mask exports: a pyramidal tiled TIFF written as the mask is produced, a PNG preview, GeoJSON contours.
+
+The TIFF covers the whole slide at the prediction level (zeros outside the predicted region), so it lines up with the
+slide in QuPath and OpenSlide without any offset; its resolution tags come from the slide's microns per pixel and its
+ImageDescription records the source slide, model and region. Level 0 is written tile row by tile row while each row
+is also halved into the next level's scratch file; the scratch levels then give the coarser levels, the preview and
+the contours. Nothing holds the whole mask in memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image
+
+from gigapath_desktop.annotations import TISSUE, Annotation, Kind, Role, mask_to_polygons, write_geojson
+from gigapath_desktop.slides.diskarray import DiskArray
+
+TILE = 512
+CONTOUR_MAX_PIXELS = 2**28  # contours are traced on the finest level at most this large
+
+
+@dataclass
+class MaskLevels:
+    """Scratch copies of every pyramid level (uint8, 0-255), kept on disk until `close()`."""
+
+    folder: Path
+    levels: list[DiskArray]
+    downsample: float  # slide level-0 pixels per mask level-0 pixel
+
+    def level_downsample(self, k: int) -> float:
+        return self.downsample * 2**k
+
+    def finest_within(self, max_pixels: int) -> int:
+        return next(k for k, a in enumerate(self.levels) if a.size <= max_pixels or k == len(self.levels) - 1)
+
+    def close(self) -> None:
+        for level in self.levels:
+            level.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_mask_tiff(
+    path: Path,
+    rows: Iterator[tuple[int, np.ndarray]],
+    shape: tuple[int, int],
+    downsample: float,
+    mpp: tuple[float, float] | None,
+    description: dict[str, Any],
+    binary: bool,
+) -> MaskLevels:
+    """Write `rows` ((first row, uint8 rows x width) chunks of TILE rows, top to bottom) as a pyramidal TIFF at `path`.
+
+    Returns the scratch levels for previews and contours; the caller closes them.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=".mask-levels-", dir=path.parent))
+    levels: list[DiskArray] = []
+    try:
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            level_shape, source = shape, rows
+            while True:
+                store = DiskArray.create(folder / f"level{len(levels)}.npy", level_shape, np.uint8)
+                levels.append(store)
+                k = len(levels) - 1
+                tif.write(
+                    _tiles(source, level_shape, store), shape=level_shape, dtype=np.uint8, photometric="minisblack",
+                    tile=(TILE, TILE), compression="zlib", compressionargs={"level": 1}, subfiletype=1 if k else 0,
+                    description=json.dumps(description) if k == 0 else None, metadata=None,
+                    **_resolution(mpp, downsample * 2**k),
+                )
+                if max(level_shape) <= TILE:
+                    break
+                source = _halved(store, binary)
+                level_shape = (math.ceil(level_shape[0] / 2), math.ceil(level_shape[1] / 2))
+    except BaseException:
+        MaskLevels(folder, levels, downsample).close()
+        raise
+    return MaskLevels(folder, levels, downsample)
+
+
+def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, downsample: float, threshold: int) -> None:
+    """The slide at `downsample` with the mask as a green overlay (50 %), written atomically."""
+    h, w = slide_rgb.shape[:2]
+    k = max((k for k in range(len(levels.levels)) if levels.level_downsample(k) <= downsample), default=0)
+    mask = cv2.resize(np.asarray(levels.levels[k]), (w, h), interpolation=cv2.INTER_AREA)
+    out = slide_rgb.astype(np.float32)
+    on = mask >= threshold
+    out[on] = 0.5 * out[on] + 0.5 * np.array([0, 200, 0], np.float32)
+    tmp = path.with_name(path.name + ".partial.png")
+    try:
+        Image.fromarray(out.astype(np.uint8)).save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_contours(path: Path, levels: MaskLevels, threshold: int) -> int:
+    """Tissue contours (holes kept, simplified to the traced level's pixel size) as QuPath GeoJSON; returns count."""
+    k = levels.finest_within(CONTOUR_MAX_PIXELS)
+    ds = levels.level_downsample(k)
+    mask = np.asarray(levels.levels[k]) >= threshold
+    polygons = mask_to_polygons(mask, downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds)
+    annotations = [Annotation(p, cls=TISSUE, role=Role.LABEL, kind=Kind.POLYGON, name="predicted tissue") for p in polygons]
+    write_geojson(annotations, path)
+    return len(annotations)
+
+
+def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], store: DiskArray) -> Iterator[np.ndarray]:
+    """TIFF tiles in row-major order from chunks of TILE rows; each chunk is also saved to the scratch level."""
+    width = shape[1]
+    padded = math.ceil(width / TILE) * TILE
+    for y, chunk in rows:
+        store[y : y + chunk.shape[0]] = chunk
+        block = np.zeros((TILE, padded), np.uint8)
+        block[: chunk.shape[0], :width] = chunk
+        for x in range(0, padded, TILE):
+            yield block[:, x : x + TILE]
+
+
+def _halved(store: DiskArray, binary: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """The next level from a scratch level: 2 x 2 means (majority for binary masks), TILE rows at a time."""
+    h, w = store.shape
+    for y in range(0, h, 2 * TILE):
+        rows = store[y : y + 2 * TILE].astype(np.uint16)
+        if rows.shape[0] % 2:
+            rows = np.concatenate([rows, rows[-1:]])
+        if w % 2:
+            rows = np.concatenate([rows, rows[:, -1:]], axis=1)
+        mean = (rows[0::2, 0::2] + rows[1::2, 0::2] + rows[0::2, 1::2] + rows[1::2, 1::2] + 2) // 4
+        yield y // 2, (np.where(mean >= 128, 255, 0) if binary else mean).astype(np.uint8)
+
+
+def _resolution(mpp: tuple[float, float] | None, downsample: float) -> dict[str, Any]:
+    if mpp is None:
+        return {}
+    return {"resolution": (1e4 / (mpp[0] * downsample), 1e4 / (mpp[1] * downsample)), "resolutionunit": "CENTIMETER"}
