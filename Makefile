@@ -23,3 +23,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_synthetic_slide.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_predict.py

@@ -93,8 +93,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    print("error: the desktop window is not built yet; use the subcommands (see --help)", file=sys.stderr)
-    return 1
+    from gigapath_desktop.ui.app import run_app
+
+    return run_app(getattr(args, "slide", None))
 
 
 def cmd_info(args: argparse.Namespace) -> int:

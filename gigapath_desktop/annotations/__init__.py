@@ -3,6 +3,7 @@ from gigapath_desktop.annotations.contours import mask_to_polygons
 from gigapath_desktop.annotations.geojson import from_geojson, read_geojson, to_geojson, write_geojson
 from gigapath_desktop.annotations.model import (
     BACKGROUND,
+    DEFAULT_CLASSES,
     REGION,
     TISSUE,
     Annotation,
@@ -16,6 +17,7 @@ from gigapath_desktop.annotations.tissue import Modality, detect_tissue, tissue_
 
 __all__ = [
     "BACKGROUND",
+    "DEFAULT_CLASSES",
     "REGION",
     "TISSUE",
     "Annotation",

@@ -1,0 +1,95 @@
+"""Whole-slide prediction + pyramidal TIFF write of the 1.024-gigapixel synthetic slide: seconds and peak RSS.
+
+Uses the slide bench_training.py writes (benchmarks/out/bench_slide.tif, made here if missing) and a model trained
+for 100 steps on a 16 MP region of it; checks the mask against the generator's truth (Dice, read back via OpenSlide).
+Writes benchmarks/results/predict.json and the table between the markers in README.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench_training import SEED, SLIDE_SHAPE, WORK, load, prepare  # noqa: E402
+from common import machine, peak_rss_bytes, write_result  # noqa: E402
+
+
+def main() -> None:
+    prepare(["16 MP"])
+    model = WORK / "predict-model.keras"
+    if not model.exists():
+        train(model)
+    out = subprocess.run([sys.executable, __file__, "--measure", str(model)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    timing = json.loads(out.stdout.strip().splitlines()[-1])
+    timing["dice_vs_truth"] = round(dice(WORK / "predicted.tif"), 4)
+    (WORK / "predicted.tif").unlink()
+    path = write_result("predict", timing)
+    update_readme(timing)
+    print(json.dumps(timing), f"-> {path}")
+
+
+def train(path: Path) -> None:
+    import keras
+
+    from gigapath_desktop.model import build_unet, save_model
+    from gigapath_desktop.training import TrainConfig, Trainer
+
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(build_unet(), [load("16 MP")], None, TrainConfig(steps=100))
+    trainer.run()
+    save_model(trainer.model, path)
+
+
+def measure(model: str) -> dict:
+    from gigapath_desktop.inference import PredictJob, run_predict_job
+
+    start = time.perf_counter()
+    result = run_predict_job(PredictJob(WORK / "bench_slide.tif", Path(model), WORK / "predicted.tif"))
+    seconds = time.perf_counter() - start
+    return {"pixels": result.pixels, "seconds": round(seconds, 1), "mpix_per_s": round(result.pixels / 1e6 / seconds, 1),
+            "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3), "tiff_bytes": result.out.stat().st_size}
+
+
+def dice(path: Path) -> float:
+    import numpy as np
+
+    from gigapath_desktop.slides import Region, open_slide
+    from gigapath_desktop.slides.synthetic import SyntheticField
+
+    field = SyntheticField.create(SLIDE_SHAPE[1], SLIDE_SHAPE[0], seed=SEED)
+    both = predicted = truth = 0
+    with open_slide(path) as mask:
+        for y in range(0, SLIDE_SHAPE[0], 1000):
+            p = mask.read_region(Region(0, y, SLIDE_SHAPE[1], 1000))[..., 0] >= 128
+            t = field.tissue(np.arange(y, y + 1000) + 0.5, np.arange(SLIDE_SHAPE[1]) + 0.5)
+            both, predicted, truth = both + (p & t).sum(), predicted + p.sum(), truth + t.sum()
+    return 2 * both / (predicted + truth)
+
+
+def update_readme(timing: dict) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:predict:begin -->", "<!-- bench:predict:end -->"
+    if begin not in text:
+        return
+    m = machine()
+    line = (f"Whole-slide prediction of the 16000 x 64000 synthetic slide with pyramidal TIFF export, measured "
+            f"{time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores: **{timing['seconds']} s** "
+            f"({timing['mpix_per_s']} MP/s), peak RSS **{timing['peak_rss_gib']} GiB**, Dice against the generator's "
+            f"truth {timing['dice_vs_truth']} (target: <= 60 s, <= 2 GiB).")
+    readme.write_text(text[: text.index(begin)] + f"{begin}\n{line}\n{end}" + text[text.index(end) + len(end) :])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure"]:
+        print(json.dumps(measure(sys.argv[2])))
+    else:
+        main()

@@ -1,0 +1,205 @@
+"""The training panel: settings, Start / Pause / Stop, progress with ETA, live pyqtgraph plots and a log pane.
+
+Curves are created once and fed with `setData` from the GUI thread only; memory is sampled on a timer.
+"""
+from __future__ import annotations
+
+import time
+
+import psutil
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent
+
+GIB = 2**30
+
+
+class TrainingPanel(QWidget):
+    start_clicked = Signal()
+    pause_clicked = Signal()
+    stop_clicked = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_region = QComboBox()
+        self.val_region = QComboBox()
+        self.tile = QSpinBox(minimum=64, maximum=8192, singleStep=64, value=2048, suffix=" px")
+        self.learning_rate = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=1.0, singleStep=0.005, value=0.03)
+        self.steps = QSpinBox(minimum=1, maximum=100000, value=50)
+        self.device = QComboBox()
+        form = QFormLayout()
+        for label, widget in (("Training region", self.train_region), ("Validation region", self.val_region),
+                              ("Tile size", self.tile), ("Learning rate", self.learning_rate), ("Steps", self.steps),
+                              ("Device", self.device)):
+            form.addRow(label, widget)
+        self.start = QPushButton("Start")
+        self.pause = QPushButton("Pause")
+        self.stop = QPushButton("Stop")
+        self.start.clicked.connect(self.start_clicked)
+        self.pause.clicked.connect(self.pause_clicked)
+        self.stop.clicked.connect(self.stop_clicked)
+        buttons = QHBoxLayout()
+        for button in (self.start, self.pause, self.stop):
+            buttons.addWidget(button)
+        self.progress = QProgressBar()
+        self.eta = QLabel("idle")
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(5000)
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setMinimumHeight(420)
+        self._build_plots()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.eta)
+        layout.addWidget(self.plots, stretch=3)
+        layout.addWidget(self.log, stretch=1)
+        self.memory_timer = QTimer(self, interval=1000, timeout=self.sample_memory)
+        self.reset()
+        self.set_running(False)
+
+    def _build_plots(self) -> None:
+        def plot(title: str, row: int) -> pg.PlotItem:
+            item = self.plots.addPlot(row=row, col=0, title=title)
+            item.addLegend(offset=(-10, 10))
+            item.showGrid(x=True, y=True, alpha=0.3)
+            item.setDownsampling(mode="peak")
+            item.setClipToView(True)
+            return item
+
+        quality = plot("Loss and Dice", 0)
+        memory = plot("Memory (GiB)", 1)
+        speed = plot("Throughput (MP/s)", 2)
+        quality.setLabel("bottom", "step")
+        memory.setLabel("bottom", "seconds")
+        speed.setLabel("bottom", "step")
+        self.curves = {
+            "loss": quality.plot(pen=pg.mkPen("#e06c75", width=2), name="loss"),
+            "dice": quality.plot(pen=pg.mkPen("#61afef", width=2), name="Dice"),
+            "val_dice": quality.plot(pen=pg.mkPen("#98c379", width=2), symbol="o", symbolSize=4, name="val Dice"),
+            "rss": memory.plot(pen=pg.mkPen("#c678dd", width=2), name="process RSS"),
+            "device": memory.plot(pen=pg.mkPen("#e5c07b", width=2), name="device"),
+            "available": memory.plot(pen=pg.mkPen("#56b6c2", width=2), name="system available"),
+            "mpix": speed.plot(pen=pg.mkPen("#d19a66", width=2), symbol="o", symbolSize=4, name="MP/s"),
+        }
+
+    # --- state ------------------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.data: dict[str, list[float]] = {k: [] for k in ("step", "loss", "dice", "val_step", "val_dice", "mpix",
+                                                             "t", "rss", "device_t", "device", "available")}
+        self._t0 = time.monotonic()
+        self._device_memory: int | None = None
+        self._step_started = time.monotonic()
+        self._total_steps = self.steps.value()
+        self._first_step = 0
+        self.progress.setValue(0)
+        self._redraw()
+
+    def set_running(self, running: bool, paused: bool = False) -> None:
+        self.start.setEnabled(not running)
+        self.pause.setEnabled(running)
+        self.stop.setEnabled(running)
+        self.pause.setText("Resume" if paused else "Pause")
+        for widget in (self.train_region, self.val_region, self.tile, self.learning_rate, self.steps, self.device):
+            widget.setEnabled(not running)
+        if running:
+            self.memory_timer.start()
+        else:
+            self.memory_timer.stop()
+
+    def begin(self, total_steps: int, first_step: int = 0) -> None:
+        self.reset()
+        self._total_steps = total_steps
+        self._first_step = first_step
+        self.progress.setRange(0, 1000)
+        self.sample_memory()
+
+    # --- engine events ------------------------------------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StepEvent):
+            self._on_step(event)
+        elif isinstance(event, TileEvent):
+            done_steps = event.step - 1 - self._first_step + event.done / event.total
+            self._set_progress(done_steps)
+        elif isinstance(event, LogEvent):
+            self.append_log(event.message)
+
+    def _on_step(self, e: StepEvent) -> None:
+        self.data["step"].append(e.step)
+        self.data["loss"].append(e.loss)
+        self.data["dice"].append(e.dice)
+        self.data["mpix"].append(e.mpix_per_s)
+        if e.val_dice is not None:
+            self.data["val_step"].append(e.step)
+            self.data["val_dice"].append(e.val_dice)
+        self._device_memory = e.device_memory_bytes
+        self._set_progress(e.step - self._first_step)
+        val = "" if e.val_dice is None else f", val Dice {e.val_dice:.4f}"
+        self.append_log(f"step {e.step}/{e.total_steps}: loss {e.loss:.4f}, Dice {e.dice:.4f}{val}, "
+                        f"{e.seconds:.1f} s, {e.mpix_per_s:.1f} MP/s, RSS {e.rss_bytes / GIB:.2f} GiB on {e.device}")
+        self._redraw()
+
+    def _set_progress(self, done_steps: float) -> None:
+        todo = max(1, self._total_steps - self._first_step)
+        self.progress.setValue(int(1000 * min(1.0, done_steps / todo)))
+        elapsed = time.monotonic() - self._t0
+        if done_steps > 0:
+            remaining = elapsed / done_steps * (todo - done_steps)
+            self.eta.setText(f"step {self._first_step + int(done_steps)}/{self._total_steps}, "
+                             f"ETA {int(remaining // 60)} min {int(remaining % 60)} s")
+
+    def sample_memory(self) -> None:
+        t = time.monotonic() - self._t0
+        self.data["t"].append(t)
+        self.data["rss"].append(psutil.Process().memory_info().rss / GIB)
+        self.data["available"].append(psutil.virtual_memory().available / GIB)
+        if self._device_memory is not None:
+            self.data["device_t"].append(t)
+            self.data["device"].append(self._device_memory / GIB)
+        self._redraw()
+
+    def load_metrics(self, rows: list[dict[str, str]]) -> None:
+        """Re-plot a previous run's metrics.csv."""
+        self.reset()
+        for row in rows:
+            step = int(row["step"])
+            self.data["step"].append(step)
+            self.data["loss"].append(float(row["loss"]))
+            self.data["dice"].append(float(row["dice"]))
+            self.data["mpix"].append(float(row["mpix_per_s"]))
+            if row.get("val_dice"):
+                self.data["val_step"].append(step)
+                self.data["val_dice"].append(float(row["val_dice"]))
+        self._redraw()
+
+    def append_log(self, message: str) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
+
+    def point_counts(self) -> dict[str, int]:
+        """How many points each curve holds (what the tests look at)."""
+        return {name: len(curve.getData()[0] if curve.getData()[0] is not None else []) for name, curve in self.curves.items()}
+
+    def _redraw(self) -> None:
+        d = self.data
+        self.curves["loss"].setData(d["step"], d["loss"])
+        self.curves["dice"].setData(d["step"], d["dice"])
+        self.curves["val_dice"].setData(d["val_step"], d["val_dice"])
+        self.curves["mpix"].setData(d["step"], d["mpix"])
+        self.curves["rss"].setData(d["t"], d["rss"])
+        self.curves["available"].setData(d["t"], d["available"])
+        self.curves["device"].setData(d["device_t"], d["device"])

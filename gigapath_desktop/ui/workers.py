@@ -1,0 +1,78 @@
+"""Engine work in background threads: the engine's plain callbacks become Qt signals here, at the UI edge."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import QThread, Signal
+
+from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.training.events import Event
+from gigapath_desktop.training.job import TrainJob, prepare_trainer
+from gigapath_desktop.model import save_model
+from gigapath_desktop.training.trainer import Trainer
+
+
+class Worker(QThread):
+    """Runs `fn(progress, cancel)` off the GUI thread; reports progress, the result or a user-facing error."""
+
+    progressed = Signal(int, int)
+    succeeded = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any]) -> None:
+        super().__init__()
+        self._fn = fn
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def run(self) -> None:
+        try:
+            result = self._fn(self.progressed.emit, lambda: self._cancelled)
+        except Cancelled:
+            self.failed.emit("stopped")
+        except GigaPathError as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # the app must not die on an unexpected engine error
+            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            self.succeeded.emit(result)
+
+
+class TrainingWorker(QThread):
+    """Prepares and runs a TrainJob; every engine event is re-emitted as `event(object)` on the GUI thread."""
+
+    event = Signal(object)
+    started_training = Signal(object)  # the Trainer, for pause / resume / stop
+    finished_training = Signal(object)  # the run folder
+    failed = Signal(str)
+
+    def __init__(self, job: TrainJob) -> None:
+        super().__init__()
+        self.job = job
+        self.trainer: Trainer | None = None
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        if self.trainer is not None:
+            self.trainer.stop()
+
+    def run(self) -> None:
+        try:
+            self.trainer = prepare_trainer(self.job, [self._on_event])
+            if self._stop_requested:
+                self.trainer.stop()
+            self.started_training.emit(self.trainer)
+            self.trainer.run()
+            save_model(self.trainer.model, self.job.out / "model.keras")
+        except GigaPathError as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:
+            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            self.finished_training.emit(self.job.out)
+
+    def _on_event(self, event: Event) -> None:
+        self.event.emit(event)

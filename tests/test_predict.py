@@ -1,0 +1,121 @@
+"""Prediction and export: tiled == whole, TIFF read back by OpenSlide and tifffile, GeoJSON round trip, quality on
+a different synthetic slide, and clean failures."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+
+from gigapath_desktop import Cancelled, ModelError, SlideError
+from gigapath_desktop.annotations import rasterize, read_geojson
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.inference import PredictJob, SlideSource, predict_array, run_predict_job
+from gigapath_desktop.model import build_unet, save_model
+from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides.synthetic import make_slide, mask_path_for
+from gigapath_desktop.training import RegionData, TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the shared synthetic slide (seed 7), saved as .keras."""
+    region = Region(0, 0, 3000, 2200)
+    with open_slide(synthetic_slide) as slide, open_slide(mask_path_for(synthetic_slide)) as mask:
+        data = RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8))
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=60, learning_rate=0.03, tile=1024))
+    trainer.run()
+    return save_model(trainer.model, tmp_path_factory.mktemp("model") / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def other_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A different synthetic slide (another seed) to predict on."""
+    path, _ = make_slide(tmp_path_factory.mktemp("other") / "other.tif", 2600, 1900, seed=8)
+    return path
+
+
+def test_tiled_prediction_equals_whole_image_prediction(trained: Path, other_slide: Path) -> None:
+    model = keras.models.load_model(trained)
+    with open_slide(other_slide) as slide:
+        source = SlideSource(slide, Region(100, 50, 1700, 1333))  # odd size, odd origin
+        whole = predict_array(model, source, tile=None)
+        tiled = predict_array(model, source, tile=448)
+    assert whole.shape == (1333, 1700)
+    assert np.abs(tiled - whole).max() <= 1e-6
+
+
+def test_exports_open_in_openslide_and_tifffile_and_contours_round_trip(trained: Path, other_slide: Path, tmp_path: Path) -> None:
+    region = Region(200, 300, 1900, 1400)
+    job = PredictJob(other_slide, trained, tmp_path / "mask.tif", region=region, png=tmp_path / "preview.png",
+                     downsample=4, geojson=tmp_path / "contours.geojson", tile=512)
+    result = run_predict_job(job)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contours.geojson", "mask.tif", "preview.png"]
+    with open_slide(other_slide) as slide:
+        expected = np.round(predict_array(keras.models.load_model(trained), SlideSource(slide, region)) * 255)
+        dims, mpp = slide.level_dimensions, slide.mpp
+    with open_slide(job.out) as mask_slide:
+        assert mask_slide.vendor == "generic-tiff"
+        assert mask_slide.dimensions == dims[0] and mask_slide.mpp == pytest.approx(mpp)
+        assert mask_slide.level_count >= 3
+        via_openslide = mask_slide.read_region(Region(200, 300, 1900, 1400))[..., 0]
+    with tifffile.TiffFile(job.out) as tif:
+        level0 = tif.pages[0].asarray()
+        description = json.loads(tif.pages[0].description)
+        assert [p.shape for p in tif.pages[:3]] == [(1900, 2600), (950, 1300), (475, 650)]
+    assert description["source_slide"].endswith("other.tif") and description["model"].endswith("model.keras")
+    assert np.abs(level0[300:1700, 200:2100].astype(int) - expected).max() <= 1
+    assert np.array_equal(via_openslide, level0[300:1700, 200:2100])
+    assert level0[:300].max() == 0 and level0[:, :200].max() == 0, "outside the region stays empty"
+    thresholded = level0 >= 128
+    polygons = read_geojson(job.geojson)
+    assert polygons and result.contours == len(polygons)
+    back = rasterize(polygons, (0, 0), 1.0, level0.shape).astype(bool)
+    iou = (back & thresholded).sum() / (back | thresholded).sum()
+    assert iou >= 0.98, f"IoU {iou:.4f}"
+
+
+def test_quality_on_a_different_synthetic_slide(trained: Path, other_slide: Path, tmp_path: Path) -> None:
+    job = PredictJob(other_slide, trained, tmp_path / "mask.tif", binary=True)
+    run_predict_job(job)
+    predicted = tifffile.imread(job.out, key=0) > 0
+    truth = tifffile.imread(mask_path_for(other_slide), key=0) > 127
+    dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+    print(f"Dice on a different synthetic slide: {dice:.4f}")
+    assert dice >= 0.98
+
+
+def test_bad_inputs_fail_cleanly_without_leftovers(trained: Path, other_slide: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelError, match="junk.keras"):
+        run_predict_job(PredictJob(other_slide, junk, tmp_path / "a.tif"))
+    with pytest.raises(SlideError, match="outside the slide"):
+        run_predict_job(PredictJob(other_slide, trained, tmp_path / "b.tif", region=Region(2000, 0, 1000, 100)))
+    with pytest.raises(GigaPathError, match="does not exist"):
+        run_predict_job(PredictJob(other_slide, trained, tmp_path / "missing" / "c.tif"))
+    calls = []
+    with pytest.raises(Cancelled):
+        run_predict_job(PredictJob(other_slide, trained, tmp_path / "d.tif", png=tmp_path / "d.png", tile=256),
+                        progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
+
+
+def test_predict_command_line(trained: Path, other_slide: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.tif"
+    result = subprocess.run(
+        [sys.executable, "-m", "gigapath_desktop", "predict", str(other_slide), "--model", str(trained), "--out", str(out),
+         "--png", str(tmp_path / "p.png"), "--downsample", "8", "--geojson", str(tmp_path / "c.geojson")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and (tmp_path / "p.png").is_file() and (tmp_path / "c.geojson").is_file()
+    bad = subprocess.run([sys.executable, "-m", "gigapath_desktop", "predict", str(other_slide), "--model",
+                          str(tmp_path / "nope.keras"), "--out", str(tmp_path / "x.tif")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no such model" in bad.stderr and not (tmp_path / "x.tif").exists()
