@@ -33,3 +33,10 @@ def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "synthetic.tif"
     make_slide(out, 3000, 2200, seed=7)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _private_app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings and autosaves of the app go to the test's own folders."""
+    monkeypatch.setenv("GIGAPATH_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("GIGAPATH_DATA_DIR", str(tmp_path / "data"))

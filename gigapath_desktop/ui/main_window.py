@@ -582,7 +582,7 @@ class MainWindow(QMainWindow):
     def _show_prediction(self, result: tuple[Region, np.ndarray]) -> None:
         region, probability = result
         rgba = np.zeros((*probability.shape, 4), np.uint8)
-        rgba[..., 1] = 220
+        rgba[..., 0], rgba[..., 1] = 255, 210  # amber: distinct from every default class colour
         rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
         h, w = probability.shape
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
@@ -661,6 +661,7 @@ class MainWindow(QMainWindow):
         self.job.succeeded.connect(on_success)
         self.job.failed.connect(lambda m: self.show_error(f"{title}: {m}", "Nothing was changed."))
         self.job.finished.connect(lambda: self.job_progress.setVisible(False))
+        self.job.finished.connect(lambda: self.statusBar().showMessage(f"{title}: done", 5000))
         self.statusBar().showMessage(f"{title}…")
         self.job.start()
         return True

@@ -73,9 +73,10 @@ class TileLoader(QObject):
         self.slide = slide
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tiles")
         self._pending: set[TileKey] = set()
+        self._closed = False
 
     def request(self, key: TileKey) -> None:
-        if key not in self._pending:
+        if not self._closed and key not in self._pending:
             self._pending.add(key)
             self._pool.submit(self._load, key)
 
@@ -93,4 +94,5 @@ class TileLoader(QObject):
             self._pending.discard(key)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -104,6 +104,7 @@ class SlideViewer(QGraphicsView):
         self._space_pan = False
         self._press_selection: dict[QGraphicsItem, QPointF] = {}
         self._refresh = QTimer(self, singleShot=True, interval=30, timeout=self._request_tiles)
+        self.set_tool(Tool.PAN)
 
     # --- slide ------------------------------------------------------------------------------------------------
     def set_slide(self, slide: Slide) -> None:

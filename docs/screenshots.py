@@ -1,0 +1,72 @@
+"""Render the app's main states offscreen to docs/screenshots/*.png (run by `make screenshots`).
+
+Uses the real window on the bundled demo slide: slide open, annotations drawn, training in progress, mask overlay.
+Settings, autosaves and runs go to a temporary folder, not to the user's.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+home = Path(tempfile.mkdtemp(prefix="gigapath-screenshots-"))
+os.environ["GIGAPATH_CONFIG_DIR"] = str(home / "config")
+os.environ["GIGAPATH_DATA_DIR"] = str(home / "data")
+os.environ["GIGAPATH_CACHE_DIR"] = str(home / "cache")
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from gigapath_desktop.annotations import Annotation  # noqa: E402
+from gigapath_desktop.resources import demo_slide  # noqa: E402
+from gigapath_desktop.ui.main_window import MainWindow  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "screenshots"
+
+
+def main() -> None:
+    app = QApplication(sys.argv[:1])
+    window = MainWindow()
+    window.resize(1500, 950)
+    window.show()
+
+    def pump(seconds: float, until=lambda: False) -> None:  # noqa: ANN001
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not until():
+            app.processEvents()
+            time.sleep(0.02)
+
+    def shot(name: str) -> None:
+        pump(0.5)
+        window.grab().save(str(OUT / name))
+        print("wrote", OUT / name)
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    window.open_slide(demo_slide())
+    pump(3)
+    shot("1-slide-open.png")
+
+    window.apply_edit("regions", [], [Annotation.rectangle(60, 60, 2100, 1700, name="train"),
+                                      Annotation.rectangle(60, 1850, 2100, 1050, name="validation")])
+    window.detect_tissue()
+    pump(60, until=lambda: window.job is not None and window.job.isFinished())
+    shot("2-annotations.png")
+
+    window.panel.steps.setValue(40)
+    window.panel.tile.setValue(1024)
+    window.start_training()
+    pump(240, until=lambda: window.panel.point_counts()["loss"] >= 25)
+    shot("3-training.png")
+    pump(240, until=lambda: window.training.isFinished())
+
+    window.predict("selection")
+    pump(120, until=lambda: window.job.isFinished())
+    window.viewer.scene().clearSelection()
+    shot("4-mask-overlay.png")
+    window.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The real main window under QT_QPA_PLATFORM=offscreen, driven with mouse events and its own actions."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer
+from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from conftest import CMU, DAPI
+from gigapath_desktop.annotations import Annotation, Role, read_geojson
+from gigapath_desktop.slides import open_slide
+from gigapath_desktop.ui.main_window import MainWindow
+from gigapath_desktop.ui.viewer import Tool
+
+
+@pytest.fixture
+def window(qtbot):  # noqa: ANN001, ANN201
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.resize(1300, 850)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    if win.training is not None and win.training.isRunning():
+        win.training.stop()
+        win.training.wait()
+    if win.job is not None:
+        win.job.wait()
+
+
+def _mouse(widget, kind: QEvent.Type, pos: QPoint, buttons: Qt.MouseButton) -> None:  # noqa: ANN001
+    button = Qt.MouseButton.LeftButton if kind != QEvent.Type.MouseMove else Qt.MouseButton.NoButton
+    event = QMouseEvent(kind, QPointF(pos), QPointF(widget.mapToGlobal(pos)), button, buttons, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+
+
+def drag(widget, start: QPoint, end: QPoint, steps: int = 6) -> None:  # noqa: ANN001
+    left = Qt.MouseButton.LeftButton
+    _mouse(widget, QEvent.Type.MouseButtonPress, start, left)
+    for i in range(1, steps + 1):
+        _mouse(widget, QEvent.Type.MouseMove, start + (end - start) * i / steps, left)
+    _mouse(widget, QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
+
+
+def click(widget, pos: QPoint, double: bool = False) -> None:  # noqa: ANN001
+    left = Qt.MouseButton.LeftButton
+    _mouse(widget, QEvent.Type.MouseButtonPress, pos, left)
+    _mouse(widget, QEvent.Type.MouseButtonRelease, pos, Qt.MouseButton.NoButton)
+    if double:
+        _mouse(widget, QEvent.Type.MouseButtonDblClick, pos, left)
+        _mouse(widget, QEvent.Type.MouseButtonRelease, pos, Qt.MouseButton.NoButton)
+
+
+def wait_job(qtbot, win: MainWindow, timeout: int = 120_000) -> None:  # noqa: ANN001
+    qtbot.waitUntil(lambda: win.job is not None and win.job.isFinished(), timeout=timeout)
+    qtbot.wait(50)
+
+
+def test_open_zoom_pan_tiles_from_the_right_level(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    assert window.open_slide(DAPI)
+    viewer = window.viewer
+    assert window.properties.rowCount() > 5 and window.overview.pixmap() is not None
+    qtbot.waitUntil(lambda: len(viewer.shown_tiles) > 0, timeout=20_000)
+    fit_level = viewer.level
+    expected = viewer.slide.best_level_for_downsample(1 / viewer.scale_factor)
+    assert fit_level == expected and fit_level >= 2, "fitted view reads a coarse level"
+    assert {k.level for k in viewer.shown_tiles} == {fit_level}
+
+    centre = viewer.viewport().rect().center()
+    before = viewer.scale_factor
+    for _ in range(8):
+        wheel = QWheelEvent(QPointF(centre), QPointF(viewer.viewport().mapToGlobal(centre)), QPoint(), QPoint(0, 120),
+                            Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(viewer.viewport(), wheel)
+    assert viewer.scale_factor > before * 5
+    qtbot.waitUntil(lambda: viewer.level < fit_level and any(k.level == viewer.level for k in viewer.shown_tiles),
+                    timeout=20_000)
+    assert viewer.level == viewer.slide.best_level_for_downsample(1 / viewer.scale_factor)
+
+    rect = viewer.visible_rect()
+    drag(viewer.viewport(), centre, centre + QPoint(-200, -150))
+    moved = viewer.visible_rect()
+    assert moved.x() > rect.x() + 10 and moved.y() > rect.y() + 10, "dragging left/up moves the view right/down"
+    viewer.one_to_one()
+    qtbot.waitUntil(lambda: viewer.level == 0 and any(k.level == 0 for k in viewer.shown_tiles), timeout=20_000)
+    assert "zoom 100.0%" in window.zoom_label.text()
+
+
+def test_draw_undo_redo_and_autosave(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    viewer, port = window.viewer, window.viewer.viewport()
+    window.tool_actions[Tool.RECTANGLE].trigger()
+    start, end = QPoint(200, 150), QPoint(450, 400)
+    drag(port, start, end)
+    assert len(window.annotations) == 1
+    rect = window.annotations[0]
+    assert rect.role is Role.REGION
+    a, b = viewer.mapToScene(start), viewer.mapToScene(end)
+    x0, y0, x1, y1 = rect.bounds
+    assert abs(x0 - a.x()) < 2 and abs(y1 - b.y()) < 2
+
+    window.tool_actions[Tool.POLYGON].trigger()
+    points = [QPoint(300, 500), QPoint(500, 520), QPoint(420, 650)]
+    for p in points[:-1]:
+        click(port, p)
+    click(port, points[-1], double=True)
+    assert len(window.annotations) == 2
+    polygon = window.annotations[1]
+    assert polygon.role is Role.LABEL and polygon.cls.name == "Tissue"
+    assert polygon.geometry.contains(polygon.geometry.centroid)
+
+    window.undo_stack.undo()
+    assert len(window.annotations) == 1
+    window.undo_stack.redo()
+    assert len(window.annotations) == 2 and window.annotations[1].id == polygon.id
+    saved = read_geojson(window.autosave_path())
+    assert [s.id for s in saved] == [rect.id, polygon.id], "every change is autosaved"
+
+    window.tool_actions[Tool.BRUSH].trigger()
+    drag(port, QPoint(600, 300), QPoint(700, 330))
+    assert window.annotations[2].kind.value == "brush"
+    window.tool_actions[Tool.ERASER].trigger()
+    area = window.annotations[2].geometry.area
+    drag(port, QPoint(650, 280), QPoint(650, 360))
+    assert window.annotations[2].geometry.area < area
+    window.undo_stack.undo()
+    assert window.annotations[2].geometry.area == pytest.approx(area)
+
+    window.open_slide(CMU)  # reopening restores the autosaved annotations
+    assert [a.id for a in window.annotations][:2] == [rect.id, polygon.id]
+
+
+def test_invalid_geojson_shows_an_error_and_keeps_annotations(window: MainWindow, tmp_path: Path) -> None:
+    window.open_slide(CMU)
+    window.apply_edit("add", [], [Annotation.rectangle(10, 10, 500, 500)])
+    before = [a.id for a in window.annotations]
+    autosaved = window.autosave_path().read_text()
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Polygon"}}]}')
+    assert not window.import_geojson(bad)
+    assert isinstance(window.error_box, QMessageBox) and window.error_box.isVisible()
+    assert "bad.geojson" in window.error_box.text() and "unchanged" in window.error_box.informativeText()
+    assert [a.id for a in window.annotations] == before
+    assert window.autosave_path().read_text() == autosaved
+    assert not window.open_slide(tmp_path / "bad.geojson"), "a non-slide is refused with a dialog"
+    assert window.slide is not None and window.slide.path == CMU
+
+
+def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    window.detect_tissue()
+    wait_job(qtbot, window)
+    labels = window.annotations.labels()
+    assert labels and all(a.cls.name == "Tissue" for a in labels)
+    window.apply_edit("regions", [], [Annotation.rectangle(0, 0, 2220, 1800), Annotation.rectangle(0, 1800, 2220, 1100)])
+    assert window.panel.train_region.count() == 2 and window.panel.val_region.currentData() is not None
+
+    window.panel.steps.setValue(4)
+    window.panel.tile.setValue(1024)
+    gaps: list[float] = []
+    last = [time.monotonic()]
+
+    def tick() -> None:
+        now = time.monotonic()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer(interval=20, timeout=tick)
+    timer.start()
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.panel.progress.value() > 0, timeout=60_000)
+    qtbot.waitUntil(lambda: window.training.isFinished(), timeout=180_000)
+    timer.stop()
+    qtbot.wait(50)
+    counts = window.panel.point_counts()
+    assert counts["loss"] == counts["dice"] == counts["val_dice"] == counts["mpix"] == 4
+    assert counts["rss"] >= 1 and window.panel.progress.value() == 1000
+    longest = max(gaps)
+    print(f"longest UI stall while training: {longest * 1000:.0f} ms over {len(gaps)} ticks")
+    assert longest < 2.0, f"the event loop stalled for {longest:.2f} s"
+    assert window.model_path is not None and window.model_path.exists()
+
+    window.panel.steps.setValue(500)
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.panel.point_counts()["loss"] >= 1, timeout=60_000)
+    window.stop_training()
+    qtbot.waitUntil(lambda: window.training.isFinished(), timeout=60_000)
+    trainer = window.training.trainer
+    assert trainer is not None and trainer.step < 500
+    assert (window.training.job.out / "checkpoints" / "latest").exists()
+
+    window.viewer.scene().clearSelection()
+    assert window.predict("selection")
+    wait_job(qtbot, window)
+    assert window.viewer.overlay is not None and window.viewer.overlay.isVisible()
+    window.overlay_toggle.setChecked(False)
+    assert not window.viewer.overlay.isVisible()
+
+    out = tmp_path / "mask.tif"
+    assert window.export_mask(out, png=tmp_path / "mask.png", whole=False)
+    wait_job(qtbot, window)
+    assert window.errors == []
+    with open_slide(out) as mask:
+        assert mask.dimensions == (2220, 2967)
+
+
+def test_closing_during_training_asks_then_stops_with_a_checkpoint(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    window.apply_edit("region", [], [Annotation.rectangle(0, 0, 1500, 1500)])
+    window.panel.steps.setValue(1000)
+    window.panel.tile.setValue(512)
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.panel.point_counts()["loss"] >= 1, timeout=60_000)
+
+    def answer_yes() -> None:
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            box.button(QMessageBox.StandardButton.Yes).click()
+        else:
+            QTimer.singleShot(50, answer_yes)
+
+    QTimer.singleShot(100, answer_yes)
+    assert window.close()
+    assert window.training.isFinished()
+    run = window.training.job.out
+    assert (run / "checkpoints" / "latest").exists() and window.training.trainer.step >= 1
