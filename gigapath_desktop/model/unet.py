@@ -19,42 +19,39 @@ from keras import layers
 from gigapath_desktop.model.geometry import TensorGeometry, layer_geometry
 
 
-@keras.saving.register_keras_serializable(package="gigapath")
-class SpaceToDepth(layers.Layer):
-    """Fold each `block` x `block` patch into channels (keeps the input dtype, so uint8 stays 1 byte/px)."""
+class _BlockLayer(layers.Layer):
+    """A parameter-free reshuffle between `block` x `block` pixel patches and channels."""
 
     def __init__(self, block: int, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.block = block
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="gigapath")
+class SpaceToDepth(_BlockLayer):
+    """Fold each patch into channels (keeps the input dtype, so uint8 stays 1 byte/px)."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return tf.nn.space_to_depth(x, self.block)
 
     def compute_output_shape(self, shape: tuple) -> tuple:
         b = self.block
-        return (shape[0], None if shape[1] is None else shape[1] // b, None if shape[2] is None else shape[2] // b, shape[3] * b * b)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "block": self.block}
+        return (shape[0], *(None if s is None else s // b for s in shape[1:3]), shape[3] * b * b)
 
 
 @keras.saving.register_keras_serializable(package="gigapath")
-class DepthToSpace(layers.Layer):
-    """Unfold channels back into `block` x `block` patches (pixel shuffle)."""
-
-    def __init__(self, block: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self.block = block
+class DepthToSpace(_BlockLayer):
+    """Unfold channels back into patches (pixel shuffle)."""
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return tf.nn.depth_to_space(x, self.block)
 
     def compute_output_shape(self, shape: tuple) -> tuple:
         b = self.block
-        return (shape[0], None if shape[1] is None else shape[1] * b, None if shape[2] is None else shape[2] * b, shape[3] // (b * b))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "block": self.block}
+        return (shape[0], *(None if s is None else s * b for s in shape[1:3]), shape[3] // (b * b))
 
 
 LOGITS = "logits_s2d"

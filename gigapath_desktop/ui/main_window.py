@@ -246,12 +246,13 @@ class MainWindow(QMainWindow):
         action(file, "Open slide…", self._open_slide_dialog, QKeySequence.StandardKey.Open)
         self.recent_menu = file.addMenu("Open recent")
         self._fill_recent()
-        action(file, "Open session…", self._open_session_dialog)
-        action(file, "Save session…", self._save_session_dialog, QKeySequence.StandardKey.Save)
+        action(file, "Open session…", lambda: self._with_folder("Open session", self.open_session))
+        action(file, "Save session…", lambda: self._with_folder("Save session in folder", self.save_session),
+               QKeySequence.StandardKey.Save)
         file.addSeparator()
         action(file, "Import GeoJSON…", self._import_dialog)
         action(file, "Export GeoJSON…", self._export_geojson_dialog)
-        action(file, "Open run…", self._open_run_dialog)
+        action(file, "Open run…", lambda: self._with_folder("Open training run", self.open_run))
         action(file, "Export mask…", self._export_mask_dialog)
         action(file, "Export model…", self._export_model_dialog)
         file.addSeparator()
@@ -699,20 +700,10 @@ class MainWindow(QMainWindow):
         if path:
             self.export_geojson(path)
 
-    def _open_session_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open session")
+    def _with_folder(self, title: str, then: Callable[[str], Any]) -> None:
+        folder = QFileDialog.getExistingDirectory(self, title, self.settings.last_folder)
         if folder:
-            self.open_session(folder)
-
-    def _save_session_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save session in folder")
-        if folder:
-            self.save_session(folder)
-
-    def _open_run_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open training run")
-        if folder:
-            self.open_run(folder)
+            then(folder)
 
     def _export_mask_dialog(self) -> None:
         if self.slide is None:
