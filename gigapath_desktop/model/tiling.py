@@ -93,11 +93,35 @@ def _mirrored(image: np.ndarray, y0: int, x0: int, height: int, width: int) -> n
         return np.asarray(image[y0 : y0 + height, x0 : x0 + width])
     rows = _symmetric(np.arange(y0, y0 + height), h)
     cols = _symmetric(np.arange(x0, x0 + width), w)
-    window = np.asarray(image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
-    return window[np.ix_(rows - rows.min(), cols - cols.min())]
+    r0, c0 = int(rows.min()), int(cols.min())
+    window = np.asarray(image[r0 : rows.max() + 1, c0 : cols.max() + 1])
+    out = np.empty((height, window.shape[1], *window.shape[2:]), window.dtype)
+    for start, stop, src in _runs(rows - r0):
+        out[start:stop] = window[src]
+    result = np.empty((height, width, *window.shape[2:]), window.dtype)
+    for start, stop, src in _runs(cols - c0):
+        result[:, start:stop] = out[:, src]
+    return result
 
 
 def _symmetric(index: np.ndarray, n: int) -> np.ndarray:
     """Map indices onto 0..n-1 by mirroring at the edges (edge pixel repeated), periodically."""
     m = index % (2 * n)
     return np.where(m < n, m, 2 * n - 1 - m)
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int, slice]]:
+    """Split a mirrored index array into runs of steps +1 or -1, each copied as one slice (fast block copies)."""
+    runs = []
+    start = 0
+    while start < len(index):
+        step = int(index[start + 1] - index[start]) if start + 1 < len(index) else 1
+        if step not in (1, -1):
+            step = 1
+        stop = start + 1
+        while stop < len(index) and index[stop] - index[stop - 1] == step:
+            stop += 1
+        a, b = int(index[start]), int(index[stop - 1])
+        runs.append((start, stop, slice(a, b + 1) if step == 1 else slice(a, b - 1 if b > 0 else None, -1)))
+        start = stop
+    return runs

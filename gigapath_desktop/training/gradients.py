@@ -16,7 +16,7 @@ result is closer to the float64 truth than one long float32 reduction over the w
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import Callable, Iterator
 
 import keras
 import numpy as np
@@ -26,6 +26,7 @@ from gigapath_desktop.errors import Cancelled
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.model.unet import logits_model, with_dtype
+from gigapath_desktop.parallel import bounded_map
 
 SMOOTH = 1.0
 BCE_WEIGHT = 1.0
@@ -67,11 +68,12 @@ class LossTerms:
         )
 
 
-def fold(labels: np.ndarray, block: int, dtype: str) -> np.ndarray:
-    """(h, w) -> (1, h/block, w/block, block^2), the channel order of depth_to_space, so the loss runs folded."""
+def fold(labels: np.ndarray, block: int) -> np.ndarray:
+    """(h, w) -> (1, h/block, w/block, block^2), the channel order of depth_to_space, so the loss runs folded.
+    Stays uint8 (a quarter of the bytes to shuffle); the compiled step casts it."""
     h, w = labels.shape
     folded = labels.reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3)
-    return folded.reshape(1, h // block, w // block, block * block).astype(dtype)
+    return np.ascontiguousarray(folded.reshape(1, h // block, w // block, block * block))
 
 
 class TileEngine:
@@ -83,7 +85,7 @@ class TileEngine:
         self.net = logits_model(model if model.dtype == dtype else with_dtype(model, dtype))
         self.block = model_geometry(model).block
         image_spec = tf.TensorSpec([1, None, None, 3], tf.uint8)
-        label_spec = tf.TensorSpec([1, None, None, None], dtype)
+        label_spec = tf.TensorSpec([1, None, None, None], tf.uint8)
         self.sums = tf.function(self._sums, input_signature=[image_spec, label_spec, label_spec])
         self.grads = tf.function(
             self._grads, input_signature=[image_spec, label_spec, label_spec, tf.TensorSpec([3], tf.float64)]
@@ -102,6 +104,7 @@ class TileEngine:
         return _sum(m * p * y), _sum(m * p), _sum(m * bce)
 
     def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
         z = self.net(x, training=False)
         hard = tf.cast(z > 0, z.dtype)
         intersection, predicted, bce = self._terms(z, y, m)
@@ -109,6 +112,7 @@ class TileEngine:
         return tf.stack([intersection, predicted, _sum(m * y), bce, _sum(m), _sum(m * hard * y), _sum(m * hard)])
 
     def _grads(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> list[tf.Tensor]:
+        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
         with tf.GradientTape() as tape:
             z = self.net(x, training=True)
             surrogate = tf.reduce_sum(coefficients * tf.stack(self._terms(z, y, m)))
@@ -116,6 +120,7 @@ class TileEngine:
 
     def _whole(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
         """The naive reference: one tensor, plain reductions in the model's dtype, autodiff of the loss."""
+        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
         with tf.GradientTape() as tape:
             z = self.net(x, training=True)
             p = tf.sigmoid(z)
@@ -151,9 +156,8 @@ def region_sums(
     engine = engine_for(model, dtype)
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
     terms = LossTerms()
-    for done, t in enumerate(plan.tiles(), start=1):
+    for done, (x, y, m) in enumerate(_prefetched(plan, image, labels, engine), start=1):
         _check(cancel)
-        x, y, m = _tile_tensors(plan, image, labels, t, engine)
         terms = terms + LossTerms(*engine.sums(x, y, m).numpy().tolist())
         if progress is not None:
             progress(done, len(plan))
@@ -190,9 +194,8 @@ def region_gradients(
                         progress=None if progress is None else lambda d, _: progress(d, total))
     coefficients = tf.constant(terms.coefficients(bce_weight), tf.float64)
     grads = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
-    for done, t in enumerate(plan.tiles(), start=len(plan) + 1):
+    for done, (x, y, m) in enumerate(_prefetched(plan, image, labels, engine), start=len(plan) + 1):
         _check(cancel)
-        x, y, m = _tile_tensors(plan, image, labels, t, engine)
         for total_grad, tile_grad in zip(grads, engine.grads(x, y, m, coefficients)):
             total_grad += tile_grad.numpy()
         if progress is not None:
@@ -204,9 +207,15 @@ def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile
     y, valid = plan.labels(labels, t)
     return (
         tf.constant(plan.image(image, t)[None]),
-        tf.constant(fold(y, engine.block, engine.dtype)),
-        tf.constant(fold(valid, engine.block, engine.dtype)),
+        tf.constant(fold(y, engine.block)),
+        tf.constant(fold(valid, engine.block)),
     )
+
+
+def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: TileEngine) -> Iterator[tuple]:
+    """Each tile's tensors in plan order, the next ones read and mirrored on a thread while the current one runs."""
+    for _, tensors in bounded_map(lambda t: _tile_tensors(plan, image, labels, t, engine), plan.tiles(), workers=1):
+        yield tensors
 
 
 def _sum(t: tf.Tensor) -> tf.Tensor:
