@@ -6,6 +6,7 @@ and the mask is exact at every level. Used by tests and benchmarks at gigapixel 
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -85,22 +86,15 @@ def make_slide(
         with tifffile.TiffWriter(tmp_image, bigtiff=True) as image_tif, tifffile.TiffWriter(tmp_mask, bigtiff=True) as mask_tif:
             for level, (lw, lh) in enumerate(levels):
                 ds = 2**level
-
-                def render(origin: tuple[int, int]) -> np.ndarray:
-                    return _image_tile(field, textures, origin, ds, (lw, lh))
-
-                def image_tiles() -> Iterator[np.ndarray]:
-                    nonlocal done
-                    for _, tile in bounded_map(render, _tile_origins(lw, lh)):
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
-                        yield tile
-
+                render = functools.partial(_image_tile, field, textures, ds=ds, level_shape=(lw, lh))
                 mask_tiles = (_mask_tile(field, origin, ds, (lw, lh)) for origin in _tile_origins(lw, lh))
+                image_tiles = (tile for _, tile in bounded_map(render, _tile_origins(lw, lh)))
+                if progress is not None:
+                    image_tiles = _counted(image_tiles, progress, done, total)
+                done += math.ceil(lw / TILE) * math.ceil(lh / TILE)
                 options = _level_options(level, mpp * ds)
                 image_tif.write(
-                    image_tiles(), shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
+                    image_tiles, shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
                     compression="jpeg", compressionargs={"level": 90}, **options,
                 )
                 mask_tif.write(
@@ -112,6 +106,13 @@ def make_slide(
         tmp_image.unlink(missing_ok=True)
         tmp_mask.unlink(missing_ok=True)
     return out, mask_out
+
+
+def _counted(tiles: Iterator[np.ndarray], progress: ProgressFn, before: int, total: int) -> Iterator[np.ndarray]:
+    """Pass tiles through, reporting progress(tiles done so far, total) for each."""
+    for done, tile in enumerate(tiles, start=before + 1):
+        progress(done, total)
+        yield tile
 
 
 def mask_path_for(slide_path: str | os.PathLike[str]) -> Path:

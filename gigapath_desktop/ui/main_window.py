@@ -53,6 +53,7 @@ from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.training.metrics import read_metrics
+from gigapath_desktop.training.trainer import device_name
 from gigapath_desktop.ui.settings import Settings, data_dir
 from gigapath_desktop.ui.tiles import to_qimage
 from gigapath_desktop.ui.training_panel import TrainingPanel
@@ -162,6 +163,7 @@ class MainWindow(QMainWindow):
         self.training: TrainingWorker | None = None
         self.job: Worker | None = None
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
+        self._loading = False  # no autosave while a slide's saved annotations are being restored
 
         self.viewer = SlideViewer(self.annotations)
         self.setCentralWidget(self.viewer)
@@ -182,8 +184,6 @@ class MainWindow(QMainWindow):
         self.panel.tile.setValue(self.settings.tile)
         self.panel.learning_rate.setValue(self.settings.learning_rate)
         self.panel.steps.setValue(self.settings.steps)
-        from gigapath_desktop.training.trainer import device_name
-
         self.panel.device.addItem(device_name())
         self._dock("Overview", self.overview, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Properties", self.properties, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -225,8 +225,7 @@ class MainWindow(QMainWindow):
         row = QHBoxLayout()
         row.addWidget(QLabel("Opacity"))
         row.addWidget(self.opacity)
-        for w in (self.overlay_toggle,):
-            layout.addWidget(w)
+        layout.addWidget(self.overlay_toggle)
         layout.addLayout(row)
         layout.addWidget(export)
         layout.addWidget(self.model_label)
@@ -375,10 +374,10 @@ class MainWindow(QMainWindow):
                 except GigaPathError:
                     pass
         if before:
-            # keep the order: changed ones replace in place, erased-away ones are removed
+            # Edit pairs before[i] with after[i]: trimmed ones first (replaced in place), erased-away ones last (removed)
             changed = {a.id for a in after}
-            kept_before = [a for a in before if a.id in changed] + [a for a in before if a.id not in changed]
-            self.apply_edit("erase", kept_before, after)
+            before.sort(key=lambda a: a.id not in changed)
+            self.apply_edit("erase", before, after)
 
     def import_geojson(self, path: str | Path) -> bool:
         """Import all annotations of a GeoJSON file, or none (with an error dialog) if any is invalid."""
@@ -416,7 +415,7 @@ class MainWindow(QMainWindow):
         return data_dir() / "autosave" / f"{identity}.geojson"
 
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
-        if getattr(self, "_loading", False):
+        if self._loading:
             return
         path = self.autosave_path()
         try:
@@ -444,21 +443,21 @@ class MainWindow(QMainWindow):
 
     # --- training -----------------------------------------------------------------------------------------------------
     def _refresh_regions(self) -> None:
+        """Keep the training/validation region choices in step with the region annotations."""
         regions = self.annotations.regions()
-        for box, first in ((self.panel.train_region, None), (self.panel.val_region, "none")):
+        for box, none_label in ((self.panel.train_region, None), (self.panel.val_region, "none")):
             current = box.currentData()
             box.blockSignals(True)
             box.clear()
-            if first:
-                box.addItem(first, None)
+            if none_label:
+                box.addItem(none_label, None)
             for i, r in enumerate(regions, start=1):
                 x0, y0, x1, y1 = (int(v) for v in r.bounds)
                 box.addItem(f"{r.name or f'Region {i}'}  ({x0}, {y0}, {x1 - x0} x {y1 - y0})", r.id)
-            index = box.findData(current)
-            box.setCurrentIndex(index if index >= 0 else (0 if first or not regions else 0))
+            box.setCurrentIndex(max(box.findData(current), 0))
             box.blockSignals(False)
-        if self.panel.val_region.currentData() is None and len(regions) > 1 and self.panel.val_region.count() > 2:
-            self.panel.val_region.setCurrentIndex(2)
+        if self.panel.val_region.currentData() is None and len(regions) > 1:
+            self.panel.val_region.setCurrentIndex(2)  # the second region validates by default
 
     def _region_of(self, annotation_id: str | None) -> Region | None:
         if annotation_id is None or self.slide is None:
@@ -551,8 +550,7 @@ class MainWindow(QMainWindow):
             r = self.viewer.visible_rect().intersected(QRectF(0, 0, *self.slide.dimensions))
             return Region(int(r.x()), int(r.y()), max(1, int(r.width())), max(1, int(r.height())))
         selected = [a for a in self.viewer.selected_annotations() if a.role is Role.REGION]
-        return self._region_of((selected[0] if selected else None) and selected[0].id) or self._region_of(
-            self.panel.train_region.currentData())
+        return self._region_of(selected[0].id if selected else self.panel.train_region.currentData())
 
     def predict(self, kind: str = "selection") -> bool:
         """Predict `kind` ('selection', 'visible', 'slide') in the background and show it as an overlay."""
