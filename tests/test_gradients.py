@@ -80,3 +80,14 @@ def test_region_smaller_than_the_halo(model: keras.Model, synthetic_slide: Path)
     tiled = region_gradients(model, image, labels, tile=64, dtype="float64")
     assert abs(whole[0] - tiled[0]) <= 1e-9 * abs(whole[0])
     assert _worst(tiled[2], whole[2]) <= 1e-9
+
+
+def test_whole_region_too_large_for_memory_is_refused(model: keras.Model, tmp_path: Path) -> None:
+    from gigapath_desktop import TrainingError
+    from gigapath_desktop.slides.diskarray import DiskArray
+
+    side = 60_000  # 3.6 GP: sparse files on disk, never read, since the check comes first
+    image = DiskArray.create(tmp_path / "image.npy", (side, side, 3), np.uint8)
+    labels = DiskArray.create(tmp_path / "labels.npy", (side, side), np.uint8)
+    with pytest.raises(TrainingError, match="train tile by tile"):
+        region_gradients(model, image, labels, tile=None)

@@ -20,9 +20,10 @@ from typing import Callable, Iterator
 
 import keras
 import numpy as np
+import psutil
 import tensorflow as tf
 
-from gigapath_desktop.errors import Cancelled
+from gigapath_desktop.errors import Cancelled, TrainingError
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.model.unet import logits_model, with_dtype
@@ -30,6 +31,7 @@ from gigapath_desktop.parallel import bounded_map
 
 SMOOTH = 1.0
 BCE_WEIGHT = 1.0
+WHOLE_BYTES_PER_PIXEL = 100  # float32 whole-region step, measured (benchmarks/results/training.json, "whole" rows)
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]
 
@@ -190,6 +192,7 @@ def region_gradients(
     engine = engine_for(model, dtype)
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
     if tile is None:
+        _check_whole_fits(plan, dtype)
         (t,) = plan.tiles()
         x, y, m = _tile_tensors(plan, image, labels, t, engine)
         loss, dice, grads = engine.whole(x, y, m, tf.constant(bce_weight, dtype))
@@ -221,6 +224,17 @@ def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: T
     """Each tile's tensors in plan order, the next ones read and mirrored on a thread while the current one runs."""
     for _, tensors in bounded_map(lambda t: _tile_tensors(plan, image, labels, t, engine), plan.tiles(), workers=1):
         yield tensors
+
+
+def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
+    """Refuse a one-tensor step that would exhaust memory, instead of letting the machine swap or die."""
+    need = plan.input_pixels() * WHOLE_BYTES_PER_PIXEL * np.dtype(dtype).itemsize / 4
+    free = psutil.virtual_memory().available
+    if need > 0.9 * free:
+        raise TrainingError(
+            f"training on the whole {plan.height} x {plan.width} region as one tensor needs ~{need / 2**30:.0f} GiB "
+            f"but {free / 2**30:.0f} GiB are free; train tile by tile instead (e.g. --tile 2048)"
+        )
 
 
 def _sum(t: tf.Tensor) -> tf.Tensor:
