@@ -60,10 +60,13 @@ def main() -> None:
     pump(240, until=lambda: window.panel.point_counts()["loss"] >= 25)
     shot("3-training.png")
     pump(240, until=lambda: window.training.isFinished())
+    pump(30, until=lambda: window.model_path is not None)  # the run's "finished" signal sets the model
 
     window.predict("selection")
-    pump(120, until=lambda: window.job.isFinished())
+    pump(120, until=lambda: window.job.isFinished() and window.viewer.overlay is not None)
     window.viewer.scene().clearSelection()
+    if window.errors:
+        raise SystemExit(f"the app reported errors: {window.errors}")
     shot("4-mask-overlay.png")
     window.close()
 
