@@ -15,6 +15,7 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
             "--tile", "1024", "--checkpoint-every", "2"]
     first = run(*args, "--steps", "3", "--out", str(out))
     assert first.returncode == 0, first.stderr
+    assert "decoding the training region into the cache: 100%" in first.stdout
     for name in ("model.keras", "config.json", "metrics.csv"):
         assert (out / name).is_file()
     config = json.loads((out / "config.json").read_text())

@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 
@@ -40,8 +40,10 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Traine
         if job.val_region is not None:
             slide.check_region(job.val_region)
         annotations = _labels(job, slide, listeners)
-        train = load_region(slide, job.region, annotations)
-        val = load_region(slide, job.val_region, annotations) if job.val_region is not None else None
+        train = load_region(slide, job.region, annotations, progress=_decoding("training region", listeners))
+        val = None
+        if job.val_region is not None:
+            val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners))
     job.out.mkdir(parents=True, exist_ok=True)
     if job.resume:
         trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, steps=job.config.steps)
@@ -76,6 +78,20 @@ def _labels(job: TrainJob, slide: Slide, listeners: Sequence[Listener]) -> list[
     for listener in listeners:
         listener(LogEvent(f"detected {len(annotations)} tissue polygon(s) as labels"))
     return annotations
+
+
+def _decoding(name: str, listeners: Sequence[Listener]) -> Callable[[int, int], None]:
+    """Report first-time region decoding (minutes for a gigapixel region) as log lines every 10 %."""
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // total
+        if tenth != shown[0]:
+            shown[0] = tenth
+            for listener in listeners:
+                listener(LogEvent(f"decoding the {name} into the cache: {10 * tenth}%"))
+
+    return progress
 
 
 def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: RegionData | None) -> None:
