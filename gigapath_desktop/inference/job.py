@@ -11,10 +11,10 @@ import numpy as np
 
 from gigapath_desktop import __version__
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, SlideSource, predict_bands
+from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
 from gigapath_desktop.inference.writers import TILE, write_contours, write_mask_tiff, write_preview_png
 from gigapath_desktop.model import load_model
-from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides import Region, SlideSource, open_slide
 
 
 @dataclass

@@ -1,12 +1,11 @@
 """Tiled prediction over a region or a whole slide, with the training engine's tiling plan.
 
-Input tiles come straight from the slide (or any array) through `SlideSource`, mirrored at the region's edges exactly
+Input tiles come straight from the slide (or any array) through `slides.SlideSource`, mirrored at the region's edges exactly
 as in training, so tiled output equals whole-region output. Results arrive as bands of tile rows, so writers can
 stream them to disk without ever holding the whole mask.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import keras
@@ -17,33 +16,9 @@ from gigapath_desktop.errors import Cancelled
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import TilePlan
 from gigapath_desktop.parallel import bounded_map
-from gigapath_desktop.slides.slide import Region, Slide
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-
-
-@dataclass
-class SlideSource:
-    """A slide region seen as an (h, w, 3) array that reads rectangles from the slide on demand."""
-
-    slide: Slide
-    region: Region
-
-    def __post_init__(self) -> None:
-        self.slide.check_region(self.region)
-        w, h = self.slide.level_size(self.region)
-        self.shape = (h, w, 3)
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
-        self._downsample = self.slide.level_downsamples[self.region.level]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        rows, cols = key
-        y0, y1, _ = rows.indices(self.shape[0])
-        x0, x1, _ = cols.indices(self.shape[1])
-        location = (self.region.x + round(x0 * self._downsample), self.region.y + round(y0 * self._downsample))
-        return self.slide.read_pixels(location, self.region.level, (x1 - x0, y1 - y0))
 
 
 def predict_bands(
@@ -78,10 +53,16 @@ def predict_bands(
         yield band_y, band
 
 
-def predict_array(model: keras.Model, image: Any, tile: int | None = 2048) -> np.ndarray:
+def predict_array(
+    model: keras.Model,
+    image: Any,
+    tile: int | None = 2048,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
     """The whole probability map of `image` as one float32 (h, w) array (for regions that fit in memory)."""
     out = np.zeros(image.shape[:2], np.float32)
-    for y, band in predict_bands(model, image, tile):
+    for y, band in predict_bands(model, image, tile, progress, cancel):
         out[y : y + band.shape[0]] = band
     return out
 

@@ -19,7 +19,7 @@ import platformdirs
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.slides.diskarray import DiskArray
-from gigapath_desktop.slides.slide import Region, Slide
+from gigapath_desktop.slides.slide import Region, Slide, SlideSource
 
 ProgressFn = Callable[[int, int], None]
 """Called as progress(done, total) while long work advances."""
@@ -114,14 +114,13 @@ def decode_region_into(
     cancel: CancelFn | None = None,
 ) -> None:
     """Decode `region` chunk by chunk into `out` with a few reader threads, never holding more than a few chunks."""
+    source = SlideSource(slide, region)
     h, w = out.shape[:2]
-    ds = slide.level_downsamples[region.level]
     chunks = [(cy, cx) for cy in range(0, h, DECODE_CHUNK) for cx in range(0, w, DECODE_CHUNK)]
 
     def read(chunk: tuple[int, int]) -> np.ndarray:
         cy, cx = chunk
-        size = (min(DECODE_CHUNK, w - cx), min(DECODE_CHUNK, h - cy))
-        return slide.read_pixels((region.x + round(cx * ds), region.y + round(cy * ds)), region.level, size)
+        return source[cy : cy + DECODE_CHUNK, cx : cx + DECODE_CHUNK]
 
     for done, ((cy, cx), tile) in enumerate(bounded_map(read, chunks), start=1):
         if cancel is not None and cancel():

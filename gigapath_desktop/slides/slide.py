@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import openslide
@@ -183,6 +183,29 @@ class Slide:
         ds = self.level_downsamples[level]
         origin = (int((lw - w) * ds), int((lh - h) * ds))
         self._read(lambda: self._osr.read_region(origin, level, (w, h)))
+
+
+@dataclass
+class SlideSource:
+    """A slide region seen as an (h, w, 3) array that reads rectangles from the slide on demand."""
+
+    slide: Slide
+    region: Region
+
+    def __post_init__(self) -> None:
+        self.slide.check_region(self.region)
+        w, h = self.slide.level_size(self.region)
+        self.shape = (h, w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self._downsample = self.slide.level_downsamples[self.region.level]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows, cols = key
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        location = (self.region.x + round(x0 * self._downsample), self.region.y + round(y0 * self._downsample))
+        return self.slide.read_pixels(location, self.region.level, (x1 - x0, y1 - y0))
 
 
 def open_slide(path: str | os.PathLike[str]) -> Slide:

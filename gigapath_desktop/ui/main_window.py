@@ -51,7 +51,7 @@ from gigapath_desktop.annotations import (
 )
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.slides import Region, Slide, open_slide
+from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.training.metrics import read_metrics
 from gigapath_desktop.training.trainer import device_name
 from gigapath_desktop.ui.settings import Settings, data_dir
@@ -566,15 +566,10 @@ class MainWindow(QMainWindow):
         region = Region(region.x, region.y, region.width, region.height, level)
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple[Region, np.ndarray]:
-            from gigapath_desktop.inference import SlideSource, predict_bands
+            from gigapath_desktop.inference import predict_array
             from gigapath_desktop.model import load_model
 
-            model = load_model(model_path)
-            source = SlideSource(slide, region)
-            out = np.zeros(source.shape[:2], np.float32)
-            for y, band in predict_bands(model, source, 2048, progress, cancel):
-                out[y : y + band.shape[0]] = band
-            return region, out
+            return region, predict_array(load_model(model_path), SlideSource(slide, region), 2048, progress, cancel)
 
         return self._run_job("Predicting", work, self._show_prediction)
 
