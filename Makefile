@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench screenshots install
+.PHONY: run test bench convergence screenshots install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_synthetic_slide.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_predict.py
+
+convergence: $(STAMP)
+	$(PY) benchmarks/bench_convergence.py
 
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) docs/screenshots.py

@@ -62,10 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
     labels.add_argument("--auto-labels", action="store_true", help="label tissue by automatic detection")
     p.add_argument("--val-region", help="X,Y,W,H (level-0 pixels) to report validation Dice on")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
     p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels; 0 = whole region at once")
-    p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train on the region as it is (default: a random flip/rotation and colour change per step)")
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -127,7 +130,7 @@ def cmd_make_slide(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gigapath_desktop.training.events import Event, LogEvent, StepEvent
+    from gigapath_desktop.training.events import Event, LogEvent, StepEvent, WarningEvent
     from gigapath_desktop.training.job import run_train_job
 
     job = _train_job(args)
@@ -139,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"loss {event.loss:.4f} dice {event.dice:.4f} val {val} {event.mpix_per_s:.1f} MP/s")
             elif isinstance(event, LogEvent):
                 bar.write(event.message)
+            elif isinstance(event, WarningEvent):
+                bar.write(f"warning: {event.message}", file=sys.stderr)
 
         trainer = run_train_job(job, [show])
     print(f"step {trainer.step}: wrote {job.out / 'model.keras'}, config.json and metrics.csv")
@@ -150,10 +155,10 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     from gigapath_desktop.resources import demo_slide
     from gigapath_desktop.slides import Region
     from gigapath_desktop.training.job import TrainJob
-    from gigapath_desktop.training.trainer import TrainConfig
+    from gigapath_desktop.training.config import TrainConfig
 
-    if args.steps < 1 or args.lr <= 0 or args.tile < 0 or args.checkpoint_every < 1:
-        raise GigaPathError("--steps and --checkpoint-every must be >= 1, --lr > 0 and --tile >= 0")
+    if args.steps < 1 or not 0 < args.lr < 1 or args.tile < 0 or args.checkpoint_every < 1:
+        raise GigaPathError("--steps and --checkpoint-every must be >= 1, --lr in (0, 1) and --tile >= 0")
     if args.demo:
         slide = demo_slide()
         region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
@@ -166,10 +171,10 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         region = Region.parse(args.region, args.level)
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
     config = TrainConfig(steps=args.steps, learning_rate=args.lr, tile=args.tile or None,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, augment=not args.no_augment, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     labels = Path(args.labels) if args.labels and not args.demo else None
-    return TrainJob(slide, region, out, config, labels, val_region, args.seed, args.resume)
+    return TrainJob(slide, region, out, config, labels, val_region, args.resume)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -24,7 +24,9 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
-    assert set(rows[0]) == {"step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes"}
+    assert set(rows[0]) == {"step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes",
+                            "learning_rate", "recoveries"}
+    assert config["training"]["augment"] is True and config["training"]["seed"] == 0
     assert all(r["val_dice"] for r in rows)
 
     again = run(*args, "--steps", "4", "--out", str(out))
@@ -51,3 +53,11 @@ def test_bad_train_arguments_exit_nonzero_with_one_line(tmp_path: Path) -> None:
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("error:") and message in last, (message, result.stderr)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_region_of_nearly_all_tissue_is_warned_about(tmp_path: Path) -> None:
+    result = run("train", str(CMU), "--region", "700,2500,1000,400", "--auto-labels", "--steps", "1",
+                 "--tile", "512", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
+    assert "% tissue" in line and "enlarge the region" in line

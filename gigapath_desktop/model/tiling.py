@@ -68,7 +68,7 @@ class TilePlan:
     def image(self, image: np.ndarray, tile: Tile) -> np.ndarray:
         """The tile's input: (height + 2 halo, width + 2 halo, C) from `image` mirrored at the region's edges."""
         halo = self.geometry.halo
-        return _mirrored(image, tile.y - halo, tile.x - halo, tile.height + 2 * halo, tile.width + 2 * halo)
+        return mirrored(image, tile.y - halo, tile.x - halo, tile.height + 2 * halo, tile.width + 2 * halo)
 
     def labels(self, labels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         """(labels, valid) for the tile's output rectangle: zeros and valid=0 where it pads past the region."""
@@ -85,7 +85,7 @@ class TilePlan:
         return (slice(tile.y, tile.y + h), slice(tile.x, tile.x + w)), output[:h, :w]
 
 
-def _mirrored(image: np.ndarray, y0: int, x0: int, height: int, width: int) -> np.ndarray:
+def mirrored(image: np.ndarray, y0: int, x0: int, height: int, width: int) -> np.ndarray:
     """image[y0:y0+height, x0:x0+width] with out-of-range rows/columns mirrored as np.pad(mode='symmetric') would
     mirror the whole region (repeatedly, for regions smaller than the halo); reads only the rows/columns it needs."""
     h, w = image.shape[:2]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -63,6 +64,7 @@ def build_unet(
     block: int = 4,
     pool: int = 4,
     dtype: str = "float32",
+    activation: str = "leaky_relu",
 ) -> keras.Model:
     """uint8 RGB (H, W, 3) in -> tissue probability (H - 2 halo, W - 2 halo, 1) out; one encoder level per filter.
 
@@ -79,12 +81,12 @@ def build_unet(
     geom[id(image)] = TensorGeometry()
     x = apply(SpaceToDepth(block, name="space_to_depth"), image)
     x = apply(layers.Rescaling(1 / 127.5, offset=-1.0, dtype=dtype, name="rescale"), x)
-    x = apply(layers.Conv2D(filters[0], 1, activation="relu", dtype=dtype, name="stem"), x)
+    x = apply(layers.Conv2D(filters[0], 1, activation=activation, dtype=dtype, name="stem"), x)
     skips = []
     for level, (f, k) in enumerate(zip(filters, kernels)):
         if level:
             x = apply(layers.MaxPooling2D(pool, dtype=dtype, name=f"pool{level}"), x)
-        x = apply(layers.Conv2D(f, k, activation="relu", dtype=dtype, name=f"enc{level}"), x)
+        x = apply(layers.Conv2D(f, k, activation=activation, dtype=dtype, name=f"enc{level}"), x)
         skips.append(x)
     for level in reversed(range(len(filters) - 1)):
         x = apply(layers.UpSampling2D(pool, dtype=dtype, name=f"up{level}"), x)
@@ -92,11 +94,18 @@ def build_unet(
         crop = (geom[id(x)].offset - geom[id(skip)].offset) // geom[id(skip)].cell
         skip = apply(layers.Cropping2D(crop, dtype=dtype, name=f"crop{level}"), skip)
         x = apply(layers.Concatenate(dtype=dtype, name=f"merge{level}"), x, skip)
-        x = apply(layers.Conv2D(filters[level], 1, activation="relu", dtype=dtype, name=f"dec{level}"), x)
+        x = apply(layers.Conv2D(filters[level], 1, activation=activation, dtype=dtype, name=f"dec{level}"), x)
     x = apply(layers.Conv2D(block * block, 1, dtype=dtype, name=LOGITS), x)
     x = apply(DepthToSpace(block, dtype=dtype, name="depth_to_space"), x)
     probability = apply(layers.Activation("sigmoid", dtype=dtype, name="probability"), x)
     return keras.Model(image, probability, name="gigapath_unet")
+
+
+def init_output_bias(model: keras.Model, prior: float) -> None:
+    """Start the logits at the labels' prior, so the first steps learn shapes instead of the class balance."""
+    prior = float(np.clip(prior, 0.01, 0.99))
+    bias = model.get_layer(LOGITS).bias
+    bias.assign(np.full(bias.shape, np.log(prior / (1 - prior)), bias.dtype))
 
 
 def logits_model(model: keras.Model) -> keras.Model:

@@ -92,7 +92,7 @@ def make_slide(
                 if progress is not None:
                     image_tiles = _counted(image_tiles, progress, done, total)
                 done += math.ceil(lw / TILE) * math.ceil(lh / TILE)
-                options = _level_options(level, mpp * ds)
+                options = level_options(level, mpp * ds)
                 image_tif.write(
                     image_tiles, shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
                     compression="jpeg", compressionargs={"level": 90}, **options,
@@ -187,7 +187,7 @@ def _tile_origins(width: int, height: int) -> Iterator[tuple[int, int]]:
             yield ty, tx
 
 
-def _level_options(level: int, mpp: float) -> dict[str, object]:
+def level_options(level: int, mpp: float) -> dict[str, object]:
     """TIFF tags shared by the image and mask pages of one level: tiling, reduced-image flag, resolution."""
     pixels_per_cm = 1e4 / mpp
     return {

@@ -33,6 +33,12 @@ class RegionData:
     def pixels(self) -> int:
         return int(self.labels.size)
 
+    def tissue_fraction(self, rows: int = 1024) -> float:
+        """Share of pixels labelled 1, read in bands (labels may be a gigapixel array on disk)."""
+        h = self.labels.shape[0]
+        total = sum(int(np.count_nonzero(np.asarray(self.labels[y : y + rows]))) for y in range(0, h, rows))
+        return total / max(self.pixels, 1)
+
 
 def load_region(
     slide: Slide,

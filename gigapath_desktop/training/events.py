@@ -19,6 +19,8 @@ class StepEvent:
     rss_bytes: int
     device_memory_bytes: int | None
     device: str
+    learning_rate: float = 0.0
+    recoveries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,5 +42,12 @@ class LogEvent:
     message: str
 
 
-Event = Union[StepEvent, TileEvent, LogEvent]
+@dataclass(frozen=True)
+class WarningEvent:
+    """Something the user should act on (shown as a dialog in the app, a `warning:` line in the CLI)."""
+
+    message: str
+
+
+Event = Union[StepEvent, TileEvent, LogEvent, WarningEvent]
 Listener = Callable[[Event], None]

@@ -28,9 +28,9 @@ from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.model.unet import logits_model, with_dtype
 from gigapath_desktop.parallel import bounded_map
+from gigapath_desktop.training.config import BCE_WEIGHT
 
 SMOOTH = 1.0
-BCE_WEIGHT = 1.0
 WHOLE_BYTES_PER_PIXEL = 100  # float32 whole-region step, measured (benchmarks/results/training.json, "whole" rows)
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]

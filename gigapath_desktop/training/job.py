@@ -17,7 +17,8 @@ from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Listener, LogEvent
 from gigapath_desktop.training.metrics import MetricsWriter
-from gigapath_desktop.training.trainer import CHECKPOINTS, TrainConfig, Trainer
+from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.trainer import CHECKPOINTS, Trainer
 
 
 @dataclass
@@ -28,7 +29,6 @@ class TrainJob:
     config: TrainConfig = field(default_factory=TrainConfig)
     labels: Path | None = None  # GeoJSON; None means automatic tissue detection
     val_region: Region | None = None
-    seed: int = 0
     resume: bool = False
 
 
@@ -48,7 +48,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Traine
     if job.resume:
         trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, steps=job.config.steps)
     else:
-        keras.utils.set_random_seed(job.seed)
+        keras.utils.set_random_seed(job.config.seed)
         trainer = Trainer(build_unet(), [train], val, job.config, job.out, listeners)
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", resume_from=trainer.step))
     _write_config(job, trainer, train, val)
@@ -105,7 +105,6 @@ def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: Regio
         "labels": str(job.labels.resolve()) if job.labels else "auto (tissue detection)",
         "train_pixels": train.pixels,
         "val_pixels": val.pixels if val else None,
-        "seed": job.seed,
         "training": asdict(trainer.config),
         "model": {"parameters": int(trainer.model.count_params()), **asdict(geometry)},
         "device": trainer.device,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gigapath_desktop.training.events import Event, StepEvent
 
-COLUMNS = ["step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes"]
+COLUMNS = ["step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes", "learning_rate", "recoveries"]
 
 
 class MetricsWriter:
@@ -21,7 +21,7 @@ class MetricsWriter:
             writer.writerow(COLUMNS)
             for row in rows:
                 if int(row["step"]) <= resume_from:
-                    writer.writerow([row[c] for c in COLUMNS])
+                    writer.writerow([row.get(c, "") for c in COLUMNS])
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, StepEvent):

@@ -11,7 +11,8 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from collections import deque
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,26 +23,50 @@ import tensorflow as tf
 
 from gigapath_desktop.errors import Cancelled, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
+from gigapath_desktop.model.unet import init_output_bias
+from gigapath_desktop.training.augment import Augmentation
+from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
-from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent
-from gigapath_desktop.training.gradients import BCE_WEIGHT, region_gradients, region_sums
+from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
+from gigapath_desktop.training.gradients import region_gradients, region_sums
+from gigapath_desktop.training.guard import CollapseGuard, Verdict
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
+REWARM_STEPS = 10  # after the guard steps back, the learning rate warms up again over this many steps
+KEEP_GOOD = 3  # the guard steps back to the oldest of the last few good states: the last one may already be sliding
+ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 50
-    learning_rate: float = 0.03
-    tile: int | None = 2048  # output tile side in pixels; None trains on each region as one tensor
-    bce_weight: float = BCE_WEIGHT
-    checkpoint_every: int = 10
-    validate_every: int = 1
+def one_class_warning(region: RegionData, fraction: float) -> str:
+    what, other = ("tissue", "background (glass)") if fraction > 0.5 else ("background", "tissue")
+    return (f"the labels of {region.name or 'a training region'} are {100 * max(fraction, 1 - fraction):.1f} % "
+            f"{what}: the model cannot learn what {other} looks like from it; enlarge the region or move it "
+            f"so that it holds both tissue and background")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+@keras.saving.register_keras_serializable(package="gigapath")
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak`, then optional cosine decay to peak/10 at `steps`. The guard lowers `scale` and
+    warms up again from `restart` (an optimizer iteration) after it stepped back."""
+
+    def __init__(self, peak: float, warmup: int, steps: int, decay: bool, scale: float = 1.0, restart: int = 0) -> None:
+        self.peak, self.warmup, self.steps, self.decay = peak, warmup, steps, decay
+        self.scale, self.restart = scale, restart
+
+    def __call__(self, step: Any) -> Any:
+        step = tf.cast(step, tf.float32)
+        warm = tf.minimum(1.0, (step + 1.0) / max(self.warmup, 1))
+        if self.restart:
+            warm *= tf.minimum(1.0, (step - self.restart + 1.0) / REWARM_STEPS)
+        if self.decay:
+            progress = tf.clip_by_value((step - self.warmup) / max(self.steps - self.warmup, 1), 0.0, 1.0)
+            warm *= 0.1 + 0.9 * 0.5 * (1.0 + tf.cos(np.pi * progress))
+        return self.peak * self.scale * warm
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warmup": self.warmup, "steps": self.steps, "decay": self.decay,
+                "scale": self.scale, "restart": self.restart}
 
 
 def device_name() -> str:
@@ -81,8 +106,13 @@ class Trainer:
         self.step = 0
         self.history: list[StepEvent] = []
         self.device = device_name()
-        self.optimizer = keras.optimizers.Adam(config.learning_rate)
+        self.schedule = LearningRate(config.learning_rate, config.warmup_steps, config.steps, config.decay)
+        self.optimizer = keras.optimizers.Adam(self.schedule, global_clipnorm=config.clip_norm)
         self.optimizer.build(model.trainable_variables)
+        self.recoveries = 0
+        self.guard = CollapseGuard()
+        self._fractions: list[float] | None = None
+        self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()
@@ -102,15 +132,23 @@ class Trainer:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def learning_rate(self) -> float:
+        return float(self.schedule(self.optimizer.iterations))
+
     # --- running -----------------------------------------------------------------------------------------------
     def run(self) -> list[StepEvent]:
         """Train until `config.steps` or `stop()`; checkpoints every N steps, at the end and on stop."""
         pixels = sum(r.pixels for r in self.train)
         self._emit(LogEvent(f"training on {self.device}: {len(self.train)} region(s), {pixels / 1e6:.1f} MP, "
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
+        self._prepare()
         try:
             while self.step < self.config.steps and not self._stop.is_set():
-                self._emit(self._train_step())
+                event = self._train_step()
+                if event is None:
+                    continue
+                self._emit(event)
                 if self.run_dir is not None and self.step % self.config.checkpoint_every == 0:
                     self.save_checkpoint()
         except Cancelled:
@@ -120,16 +158,37 @@ class Trainer:
                 self.save_checkpoint()
         return self.history
 
-    def _train_step(self) -> StepEvent:
-        region = self.train[self.step % len(self.train)]
+    def _prepare(self) -> None:
+        """Check the labels (warn when nearly one class), start the output bias at the tissue prior, keep a copy."""
+        self._fractions = [region.tissue_fraction() for region in self.train]
+        for region, fraction in zip(self.train, self._fractions):
+            if min(fraction, 1 - fraction) < ONE_CLASS:
+                self._emit(WarningEvent(one_class_warning(region, fraction)))
+        if self.step == 0 and self.config.init_bias:
+            init_output_bias(self.model, float(np.mean(self._fractions)))
+        self._keep_good()
+
+    def _train_step(self) -> StepEvent | None:
+        """One optimizer step, or None when the guard stepped back to the last good weights instead."""
+        index = self.step % len(self.train)
+        region = self.train[index]
+        if self.config.augment:
+            region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter).apply(region)
         start = time.perf_counter()
         loss, dice, grads = region_gradients(
             self.model, region.image, region.labels, tile=self.config.tile, bce_weight=self.config.bce_weight,
             cancel=self._between_tiles, progress=lambda done, total: self._emit(TileEvent(self.step + 1, done, total)),
         )
-        if not (np.isfinite(loss) and all(np.isfinite(g).all() for g in grads)):
-            raise TrainingError(f"loss became {loss} at step {self.step + 1}; the weights of step {self.step} are "
-                                "kept; lower the learning rate")
+        assert self._fractions is not None
+        verdict = self.guard.check(loss, dice, self._fractions[index])
+        if verdict.reason is None and not all(np.isfinite(g).all() for g in grads):
+            verdict = Verdict(False, "the gradient became non-finite")
+        if verdict.reason is not None:
+            self._recover(verdict.reason)
+            return None
+        if verdict.good:
+            self._keep_good()
+        learning_rate = self.learning_rate
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
         seconds = time.perf_counter() - start
@@ -137,10 +196,38 @@ class Trainer:
         event = StepEvent(
             step=self.step, total_steps=self.config.steps, loss=loss, dice=dice, val_dice=self._validate(),
             seconds=seconds, mpix_per_s=region.pixels / 1e6 / seconds, rss_bytes=psutil.Process().memory_info().rss,
-            device_memory_bytes=device_memory_bytes(), device=self.device,
+            device_memory_bytes=device_memory_bytes(), device=self.device, learning_rate=learning_rate,
+            recoveries=self.recoveries,
         )
         self.history.append(event)
         return event
+
+    def _keep_good(self) -> None:
+        self._good.append(([w.copy() for w in self.model.get_weights()], [v.numpy() for v in self.optimizer.variables]))
+
+    def _recover(self, reason: str) -> None:
+        """Back to a good state a few steps before the trip, with half the learning rate warming up again, or give up.
+
+        Adam's step count is restored, its moment estimates are cleared: they hold the momentum that led into the
+        collapse, and restoring them was measured to slide into the same collapse again (tests/test_recipe.py)."""
+        if self.recoveries >= self.config.max_recoveries:
+            raise TrainingError(
+                f"training failed at step {self.step + 1}: {reason}, again after {self.recoveries} restart(s) "
+                f"with lower learning rates; check the labels (both classes present, matching the image) or "
+                f"start with a lower --lr than {self.config.learning_rate:g}")
+        weights, state = self._good[0]
+        self._good.clear()
+        self.model.set_weights(weights)
+        for variable, value in zip(self.optimizer.variables, state):
+            variable.assign(value if variable is self.optimizer.iterations else np.zeros_like(value))
+        self._keep_good()
+        self.recoveries += 1
+        self.schedule.scale *= 0.5
+        self.schedule.restart = int(self.optimizer.iterations.numpy())
+        self.guard.reset()
+        self._emit(WarningEvent(f"step {self.step + 1}: {reason}; restarted from the last good weights with the "
+                                f"learning rate lowered to {self.schedule.scale:g}x (restart {self.recoveries} of "
+                                f"{self.config.max_recoveries})"))
 
     def _validate(self) -> float | None:
         if self.val is None or self.step % self.config.validate_every:
@@ -167,7 +254,8 @@ class Trainer:
         tmp.mkdir(parents=True)
         save_model(self.model, tmp / "model.keras")
         np.savez(tmp / "optimizer.npz", *[v.numpy() for v in self.optimizer.variables])
-        state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history]}
+        state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
+                 "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -200,6 +288,9 @@ class Trainer:
             for i, variable in enumerate(trainer.optimizer.variables):
                 variable.assign(saved[f"arr_{i}"])
         trainer.step = state["step"]
+        trainer.recoveries = state.get("recoveries", 0)
+        trainer.schedule.scale = state.get("lr_scale", 1.0)
+        trainer.schedule.restart = state.get("lr_restart", 0)
         trainer.history = [StepEvent(**e) for e in state["history"]]
         return trainer
 

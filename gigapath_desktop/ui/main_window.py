@@ -52,6 +52,7 @@ from gigapath_desktop.annotations import (
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
+from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
 from gigapath_desktop.training.trainer import device_name
 from gigapath_desktop.ui.settings import Settings, data_dir
@@ -473,7 +474,7 @@ class MainWindow(QMainWindow):
 
     def start_training(self) -> bool:
         from gigapath_desktop.training.job import TrainJob
-        from gigapath_desktop.training.trainer import TrainConfig
+        from gigapath_desktop.training.config import TrainConfig
 
         if self.training is not None and self.training.isRunning():
             return False
@@ -496,6 +497,7 @@ class MainWindow(QMainWindow):
         self.settings.save()
         self.training = TrainingWorker(job)
         self.training.event.connect(self.panel.on_event)
+        self.training.event.connect(self._on_training_event)
         self.training.finished_training.connect(self._on_training_finished)
         self.training.failed.connect(lambda m: self.show_error(m, "Check the regions and labels, then start again."))
         self.training.finished.connect(lambda: self.panel.set_running(False))
@@ -520,6 +522,10 @@ class MainWindow(QMainWindow):
         if self.training is not None:
             self.training.stop()
             self.panel.append_log("stopping after the current tile; a checkpoint is saved")
+
+    def _on_training_event(self, event: object) -> None:
+        if isinstance(event, WarningEvent):
+            self.show_error(event.message, "Training goes on; stop it (Stop) to change the regions or labels.")
 
     def _on_training_finished(self, run_dir: Path) -> None:
         self.set_model(run_dir / "model.keras")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from gigapath_desktop.training.config import TrainConfig
+
 MAX_RECENT = 10
 
 
@@ -28,8 +30,8 @@ class Settings:
     recent_slides: list[str] = field(default_factory=list)
     last_folder: str = ""
     tile: int = 2048
-    learning_rate: float = 0.03
-    steps: int = 50
+    learning_rate: float = TrainConfig.learning_rate
+    steps: int = TrainConfig.steps
 
     @classmethod
     def load(cls) -> "Settings":

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent
+from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent, WarningEvent
 
 GIB = 2**30
 
@@ -38,8 +39,9 @@ class TrainingPanel(QWidget):
         self.train_region = QComboBox()
         self.val_region = QComboBox()
         self.tile = QSpinBox(minimum=64, maximum=8192, singleStep=64, value=2048, suffix=" px")
-        self.learning_rate = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=1.0, singleStep=0.005, value=0.03)
-        self.steps = QSpinBox(minimum=1, maximum=100000, value=50)
+        self.learning_rate = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=1.0, singleStep=0.005,
+                                            value=TrainConfig.learning_rate)
+        self.steps = QSpinBox(minimum=1, maximum=100000, value=TrainConfig.steps)
         self.device = QComboBox()
         form = QFormLayout()
         for label, widget in (("Training region", self.train_region), ("Validation region", self.val_region),
@@ -138,6 +140,8 @@ class TrainingPanel(QWidget):
             self._set_progress(done_steps)
         elif isinstance(event, LogEvent):
             self.append_log(event.message)
+        elif isinstance(event, WarningEvent):
+            self.append_log(f"warning: {event.message}")
 
     def _on_step(self, e: StepEvent) -> None:
         self.data["step"].append(e.step)

@@ -1,0 +1,178 @@
+"""Convergence suite: does the default recipe learn on realistic slides, every case and every seed?
+
+Each case is a realistic slide (`slides.realistic`: real H&E or DAPI texture cut from the test slides, stain and
+scanner variation, holes, strands, fat, folds, pen, dust, bubbles, blur, JPEG) of 8192 x 4096 px with exact truth,
+plus one case of real slides (train on the TCGA frozen section, validate on the CMU skin slide, labels from tissue
+detection, checked by eye). Per case x seed: train with the defaults a user gets (`TrainConfig()`, 150 steps) on
+the left half (16.8 MP), validate every 5 steps on the right half, and report the final validation Dice, the steps
+to 0.97 and 0.99, seconds, and collapses (guard restarts). Each run is its own process.
+
+Writes benchmarks/results/convergence.json and the table between the markers in README.md.
+    python benchmarks/bench_convergence.py [--cases a,b] [--seeds 0,1,2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from common import RESULTS, machine, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT.parent / "shared" / "testdata" / "slides"
+WORK = Path(__file__).resolve().parent / "out" / "convergence"
+HE = (str(TESTDATA / "CMU-1-Small-Region.svs"), str(TESTDATA / "TCGA-CR-7395-01A-01-TS1-crop.svs"))
+DAPI = (str(TESTDATA / "test3-DAPI-2-387.ndpi"),)
+STEPS = 150
+VALIDATE_EVERY = 5
+TILE = 4096  # exact at any tile size; the largest that fits a 16.8 MP half in one tile is the fastest here
+
+
+def cases() -> dict:
+    from gigapath_desktop.slides.realistic import Case
+
+    size = dict(width=8192, height=4096)
+    return {
+        "typical": Case("typical", **size, sources=HE),
+        "sparse 5%": Case("sparse 5%", **size, tissue_fraction=0.05, island_scale=350, dust=200, pens=2, sources=HE),
+        "dense 70%": Case("dense 70%", **size, tissue_fraction=0.7, lumens=8, fat=2, sources=HE),
+        "thin strands": Case("thin strands", **size, tissue_fraction=0.12, island_scale=500, strands=8, sources=HE),
+        "pale, strong stain shift": Case("pale, strong stain shift", **size, density=0.45, stain_jitter=0.5,
+                                         sources=HE),
+        "artefacts": Case("artefacts", **size, pens=3, bubbles=3, folds=2, dust=250, fibres=8, blur=3.0,
+                          jpeg_quality=60, sources=HE),
+        "frozen section": Case("frozen section", **size, tissue_fraction=0.5, stain_jitter=0.4, fat=0,
+                               sources=HE[1:]),
+        "fluorescence": Case("fluorescence", **size, modality="fluorescence", tissue_fraction=0.4, sources=DAPI),
+        "real slides": None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    names = args.cases.split(",") if args.cases else list(cases())
+    seeds = [int(s) for s in args.seeds.split(",")]
+    path = RESULTS / "convergence.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    for name in names:
+        for seed in seeds:
+            out = subprocess.run([sys.executable, __file__, "--run", name, str(seed)], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(result), flush=True)
+            runs = [r for r in runs if (r["case"], r["seed"]) != (name, seed)] + [result]
+            write_result("convergence", {"steps": STEPS, "runs": runs})
+    update_readme(runs)
+
+
+def run(name: str, seed: int) -> dict:
+    import keras
+
+    from gigapath_desktop.model import build_unet
+    from gigapath_desktop.training import StepEvent, TrainConfig, Trainer
+    from gigapath_desktop.training.gradients import region_sums
+
+    train, val = real_regions() if cases()[name] is None else synthetic_regions(name, seed)
+    keras.utils.set_random_seed(seed)
+    config = TrainConfig(steps=STEPS, tile=TILE, seed=seed, validate_every=VALIDATE_EVERY)
+    curve: list[tuple[int, float]] = []
+    events: list = []
+    trainer = Trainer(build_unet(), [train], val, config, listeners=[events.append])
+    start = time.perf_counter()
+    trainer.run()
+    seconds = time.perf_counter() - start
+    curve = [(e.step, e.val_dice) for e in events if isinstance(e, StepEvent) and e.val_dice is not None]
+    final = region_sums(trainer.model, val.image, val.labels, tile=TILE).dice
+
+    def first(target: float) -> int | None:
+        return next((step for step, dice in curve if dice >= target), None)
+
+    return {"case": name, "seed": seed, "val_dice": round(final, 4), "steps_to_0.97": first(0.97),
+            "steps_to_0.99": first(0.99), "seconds": round(seconds, 1), "collapses": trainer.recoveries,
+            "train_pixels": train.pixels, "val_pixels": val.pixels, "tissue_fraction": round(train.tissue_fraction(), 3),
+            "curve": [(s, round(d, 4)) for s, d in curve]}
+
+
+def synthetic_regions(name: str, seed: int) -> tuple:
+    """The case's slide for this seed (made once), left half to train, right half to validate."""
+    from gigapath_desktop.slides import Region
+    from gigapath_desktop.slides.realistic import make_realistic_slide
+
+    case = cases()[name]
+    slide = WORK / f"{name.replace(' ', '-').replace(',', '').replace('%', '')}-{seed}.tif"
+    if not slide.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        make_realistic_slide(slide, case, seed=seed)
+    half = case.width // 2
+    return (truth_region(slide, Region(0, 0, half, case.height)),
+            truth_region(slide, Region(half, 0, case.width - half, case.height)))
+
+
+def truth_region(slide_path: Path, region: object) -> object:
+    import numpy as np
+
+    from gigapath_desktop.slides import open_slide
+    from gigapath_desktop.slides.synthetic import mask_path_for
+    from gigapath_desktop.training import RegionData
+
+    with open_slide(slide_path) as slide, open_slide(mask_path_for(slide_path)) as mask:
+        return RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8),
+                          name=f"{slide_path.name} {region.as_tuple()}")
+
+
+def real_regions() -> tuple:
+    """TCGA frozen section (train) and CMU skin (validate), whole level 0, labels by tissue detection."""
+    from gigapath_desktop.annotations import detect_tissue
+    from gigapath_desktop.slides import Region, open_slide
+    from gigapath_desktop.training import load_region
+
+    regions = []
+    for path in (HE[1], HE[0]):
+        with open_slide(path) as slide:
+            w, h = slide.dimensions
+            regions.append(load_region(slide, Region(0, 0, w, h), detect_tissue(slide)))
+    return tuple(regions)
+
+
+def update_readme(runs: list[dict]) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:convergence:begin -->", "<!-- bench:convergence:end -->"
+    if begin not in text:
+        return
+    m = machine()
+    rows = ["| case | seeds | final val Dice (each seed) | steps to 0.97 | steps to 0.99 | s/run | collapses |",
+            "|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["case"] for r in runs):
+        mine = sorted((r for r in runs if r["case"] == name), key=lambda r: r["seed"])
+        dice = ", ".join(f"{r['val_dice']:.4f}" for r in mine)
+        to = lambda key: ", ".join("–" if r[key] is None else str(r[key]) for r in mine)  # noqa: E731
+        rows.append(f"| {name} | {len(mine)} | {dice} | {to('steps_to_0.97')} | {to('steps_to_0.99')} | "
+                    f"{statistics.mean(r['seconds'] for r in mine):.0f} | {sum(r['collapses'] for r in mine)} |")
+    all_dice = [r["val_dice"] for r in runs]
+    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores with the defaults (`TrainConfig()`, "
+               f"{STEPS} steps, validation every {VALIDATE_EVERY}): {len(runs)} runs, minimum validation Dice "
+               f"{min(all_dice):.4f}, median {statistics.median(all_dice):.4f}, "
+               f"{sum(d >= 0.97 for d in all_dice)}/{len(runs)} at >= 0.97, "
+               f"{sum(r['collapses'] for r in runs)} guard restarts.")
+    block = "\n".join([summary, "", *rows])
+    readme.write_text(text[: text.index(begin)] + f"{begin}\n{block}\n{end}" + text[text.index(end) + len(end):])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--run"]:
+        print(json.dumps(run(sys.argv[2], int(sys.argv[3]))))
+    else:
+        main()

@@ -1,0 +1,125 @@
+"""Exact augmentation: each step trains on a transformed copy of the whole region, read rectangle by rectangle.
+
+A step's augmentation is drawn once (from the run's seed and the step number, so a resumed run draws the same ones):
+one of the 8 dihedral transforms of the whole region (flips and 90-degree turns), a colour change and sometimes a
+mild blur. The transformed region is never materialised: `AugmentedRegion` is an array-like whose rectangles are
+computed on demand from the source rectangles that map onto them, so the tiling plan cuts tiles from the
+*transformed* region (tiles are never transformed one by one), and the tiled step equals the whole-region step on
+the augmented region exactly.
+
+The colour change is a per-channel look-up table, so it costs next to nothing per tile: a random scale and shift of
+each channel's optical density (stain strength and hue, section thickness: H&E stains differ mostly by how much
+light each channel absorbs), then brightness, contrast and gamma. The blur is a Gaussian computed with a margin
+around each rectangle, mirrored at the region's edges as a whole-region blur would be.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from gigapath_desktop.model.tiling import mirrored
+from gigapath_desktop.training.data import RegionData
+
+BLUR_PROBABILITY = 0.25
+MAX_BLUR_SIGMA = 1.2
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One step's draw: dihedral transform (transpose, then flips), colour table (256, 3) or None, blur sigma."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+    lut: np.ndarray | None = None
+    blur: float = 0.0
+
+    @classmethod
+    def draw(cls, seed: int, step: int, colour: float = 1.0) -> "Augmentation":
+        """The augmentation of `step` in a run seeded `seed`; `colour` scales the colour jitter (0 = none)."""
+        rng = np.random.default_rng([seed, step])
+        transpose, flip_rows, flip_cols = (bool(b) for b in rng.integers(0, 2, 3))
+        lut = colour_table(rng, colour) if colour > 0 else None
+        blur = float(rng.uniform(0.5, MAX_BLUR_SIGMA)) if colour > 0 and rng.random() < BLUR_PROBABILITY else 0.0
+        return cls(transpose, flip_rows, flip_cols, lut, blur)
+
+    def describe(self) -> str:
+        turns = "transposed " * self.transpose + "rows flipped " * self.flip_rows + "columns flipped" * self.flip_cols
+        return (turns.strip() or "identity") + (f", blur {self.blur:.2f}" if self.blur else "")
+
+    def apply(self, region: RegionData) -> RegionData:
+        return RegionData(AugmentedRegion(region.image, self), AugmentedRegion(region.labels, self, pixels=False),
+                          name=region.name)
+
+
+def colour_table(rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A (256, 3) uint8 table: per-channel optical-density scale/shift, then brightness, contrast and gamma."""
+    values = np.arange(256, dtype=np.float64)
+    od = -np.log(np.maximum(values, 0.5) / 255.0)[:, None]
+    od = od * np.exp(rng.normal(0.0, 0.18 * strength, 3)) + rng.normal(0.0, 0.02 * strength, 3)
+    rgb = 255.0 * np.exp(-np.maximum(od, 0.0))
+    contrast = np.exp(rng.normal(0.0, 0.1 * strength))
+    brightness = rng.normal(0.0, 8.0 * strength)
+    rgb = (rgb - 128.0) * contrast + 128.0 + brightness
+    gamma = np.exp(rng.normal(0.0, 0.1 * strength))
+    rgb = 255.0 * (np.clip(rgb, 0.0, 255.0) / 255.0) ** gamma
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+class AugmentedRegion:
+    """The transformed region as an array-like: shape, dtype, ndim and rectangle reads (`view[r0:r1, c0:c1]`)."""
+
+    def __init__(self, source: Any, augmentation: Augmentation, pixels: bool = True, blur: bool = True) -> None:
+        self.source = source
+        self.aug = augmentation
+        self.pixels = pixels  # False for labels: geometry only, no colour or blur
+        self._blurred = pixels and blur and augmentation.blur > 0
+        h, w = source.shape[:2]
+        self.shape = (w, h, *source.shape[2:]) if augmentation.transpose else tuple(source.shape)
+        self.dtype = source.dtype
+        self.ndim = source.ndim
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        r0, r1, _ = rows.indices(self.shape[0])
+        c0, c1, _ = cols.indices(self.shape[1])
+        if self._blurred:
+            return self._blur(r0, r1, c0, c1)
+        out = self._dihedral(r0, r1, c0, c1)
+        if self.pixels and self.aug.lut is not None:
+            out = cv2.LUT(out, self.aug.lut.reshape(1, 256, 3))
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[0 : self.shape[0], 0 : self.shape[1]]
+        return out if dtype is None else out.astype(dtype)
+
+    def _dihedral(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows r0:r1, columns c0:c1 of the transformed region, read from the source rectangle they come from."""
+        h, w = self.shape[:2]
+        if self.aug.flip_rows:
+            r0, r1 = h - r1, h - r0
+        if self.aug.flip_cols:
+            c0, c1 = w - c1, w - c0
+        if self.aug.transpose:
+            out = np.asarray(self.source[c0:c1, r0:r1]).swapaxes(0, 1)
+        else:
+            out = np.asarray(self.source[r0:r1, c0:c1])
+        if self.aug.flip_rows:
+            out = out[::-1]
+        if self.aug.flip_cols:
+            out = out[:, ::-1]
+        return np.ascontiguousarray(out)
+
+    def _blur(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """The blurred rectangle: blur a mirrored margin around it (as a whole-region blur would), keep the centre."""
+        margin = int(np.ceil(4 * self.aug.blur))
+        plain = AugmentedRegion(self.source, self.aug, blur=False)
+        window = mirrored(plain, r0 - margin, c0 - margin, r1 - r0 + 2 * margin, c1 - c0 + 2 * margin)
+        size = 2 * margin + 1
+        blurred = cv2.GaussianBlur(window, (size, size), self.aug.blur, borderType=cv2.BORDER_REFLECT)
+        return blurred[margin : margin + r1 - r0, margin : margin + c1 - c0]
