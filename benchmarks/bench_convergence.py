@@ -19,12 +19,13 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import RESULTS, machine, write_result  # noqa: E402
+from common import RESULTS, machine, replace_readme_block, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT.parent / "shared" / "testdata" / "slides"
@@ -60,21 +61,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one TensorFlow process each)")
     args = parser.parse_args()
     names = args.cases.split(",") if args.cases else list(cases())
-    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(name, int(seed)) for name in names for seed in args.seeds.split(",")]
     path = RESULTS / "convergence.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
-    for name in names:
-        for seed in seeds:
-            out = subprocess.run([sys.executable, __file__, "--run", name, str(seed)], capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(result), flush=True)
-            runs = [r for r in runs if (r["case"], r["seed"]) != (name, seed)] + [result]
-            write_result("convergence", {"steps": STEPS, "runs": runs})
-    update_readme(runs)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for result in pool.map(lambda job: run_in_process(*job), jobs):
+            print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
+            runs = [r for r in runs if (r["case"], r["seed"]) != (result["case"], result["seed"])] + [result]
+            write_result("convergence", {"steps": STEPS, "parallel": args.parallel, "runs": runs})
+    update_readme(runs, args.parallel)
+
+
+def run_in_process(name: str, seed: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--run", name, str(seed)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(name: str, seed: int) -> dict:
@@ -146,12 +151,7 @@ def real_regions() -> tuple:
     return tuple(regions)
 
 
-def update_readme(runs: list[dict]) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- bench:convergence:begin -->", "<!-- bench:convergence:end -->"
-    if begin not in text:
-        return
+def update_readme(runs: list[dict], parallel: int) -> None:
     m = machine()
     rows = ["| case | seeds | final val Dice (each seed) | steps to 0.97 | steps to 0.99 | s/run | collapses |",
             "|---|---|---|---|---|---|---|"]
@@ -162,13 +162,14 @@ def update_readme(runs: list[dict]) -> None:
         rows.append(f"| {name} | {len(mine)} | {dice} | {to('steps_to_0.97')} | {to('steps_to_0.99')} | "
                     f"{statistics.mean(r['seconds'] for r in mine):.0f} | {sum(r['collapses'] for r in mine)} |")
     all_dice = [r["val_dice"] for r in runs]
-    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores with the defaults (`TrainConfig()`, "
+    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores ({parallel} runs at a time, so "
+               f"seconds are per run sharing the machine) with the defaults (`TrainConfig()`, "
                f"{STEPS} steps, validation every {VALIDATE_EVERY}): {len(runs)} runs, minimum validation Dice "
                f"{min(all_dice):.4f}, median {statistics.median(all_dice):.4f}, "
                f"{sum(d >= 0.97 for d in all_dice)}/{len(runs)} at >= 0.97, "
                f"{sum(r['collapses'] for r in runs)} guard restarts.")
     block = "\n".join([summary, "", *rows])
-    readme.write_text(text[: text.index(begin)] + f"{begin}\n{block}\n{end}" + text[text.index(end) + len(end):])
+    replace_readme_block("convergence", block)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_training import SEED, SLIDE_SHAPE, WORK, load, prepare  # noqa: E402
-from common import machine, peak_rss_bytes, write_result  # noqa: E402
+from common import machine, peak_rss_bytes, replace_readme_block, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -75,17 +75,12 @@ def dice(path: Path) -> float:
 
 
 def update_readme(timing: dict) -> None:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- bench:predict:begin -->", "<!-- bench:predict:end -->"
-    if begin not in text:
-        return
     m = machine()
     line = (f"Whole-slide prediction of the 16000 x 64000 synthetic slide with pyramidal TIFF export, measured "
             f"{time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores: **{timing['seconds']} s** "
             f"({timing['mpix_per_s']} MP/s), peak RSS **{timing['peak_rss_gib']} GiB**, Dice against the generator's "
             f"truth {timing['dice_vs_truth']} (target: <= 60 s, <= 2 GiB).")
-    readme.write_text(text[: text.index(begin)] + f"{begin}\n{line}\n{end}" + text[text.index(end) + len(end) :])
+    replace_readme_block("predict", line)
 
 
 if __name__ == "__main__":

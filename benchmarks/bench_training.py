@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import RESULTS, machine, peak_rss_bytes, write_result  # noqa: E402
+from common import RESULTS, machine, peak_rss_bytes, replace_readme_block, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "out"
@@ -276,14 +276,8 @@ def format_row(row: dict) -> str:
 
 
 def update_readme(rows: list[dict], quality: dict, summary: dict) -> None:
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- bench:training:begin -->", "<!-- bench:training:end -->"
-    if begin not in text:
-        return
     m = machine()
     lines = [
-        begin,
         f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores, {m['memory_gib']} GiB, {m['platform']} "
         f"(no GPU), tile {TILE} px; median of {REPEATS} steps up to 256 MP, one step at 1.024 GP. `tiled`: this engine; "
         "`whole`: the same model on the region as one tensor; `naive-fullres`: a conventional 4.3k-parameter U-Net "
@@ -299,10 +293,8 @@ def update_readme(rows: list[dict], quality: dict, summary: dict) -> None:
         f"{summary['speedup_vs_naive_highstride_16mp']}x the high-stride one. Quality: after {quality.get('steps')} steps on one 16 MP region, "
         f"validation Dice on another region of the gigapixel slide = {quality.get('val_dice')} "
         f"(train Dice {quality.get('train_dice')}).",
-        end,
     ]
-    text = text[: text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end) :]
-    readme.write_text(text)
+    replace_readme_block("training", "\n".join(lines))
 
 
 def plot(rows: list[dict], path: Path) -> None:

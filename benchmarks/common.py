@@ -35,3 +35,12 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
     return path
+
+
+def replace_readme_block(name: str, block: str) -> None:
+    """Put `block` between the `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->` markers of README.md."""
+    readme = RESULTS.parent.parent / "README.md"
+    text = readme.read_text()
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    if begin in text:
+        readme.write_text(text[: text.index(begin)] + f"{begin}\n{block}\n{end}" + text[text.index(end) + len(end) :])

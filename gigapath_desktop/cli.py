@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mpp", type=float, default=0.5, help="microns per level-0 pixel written in the TIFF")
+    p.add_argument("--realistic", action="store_true",
+                   help="real H&E texture (from the demo slide), stain variation, holes, fat, folds, pen, dust, "
+                        "bubbles and JPEG, built in memory (up to ~100 MP); no resolution recorded")
+    p.add_argument("--geojson", help="also write the truth as QuPath GeoJSON label annotations (up to 200 MP)")
     p.set_defaults(command=cmd_make_slide)
 
     p = sub.add_parser("train", help="train the U-Net on a whole slide region (exact gradients, bounded memory)")
@@ -115,18 +119,43 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_make_slide(args: argparse.Namespace) -> int:
+    from gigapath_desktop.slides.realistic import Case, make_realistic_slide
     from gigapath_desktop.slides.synthetic import make_slide
 
     if args.width < 1 or args.height < 1:
         raise GigaPathError(f"--width and --height must be positive, got {args.width} x {args.height}")
-    with tqdm(total=None, unit="tile", desc="make-slide", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    if not 0 < args.mpp < 1000:
+        raise GigaPathError(f"--mpp must be a positive number of microns, got {args.mpp}")
+    limit = 100e6 if args.realistic else 200e6 if args.geojson else None
+    if limit and args.width * args.height > limit:
+        raise GigaPathError(f"--realistic and --geojson take slides of up to {limit / 1e6:.0f} MP")
+    if args.realistic:
+        image, mask = make_realistic_slide(args.out, Case("cli", width=args.width, height=args.height), args.seed)
+    else:
+        with tqdm(total=None, unit="tile", desc="make-slide", disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
 
-        image, mask = make_slide(args.out, args.width, args.height, seed=args.seed, mpp=args.mpp, progress=progress)
-    print(f"wrote {image} and {mask}")
+            image, mask = make_slide(args.out, args.width, args.height, seed=args.seed, mpp=args.mpp,
+                                     progress=progress)
+    written = [image, mask]
+    if args.geojson:
+        written.append(_write_truth_geojson(mask, Path(args.geojson)))
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _write_truth_geojson(mask_path: Path, out: Path) -> Path:
+    from gigapath_desktop.annotations import TISSUE, Annotation, Kind, Role, mask_to_polygons, write_geojson
+    from gigapath_desktop.slides import Region, open_slide
+
+    with open_slide(mask_path) as mask:
+        w, h = mask.dimensions
+        truth = mask.read_region(Region(0, 0, w, h))[..., 0] > 127
+    polygons = mask_to_polygons(truth)
+    return write_geojson([Annotation(p, cls=TISSUE, role=Role.LABEL, kind=Kind.POLYGON, name="truth")
+                          for p in polygons], out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

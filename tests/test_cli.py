@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from conftest import CMU
 
 
@@ -31,8 +33,25 @@ def test_make_slide(tmp_path: Path) -> None:
     assert "1200 x 900" in run("info", str(tmp_path / "s.tif")).stdout
 
 
+def test_make_realistic_slide_with_truth_labels_that_rasterize_back_exactly(tmp_path: Path) -> None:
+    from gigapath_desktop.annotations import rasterize, read_geojson
+    from gigapath_desktop.slides import Region, open_slide
+
+    result = run("make-slide", str(tmp_path / "r.tif"), "--width", "1500", "--height", "1000", "--realistic",
+                 "--geojson", str(tmp_path / "truth.geojson"))
+    assert result.returncode == 0, result.stderr
+    with open_slide(tmp_path / "r.tif") as slide, open_slide(tmp_path / "r.mask.tif") as mask:
+        assert slide.dimensions == (1500, 1000) and slide.mpp is None
+        truth = mask.read_region(Region(0, 0, 1500, 1000))[..., 0] > 127
+    labels = rasterize(read_geojson(tmp_path / "truth.geojson"), (0.0, 0.0), 1.0, (1000, 1500))
+    assert 0.1 < truth.mean() < 0.7 and np.array_equal(labels.astype(bool), truth)
+
+
 def test_bad_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
     missing = run("info", str(tmp_path / "nope.svs"))
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr
     bad = run("make-slide", str(tmp_path / "x.tif"), "--width", "0", "--height", "5")
     assert bad.returncode == 2 and "positive" in bad.stderr
+    for mpp in ("0", "nan", "-1"):
+        bad = run("make-slide", str(tmp_path / "x.tif"), "--width", "5", "--height", "5", "--mpp", mpp)
+        assert bad.returncode == 2 and "--mpp" in bad.stderr and not list(tmp_path.iterdir())

@@ -20,6 +20,7 @@ from gigapath_desktop.training import (
     TileEvent,
     TrainConfig,
     Trainer,
+    WarningEvent,
     read_metrics,
 )
 
@@ -102,3 +103,22 @@ def test_pause_holds_between_tiles_and_resume_finishes(regions: tuple) -> None:
 def test_resume_without_checkpoint_is_an_error(regions: tuple, tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="no checkpoint"):
         Trainer.from_checkpoint(tmp_path, [regions[0]])
+
+
+def test_resume_falls_back_to_the_older_checkpoint_when_the_latest_is_unreadable(regions: tuple, tmp_path: Path) -> None:
+    train, _ = regions
+    run_dir = tmp_path / "run"
+    Trainer(_model(), [train], None, TrainConfig(steps=4, tile=512, checkpoint_every=2), run_dir).run()
+    root = run_dir / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-000002", "step-000004"]
+    (root / "step-000004" / "model.keras").write_bytes(b"damaged")
+    events: list = []
+    resumed = Trainer.from_checkpoint(run_dir, [train], listeners=[events.append])
+    assert resumed.step == 2 and len(resumed.history) == 2
+    (warning,) = [e.message for e in events if isinstance(e, WarningEvent)]
+    assert "step-000004" in warning and "resuming from step-000002" in warning
+    resumed.run()  # a second save of step 4 never overwrites the damaged folder; it goes beside it
+    assert (root / "latest").read_text() == "step-000004.1" and resumed.step == 4
+    assert Trainer.from_checkpoint(run_dir, [train]).step == 4
+    (root / "latest").write_text("step-999999")
+    assert Trainer.from_checkpoint(run_dir, [train]).step == 4  # a dangling pointer falls back as well

@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from gigapath_desktop.errors import Cancelled, TrainingError
+from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
 from gigapath_desktop.model.unet import init_output_bias
 from gigapath_desktop.training.augment import Augmentation
@@ -112,6 +112,7 @@ class Trainer:
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._fractions: list[float] | None = None
+        self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
         self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
         self._running = threading.Event()
         self._running.set()
@@ -154,7 +155,7 @@ class Trainer:
         except Cancelled:
             self._emit(LogEvent(f"stopped during step {self.step + 1}; keeping the weights of step {self.step}"))
         finally:
-            if self.run_dir is not None:
+            if self.run_dir is not None and self._saved != self.step:
                 self.save_checkpoint()
         return self.history
 
@@ -222,6 +223,7 @@ class Trainer:
             variable.assign(value if variable is self.optimizer.iterations else np.zeros_like(value))
         self._keep_good()
         self.recoveries += 1
+        self._saved = None
         self.schedule.scale *= 0.5
         self.schedule.restart = int(self.optimizer.iterations.numpy())
         self.guard.reset()
@@ -245,10 +247,18 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write run_dir/checkpoints/step-N/ (model, optimizer state, progress) and point `latest` at it."""
+        """Write run_dir/checkpoints/step-N/ (model, optimizer state, progress) and point `latest` at it.
+
+        Nothing is ever overwritten: the folder is written under a temporary name and renamed to a new name (a
+        second save of the same step, e.g. after a guard restart, gets `step-N.1`), then `latest` is replaced
+        atomically and only then are the oldest folders pruned, so a kill at any moment leaves a loadable run."""
         assert self.run_dir is not None
         root = self.run_dir / CHECKPOINTS
         final = root / f"step-{self.step:06d}"
+        for again in range(1, 10**6):
+            if not final.exists():
+                break
+            final = root / f"step-{self.step:06d}.{again}"
         tmp = root / f".{final.name}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -257,10 +267,10 @@ class Trainer:
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _write_atomically(root / "latest", final.name)
-        for old in sorted(root.glob("step-*"))[:-KEEP_CHECKPOINTS]:
+        self._saved = self.step
+        for old in _checkpoints(root)[KEEP_CHECKPOINTS:]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -273,26 +283,52 @@ class Trainer:
         listeners: Sequence[Listener] = (),
         steps: int | None = None,
     ) -> "Trainer":
-        """Continue a run: same weights, optimizer state, step and history as its latest checkpoint."""
+        """Continue a run: same weights, optimizer state, step and history as its latest readable checkpoint
+        (an unreadable latest one is reported and the older kept one used)."""
         root = Path(run_dir) / CHECKPOINTS
         try:
-            folder = root / (root / "latest").read_text().strip()
-            state = json.loads((folder / "state.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise TrainingError(f"{run_dir}: no checkpoint to resume from ({exc})") from None
+            latest = [root / (root / "latest").read_text().strip()]
+        except OSError:
+            latest = []
+        problems = []
+        for folder in dict.fromkeys(latest + _checkpoints(root)):
+            try:
+                trainer = cls._load(folder, train, val, listeners, steps)
+            except (OSError, ValueError, KeyError, TypeError, GigaPathError) as exc:
+                problems.append(f"{folder.name}: {exc}")
+                continue
+            for problem in problems:
+                trainer._emit(WarningEvent(f"checkpoint {problem}; resuming from {folder.name} instead"))
+            return trainer
+        raise TrainingError(f"{run_dir}: no checkpoint to resume from ({'; '.join(problems) or 'none saved'})")
+
+    @classmethod
+    def _load(cls, folder: Path, train: Sequence[RegionData], val: RegionData | None, listeners: Sequence[Listener],
+              steps: int | None) -> "Trainer":
+        state = json.loads((folder / "state.json").read_text())
         config = TrainConfig.from_dict(state["config"])
         if steps is not None:
             config = replace(config, steps=steps)
-        trainer = cls(load_model(folder / "model.keras"), train, val, config, run_dir, listeners)
+        model = load_model(folder / "model.keras")
         with np.load(folder / "optimizer.npz") as saved:
-            for i, variable in enumerate(trainer.optimizer.variables):
-                variable.assign(saved[f"arr_{i}"])
+            arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        trainer = cls(model, train, val, config, folder.parent.parent, listeners)
+        if len(arrays) != len(trainer.optimizer.variables):
+            raise ValueError("optimizer state does not match the model")
+        for variable, value in zip(trainer.optimizer.variables, arrays):
+            variable.assign(value)
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
         trainer.schedule.scale = state.get("lr_scale", 1.0)
         trainer.schedule.restart = state.get("lr_restart", 0)
         trainer.history = [StepEvent(**e) for e in state["history"]]
+        trainer._saved = trainer.step
         return trainer
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first."""
+    return sorted(root.glob("step-*"), reverse=True)
 
 
 def _write_atomically(path: Path, text: str) -> None:
