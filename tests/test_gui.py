@@ -8,9 +8,10 @@ import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
+from shapely.geometry import box
 
 from conftest import CMU, DAPI
-from gigapath_desktop.annotations import Annotation, Role, read_geojson
+from gigapath_desktop.annotations import TISSUE, Annotation, Role, read_geojson
 from gigapath_desktop.slides import open_slide
 from gigapath_desktop.ui.main_window import MainWindow
 from gigapath_desktop.ui.viewer import Tool
@@ -227,3 +228,16 @@ def test_closing_during_training_asks_then_stops_with_a_checkpoint(window: MainW
     assert window.training.isFinished()
     run = window.training.job.out
     assert (run / "checkpoints" / "latest").exists() and window.training.trainer.step >= 1
+
+
+def test_training_on_a_region_of_only_tissue_shows_a_warning_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    tissue = Annotation(box(600, 2400, 1800, 2900), cls=TISSUE, role=Role.LABEL)
+    window.apply_edit("regions", [], [Annotation.rectangle(700, 2500, 1000, 400), tissue])
+    window.panel.steps.setValue(1)
+    window.panel.tile.setValue(512)
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.training.isFinished(), timeout=120_000)
+    qtbot.waitUntil(lambda: any("100.0 % tissue" in m for m in window.errors), timeout=5_000)
+    assert window.error_box is not None and window.error_box.isVisible()
+    assert "enlarge the region" in window.error_box.text()
