@@ -50,7 +50,9 @@ def test_tiled_forward_equals_whole_forward(model: keras.Model, odd_region: tupl
     for tile in plan.tiles():
         target, part = plan.crop(np.asarray(model(plan.image(image, tile)[None]))[0, ..., 0], tile)
         stitched[target] = part
-    assert np.array_equal(stitched, whole[: image.shape[0], : image.shape[1]])
+    # the same function piecewise: float32 convolutions may round differently by a few ulps with the input's size
+    # (oneDNN blocking); exactness itself is shown in float64 below
+    np.testing.assert_allclose(stitched, whole[: image.shape[0], : image.shape[1]], rtol=0, atol=1e-6)
 
 
 def test_float64_tiled_gradients_equal_whole_region(model: keras.Model, odd_region: tuple) -> None:

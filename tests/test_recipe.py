@@ -44,7 +44,7 @@ def _dice(events: list) -> list[float]:
 def test_old_settings_collapse_and_the_defaults_do_not(hard: RegionData) -> None:
     _, events = _train(hard, 1, TrainConfig(steps=30, **OLD), activation="relu", guard=False)
     assert max(_dice(events)[-15:]) < 0.02, "the old recipe's seed-1 run is dead for good (as reported)"
-    for seed in range(4):
+    for seed in range(3):
         trainer, events = _train(hard, seed, TrainConfig(steps=30, tile=None, seed=seed))
         assert trainer.recoveries == 0 and not [e for e in events if isinstance(e, WarningEvent)]
         assert np.mean(_dice(events)[-5:]) > 0.85, (seed, _dice(events))

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -30,10 +30,10 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import region_gradients, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
+from gigapath_desktop.training.schedule import LearningRate
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
-REWARM_STEPS = 10  # after the guard steps back, the learning rate warms up again over this many steps
 KEEP_GOOD = 3  # the guard steps back to the oldest of the last few good states: the last one may already be sliding
 ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 
@@ -43,30 +43,6 @@ def one_class_warning(region: RegionData, fraction: float) -> str:
     return (f"the labels of {region.name or 'a training region'} are {100 * max(fraction, 1 - fraction):.1f} % "
             f"{what}: the model cannot learn what {other} looks like from it; enlarge the region or move it "
             f"so that it holds both tissue and background")
-
-
-@keras.saving.register_keras_serializable(package="gigapath")
-class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak`, then optional cosine decay to peak/10 at `steps`. The guard lowers `scale` and
-    warms up again from `restart` (an optimizer iteration) after it stepped back."""
-
-    def __init__(self, peak: float, warmup: int, steps: int, decay: bool, scale: float = 1.0, restart: int = 0) -> None:
-        self.peak, self.warmup, self.steps, self.decay = peak, warmup, steps, decay
-        self.scale, self.restart = scale, restart
-
-    def __call__(self, step: Any) -> Any:
-        step = tf.cast(step, tf.float32)
-        warm = tf.minimum(1.0, (step + 1.0) / max(self.warmup, 1))
-        if self.restart:
-            warm *= tf.minimum(1.0, (step - self.restart + 1.0) / REWARM_STEPS)
-        if self.decay:
-            progress = tf.clip_by_value((step - self.warmup) / max(self.steps - self.warmup, 1), 0.0, 1.0)
-            warm *= 0.1 + 0.9 * 0.5 * (1.0 + tf.cos(np.pi * progress))
-        return self.peak * self.scale * warm
-
-    def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "warmup": self.warmup, "steps": self.steps, "decay": self.decay,
-                "scale": self.scale, "restart": self.restart}
 
 
 def device_name() -> str:
