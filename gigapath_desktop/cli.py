@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command: Command = getattr(args, "command", cmd_gui)
+    if command is not cmd_gui:  # the app handles its own shutdown
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return command(args)
     except GigaPathError as exc:
@@ -30,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a command like Ctrl-C: training keeps a checkpoint of its last whole step, outputs are removed."""
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:

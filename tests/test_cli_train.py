@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from conftest import CMU
@@ -61,3 +65,19 @@ def test_a_region_of_nearly_all_tissue_is_warned_about(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (line,) = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
     assert "% tissue" in line and "enlarge the region" in line
+
+
+def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", "train", str(CMU), "--region", "0,0,1024,1024",
+                             "--auto-labels", "--tile", "512", "--steps", "1000", "--checkpoint-every", "1000",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.csv").is_file() or len((out / "metrics.csv").read_text().splitlines()) < 3:
+        assert time.monotonic() < deadline and proc.poll() is None, "training did not get going"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    latest = (out / "checkpoints" / "latest").read_text()
+    assert int(latest.split("-")[1]) >= 2
