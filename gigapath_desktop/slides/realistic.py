@@ -72,8 +72,10 @@ def make_realistic_slide(out: str | os.PathLike[str], case: Case, seed: int = 0)
 def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8 image, {0, 1} truth) of one slide of `case`."""
     h, w = case.height, case.width
-    per = h * w / 10e6
-    count = lambda density: int(rng.poisson(density * per))  # noqa: E731
+
+    def count(density: float) -> int:
+        return int(rng.poisson(density * h * w / 10e6))
+
     fluorescence = case.modality == "fluorescence"
     patches = texture_patches(case.sources or _default_sources(fluorescence), fluorescence, rng)
     if not fluorescence:
@@ -103,7 +105,7 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     _dust(image, count(case.dust), count(case.fibres), fluorescence, rng)
     if case.blur:
         _out_of_focus_band(image, case.blur, rng)
-    image = _scanner_cast(image, rng, fluorescence)
+    image = _scanner_cast(image, rng)
     return image, truth
 
 
@@ -323,7 +325,7 @@ def _out_of_focus_band(image: np.ndarray, sigma: float, rng: np.random.Generator
     image[band] = cv2.GaussianBlur(image[band], (0, 0), sigma)
 
 
-def _scanner_cast(image: np.ndarray, rng: np.random.Generator, fluorescence: bool) -> np.ndarray:
+def _scanner_cast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Per-scanner gamma and white balance, then uint8."""
     gain = np.exp(rng.normal(0, 0.04, 3)).astype(np.float32)
     gamma = float(np.exp(rng.normal(0, 0.08)))
