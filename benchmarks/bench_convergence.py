@@ -154,7 +154,7 @@ def real_regions() -> tuple:
 
 def update_readme(runs: list[dict], parallel: int) -> None:
     m = machine()
-    rows = ["| case | seeds | final val Dice (each seed) | steps to 0.97 | steps to 0.99 | s/run | collapses |",
+    rows = ["| case | seeds | final val Dice (each seed) | steps to 0.97 | steps to 0.99 | s/run | collapses (guard restarts) |",
             "|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["case"] for r in runs):
         mine = sorted((r for r in runs if r["case"] == name), key=lambda r: r["seed"])
