@@ -24,7 +24,7 @@ import numpy as np
 import tifffile
 
 from gigapath_desktop.slides.slide import Slide, open_slide
-from gigapath_desktop.slides.synthetic import TILE, level_options, mask_path_for, pyramid_shapes
+from gigapath_desktop.slides.synthetic import level_options, mask_path_for, pyramid_shapes
 
 PATCH = 160  # side of the real-texture patches, level-0 px
 # Ruifrok & Johnston's H&E(+DAB) stain vectors in optical density, as skimage.color.rgb2hed uses them.
@@ -345,10 +345,8 @@ def write_pyramid(path: Path, image: np.ndarray, mpp: float | None, jpeg_quality
                 if i:
                     level = cv2.resize(level, (lw, lh), interpolation=cv2.INTER_AREA if rgb else cv2.INTER_NEAREST)
                 compression = ("jpeg", {"level": jpeg_quality}) if rgb else ("zlib", {})
-                options = level_options(i, mpp * 2**i) if mpp else {"tile": (TILE, TILE), "subfiletype": int(i > 0),
-                                                                    "metadata": None}
                 tif.write(level, photometric="rgb" if rgb else "minisblack", compression=compression[0],
-                          compressionargs=compression[1], **options)
+                          compressionargs=compression[1], **level_options(i, mpp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

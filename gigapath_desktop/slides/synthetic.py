@@ -92,7 +92,7 @@ def make_slide(
                 if progress is not None:
                     image_tiles = _counted(image_tiles, progress, done, total)
                 done += math.ceil(lw / TILE) * math.ceil(lh / TILE)
-                options = level_options(level, mpp * ds)
+                options = level_options(level, mpp)
                 image_tif.write(
                     image_tiles, shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
                     compression="jpeg", compressionargs={"level": 90}, **options,
@@ -187,16 +187,14 @@ def _tile_origins(width: int, height: int) -> Iterator[tuple[int, int]]:
             yield ty, tx
 
 
-def level_options(level: int, mpp: float) -> dict[str, object]:
-    """TIFF tags shared by the image and mask pages of one level: tiling, reduced-image flag, resolution."""
-    pixels_per_cm = 1e4 / mpp
-    return {
-        "tile": (TILE, TILE),
-        "subfiletype": 1 if level else 0,
-        "resolution": (pixels_per_cm, pixels_per_cm),
-        "resolutionunit": "CENTIMETER",
-        "metadata": None,
-    }
+def level_options(level: int, mpp: float | None) -> dict[str, object]:
+    """TIFF tags shared by the image and mask pages of one level: tiling, reduced-image flag, resolution (level-0
+    microns per pixel times the level's downsample; None records no resolution)."""
+    options: dict[str, object] = {"tile": (TILE, TILE), "subfiletype": 1 if level else 0, "metadata": None}
+    if mpp is not None:
+        pixels_per_cm = 1e4 / (mpp * 2**level)
+        options.update(resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER")
+    return options
 
 
 def _bilinear(grid: np.ndarray, cell: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

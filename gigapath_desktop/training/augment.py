@@ -46,10 +46,6 @@ class Augmentation:
         blur = float(rng.uniform(0.5, MAX_BLUR_SIGMA)) if colour > 0 and rng.random() < BLUR_PROBABILITY else 0.0
         return cls(transpose, flip_rows, flip_cols, lut, blur)
 
-    def describe(self) -> str:
-        turns = "transposed " * self.transpose + "rows flipped " * self.flip_rows + "columns flipped" * self.flip_cols
-        return (turns.strip() or "identity") + (f", blur {self.blur:.2f}" if self.blur else "")
-
     def apply(self, region: RegionData) -> RegionData:
         return RegionData(AugmentedRegion(region.image, self), AugmentedRegion(region.labels, self, pixels=False),
                           name=region.name)
