@@ -12,11 +12,13 @@ from tqdm import tqdm
 
 from gigapath_desktop import __version__
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import check_output
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.job import TrainJob
 
 Command = Callable[[argparse.Namespace], int]
+MAX_SIDE = 1 << 20  # px: a slide side beyond any scanner's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except GigaPathError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal the checks could not foresee (disk full, permissions, ...)
+        print(f"error: {exc.filename or 'file system'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -77,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
     p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels; 0 = whole region at once")
-    p.add_argument("--lr", type=float, default=0.02,
-                   help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02)")
+    p.add_argument("--lr", type=float,
+                   help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
+                        "with --resume: the run's own unless given)")
     p.add_argument("--no-augment", action="store_true",
                    help="train on the region as it is (default: a random flip/rotation and colour change per step)")
     p.add_argument("--checkpoint-every", type=int, default=10)
@@ -128,24 +134,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_make_slide(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides.realistic import Case, make_realistic_slide
-    from gigapath_desktop.slides.synthetic import make_slide
+    from gigapath_desktop.slides.synthetic import make_slide, mask_path_for
 
-    if args.width < 1 or args.height < 1:
-        raise GigaPathError(f"--width and --height must be positive, got {args.width} x {args.height}")
+    if not (0 < args.width <= MAX_SIDE and 0 < args.height <= MAX_SIDE):
+        raise GigaPathError(f"--width and --height must be positive and at most {MAX_SIDE}, got {args.width} x {args.height}")
     if not 0 < args.mpp < 1000:
         raise GigaPathError(f"--mpp must be a positive number of microns, got {args.mpp}")
     limit = 100e6 if args.realistic else 200e6 if args.geojson else None
     if limit and args.width * args.height > limit:
         raise GigaPathError(f"--realistic and --geojson take slides of up to {limit / 1e6:.0f} MP")
+    out = check_output(args.out)
+    check_output(mask_path_for(out))
+    if args.geojson:
+        check_output(args.geojson, inputs=(out, mask_path_for(out)))
     if args.realistic:
-        image, mask = make_realistic_slide(args.out, Case("cli", width=args.width, height=args.height), args.seed)
+        image, mask = make_realistic_slide(out, Case("cli", width=args.width, height=args.height), args.seed)
     else:
         with tqdm(total=None, unit="tile", desc="make-slide", disable=None) as bar:
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            image, mask = make_slide(args.out, args.width, args.height, seed=args.seed, mpp=args.mpp,
+            image, mask = make_slide(out, args.width, args.height, seed=args.seed, mpp=args.mpp,
                                      progress=progress)
     written = [image, mask]
     if args.geojson:
@@ -194,8 +204,6 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     from gigapath_desktop.training.job import TrainJob
     from gigapath_desktop.training.config import TrainConfig
 
-    if args.steps < 1 or not 0 < args.lr < 1 or args.tile < 0 or args.checkpoint_every < 1:
-        raise GigaPathError("--steps and --checkpoint-every must be >= 1, --lr in (0, 1) and --tile >= 0")
     if args.demo:
         slide = demo_slide()
         region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
@@ -207,18 +215,20 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         slide = Path(args.slide)
         region = Region.parse(args.region, args.level)
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
-    config = TrainConfig(steps=args.steps, learning_rate=args.lr, tile=args.tile or None,
+    lr = TrainConfig.learning_rate if args.lr is None else args.lr
+    config = TrainConfig(steps=args.steps, learning_rate=lr, tile=args.tile or None,
                          checkpoint_every=args.checkpoint_every, augment=not args.no_augment, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     labels = Path(args.labels) if args.labels and not args.demo else None
-    return TrainJob(slide, region, out, config, labels, val_region, args.resume)
+    changes = ("steps",) if args.lr is None else ("steps", "learning_rate")
+    return TrainJob(slide, region, out, config, labels, val_region, args.resume, changes)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.inference import PredictJob, run_predict_job
     from gigapath_desktop.slides import Region
 
-    if not 0 < args.threshold < 1 or args.downsample < 1 or args.tile < 64:
+    if not (0 < args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
         raise GigaPathError("--threshold must lie in (0, 1), --downsample >= 1 and --tile >= 64")
     job = PredictJob(
         slide=Path(args.slide), model=Path(args.model), out=Path(args.out),
@@ -242,8 +252,9 @@ def cmd_detect_tissue(args: argparse.Namespace) -> int:
     from gigapath_desktop.annotations import detect_tissue, write_geojson
     from gigapath_desktop.slides import open_slide
 
+    out = check_output(args.out, inputs=(args.slide,))
     with open_slide(args.slide) as slide:
         annotations = detect_tissue(slide)
-    write_geojson(annotations, Path(args.out))
+    write_geojson(annotations, out)
     print(f"wrote {len(annotations)} tissue polygons to {args.out}")
     return 0

@@ -12,7 +12,7 @@ from gigapath_desktop.annotations.model import (
     Kind,
     Role,
 )
-from gigapath_desktop.annotations.raster import rasterize
+from gigapath_desktop.annotations.raster import other_classes, rasterize
 from gigapath_desktop.annotations.tissue import Modality, detect_tissue, tissue_mask
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "detect_tissue",
     "from_geojson",
     "mask_to_polygons",
+    "other_classes",
     "rasterize",
     "read_geojson",
     "tissue_mask",

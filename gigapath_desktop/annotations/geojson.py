@@ -14,17 +14,20 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from collections import Counter
+from typing import Any, Callable, Iterable
 
 import shapely.geometry
 from shapely.errors import GEOSException
 
 from gigapath_desktop.annotations.model import REGION, TISSUE, Annotation, AnnotationClass, Kind, Role
 from gigapath_desktop.errors import AnnotationError
+from gigapath_desktop.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 AREA_TYPES = {"Polygon", "MultiPolygon"}
 SKIPPED_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString"}
+Report = Callable[[str], None]
 
 
 def to_geojson(annotations: Iterable[Annotation]) -> dict[str, Any]:
@@ -36,31 +39,33 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str
     """Write atomically (temporary file, then rename), so a failed write never clobbers an existing file."""
     path = Path(path)
     text = json.dumps(to_geojson(annotations), indent=1)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
-def read_geojson(path: str | os.PathLike[str]) -> list[Annotation]:
-    """Read a GeoJSON file written by this app or by QuPath; raises `AnnotationError` naming the file."""
+def read_geojson(path: str | os.PathLike[str], report: Report | None = None) -> list[Annotation]:
+    """Read a GeoJSON file written by this app or by QuPath; raises `AnnotationError` naming the file.
+
+    What is left out (QuPath detections and cells, points and lines) is said through `report` (default: the log)."""
     path = Path(path)
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AnnotationError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: is a folder, not a GeoJSON file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: nested too deeply to be GeoJSON") from None
     try:
-        return from_geojson(data)
+        return from_geojson(data, report)
     except AnnotationError as exc:
         raise AnnotationError(f"{path}: {exc}") from None
 
 
-def from_geojson(data: Any) -> list[Annotation]:
+def from_geojson(data: Any, report: Report | None = None) -> list[Annotation]:
     """Annotations from parsed GeoJSON: a FeatureCollection, a list of Features, or one Feature."""
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
         features = data.get("features")
@@ -71,13 +76,18 @@ def from_geojson(data: Any) -> list[Annotation]:
     if not isinstance(features, list):
         raise AnnotationError("expected a GeoJSON FeatureCollection, a Feature, or a list of Features")
     annotations = []
+    skipped: Counter[str] = Counter()
     for index, feature in enumerate(features):
         try:
-            annotation = _annotation(feature)
+            annotation = _annotation(feature, skipped)
         except AnnotationError as exc:
             raise AnnotationError(f"feature {index}: {exc}") from None
         if annotation is not None:
             annotations.append(annotation)
+    if skipped:
+        what = ", ".join(f"{n} {kind}" for kind, n in skipped.most_common())
+        (report or log.warning)(f"imported {len(annotations)} annotation(s); skipped {what} "
+                                f"(only areas of QuPath annotation objects become annotations)")
     return annotations
 
 
@@ -98,15 +108,23 @@ def _feature(annotation: Annotation) -> dict[str, Any]:
     }
 
 
-def _annotation(feature: Any) -> Annotation | None:
-    """One Feature as an Annotation; None for point and line objects, which carry no area to train on."""
+def _annotation(feature: Any, skipped: Counter[str]) -> Annotation | None:
+    """One Feature as an Annotation; None (counted in `skipped`) for QuPath detections, cells and tiles and for
+    points and lines, which are not areas a user drew to train on."""
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise AnnotationError("is not a GeoJSON Feature")
     geometry = feature.get("geometry")
     if not isinstance(geometry, dict) or "type" not in geometry:
         raise AnnotationError("has no geometry")
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise AnnotationError("properties must be an object")
+    object_type = properties.get("objectType", properties.get("object_type", "annotation"))
+    if str(object_type).lower() != "annotation":
+        skipped[f"{object_type} object(s)"] += 1
+        return None
     if geometry["type"] in SKIPPED_TYPES:
-        log.warning("skipping a %s feature: only areas can be annotations", geometry["type"])
+        skipped[f"{geometry['type']} feature(s)"] += 1
         return None
     if geometry["type"] not in AREA_TYPES:
         raise AnnotationError(f"geometry type {geometry['type']!r} is not supported (Polygon, MultiPolygon)")
@@ -114,9 +132,6 @@ def _annotation(feature: Any) -> Annotation | None:
         shape = shapely.geometry.shape(geometry)
     except (GEOSException, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise AnnotationError(f"has invalid coordinates ({exc})") from None
-    properties = feature.get("properties") or {}
-    if not isinstance(properties, dict):
-        raise AnnotationError("properties must be an object")
     cls = _classification(properties.get("classification"))
     ours = properties.get("gigapath") if isinstance(properties.get("gigapath"), dict) else {}
     role = ours.get("role") or (Role.REGION.value if cls.name.lower().startswith("region") else Role.LABEL.value)
@@ -142,12 +157,19 @@ def _classification(value: Any) -> AnnotationClass:
         raise AnnotationError(f"classification must be an object with a name, got {value!r}")
     if "color" in value:
         color = value["color"]
-        if not (isinstance(color, list) and len(color) == 3):
-            raise AnnotationError(f"classification color must be [r, g, b], got {color!r}")
+        if not (isinstance(color, list) and len(color) == 3 and all(_is_integer(c) for c in color)):
+            raise AnnotationError(f"classification color must be [r, g, b] integers 0-255, got {color!r}")
         rgb = tuple(int(c) for c in color)
     elif "colorRGB" in value:
+        if not _is_integer(value["colorRGB"]):
+            raise AnnotationError(f"classification colorRGB must be an integer, got {value['colorRGB']!r}")
         packed = int(value["colorRGB"]) & 0xFFFFFF
         rgb = ((packed >> 16) & 255, (packed >> 8) & 255, packed & 255)
     else:
         rgb = REGION.color if value["name"].lower().startswith("region") else (128, 128, 128)
     return AnnotationClass(value["name"], rgb)  # type: ignore[arg-type]
+
+
+def _is_integer(value: Any) -> bool:
+    """JSON integers (3, or 3.0 as some writers put it); not bools, strings, nulls or NaN."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and float(value).is_integer()

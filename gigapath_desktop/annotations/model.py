@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -16,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from gigapath_desktop.errors import AnnotationError
 
 Area = Polygon | MultiPolygon
+MAX_COORDINATE = 1e9  # level-0 pixels: far beyond any slide, far below where float64 pixel arithmetic breaks down
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ def as_area(geometry: BaseGeometry) -> Area:
         raise AnnotationError(f"annotations must be polygons, got {geometry.geom_type}")
     if geometry.is_empty:
         raise AnnotationError("annotation geometry is empty")
+    coords = shapely.get_coordinates(geometry)
+    if not np.isfinite(coords).all() or np.abs(coords).max() > MAX_COORDINATE:
+        raise AnnotationError(f"annotation coordinates must be finite pixel positions within +-{MAX_COORDINATE:.0e}")
     if not shapely.is_valid(geometry):
         repaired = shapely.make_valid(geometry)
         polygons = [g for g in getattr(repaired, "geoms", [repaired]) if isinstance(g, (Polygon, MultiPolygon))]
@@ -104,17 +109,22 @@ class AnnotationSet:
     """An ordered collection of annotations (later ones paint over earlier ones) that tells listeners of changes.
 
     Listeners get ("added" | "removed" | "changed", annotation); the UI subscribes, the model never imports Qt.
+    Ids are unique within a set: an annotation added with an id already in use (the same file imported twice) gets
+    a fresh one.
     """
 
     def __init__(self, annotations: Iterable[Annotation] = ()) -> None:
-        self._items: list[Annotation] = list(annotations)
+        self._items: list[Annotation] = []
+        self._ids: set[str] = set()
         self._listeners: list[Listener] = []
+        for annotation in annotations:
+            self._insert(len(self._items), annotation)
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def add(self, annotation: Annotation) -> None:
-        self._items.append(annotation)
+        self._insert(len(self._items), annotation)
         self._emit("added", annotation)
 
     def extend(self, annotations: Iterable[Annotation]) -> None:
@@ -123,12 +133,22 @@ class AnnotationSet:
 
     def remove(self, annotation: Annotation) -> None:
         self._items.remove(annotation)
+        self._ids.discard(annotation.id)
         self._emit("removed", annotation)
 
     def replace(self, old: Annotation, new: Annotation) -> None:
         """Put `new` where `old` was (same paint order)."""
-        self._items[self._items.index(old)] = new
+        index = self._items.index(old)
+        del self._items[index]
+        self._ids.discard(old.id)
+        self._insert(index, new)
         self._emit("changed", new)
+
+    def _insert(self, index: int, annotation: Annotation) -> None:
+        if annotation.id in self._ids:
+            annotation.id = str(uuid.uuid4())
+        self._items.insert(index, annotation)
+        self._ids.add(annotation.id)
 
     def clear(self) -> None:
         for annotation in list(self._items):

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
 
-from gigapath_desktop.annotations.model import TISSUE, Annotation, Role
+from gigapath_desktop.annotations.model import BACKGROUND, TISSUE, Annotation, Role
 
 STRIP_ROWS = 1024
 
@@ -31,21 +31,31 @@ def rasterize(
 ) -> np.ndarray:
     """Paint the label annotations into an (h, w) uint8 mask (or into `out`, e.g. a memmap, strip by strip).
 
-    `values` maps class names to mask values; by default Tissue paints 1 and every other class paints 0.
+    `values` maps class names to mask values (unlisted classes paint 0); by default Background paints 0 and every
+    other class 1: a QuPath "Tumor" or "Stroma" area is tissue (`other_classes` names them, so users hear of it).
     """
     h, w = shape
     if out is None:
         out = np.zeros((h, w), np.uint8)
-    values = values if values is not None else {TISSUE.name: 1}
     labels = [a for a in annotations if a.role is Role.LABEL]
     x0, y0 = origin
-    painted = [(_pixel_rings(a.geometry, x0, y0, downsample), values.get(a.cls.name, 0)) for a in labels]
+
+    def value(name: str) -> int:
+        return values.get(name, 0) if values is not None else int(name != BACKGROUND.name)
+
+    painted = [(_pixel_rings(a.geometry, x0, y0, downsample), value(a.cls.name)) for a in labels]
     for row0 in range(0, h, STRIP_ROWS):
         strip = np.zeros((min(STRIP_ROWS, h - row0), w), np.uint8)
         for rings, value in painted:
             _fill(strip, rings, value, row0)
         out[row0 : row0 + strip.shape[0]] = strip
     return out
+
+
+def other_classes(annotations: Iterable[Annotation]) -> list[str]:
+    """Names of label classes other than Tissue and Background, which binary training counts as tissue."""
+    names = {a.cls.name for a in annotations if a.role is Role.LABEL}
+    return sorted(names - {TISSUE.name, BACKGROUND.name})
 
 
 def _pixel_rings(geometry: Polygon | MultiPolygon, x0: float, y0: float, downsample: float) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,6 +15,7 @@ from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
 from gigapath_desktop.inference.writers import TILE, write_contours, write_mask_tiff, write_preview_png
 from gigapath_desktop.model import load_model
+from gigapath_desktop.outputs import atomic_path, check_output
 from gigapath_desktop.slides import Region, SlideSource, open_slide
 
 
@@ -46,12 +48,12 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     """Predict and write every requested output; on any failure no partial output file is left behind."""
     start = time.perf_counter()
     outputs = [p for p in (job.out, job.png, job.geojson) if p is not None]
+    if len(set(map(os.path.abspath, outputs))) < len(outputs):
+        raise GigaPathError("the mask, PNG and GeoJSON outputs must be different files")
     for path in outputs:
-        _check_writable(path)
+        check_output(path, inputs=(job.slide, job.model))
     model = load_model(job.model)
-    partial = job.out.with_name(job.out.name + ".partial")
-    levels = None
-    with open_slide(job.slide) as slide:
+    with open_slide(job.slide) as slide, ExitStack() as commit:
         if not 0 <= job.level < slide.level_count:
             raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
@@ -66,24 +68,15 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             "model": str(job.model.resolve()), "region": asdict(region), "level": region.level, "downsample": ds,
             "values": "0/255 at threshold" if job.binary else "probability x 255", "threshold": job.threshold,
         }
-        try:
-            bands = predict_bands(model, source, job.tile, progress, cancel, encode)
-            rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
-            levels = write_mask_tiff(partial, rows, (canvas_h, canvas_w), ds, slide.mpp, description, job.binary)
-            contours = write_contours(job.geojson, levels, threshold) if job.geojson else 0
+        # every output is written under a temporary name; all are renamed together once the last one is done
+        tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
+        bands = predict_bands(model, source, job.tile, progress, cancel, encode)
+        rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
+        with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, job.binary) as levels:
+            contours = write_contours(tmp[job.geojson], levels, threshold) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
-                write_preview_png(job.png, slide.thumbnail(size), levels, job.downsample, threshold)
-            os.replace(partial, job.out)
-        except BaseException:
-            for path in (partial, job.png, job.geojson):
-                if path is not None and path != job.out:
-                    path.unlink(missing_ok=True)
-            raise
-        finally:
-            partial.unlink(missing_ok=True)
-            if levels is not None:
-                levels.close()
+                write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, threshold)
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start)
 
@@ -118,11 +111,3 @@ def _canvas_rows(
         yield from drain(final=False)
     pending = np.concatenate([pending, np.zeros((height - emitted - len(pending), width), np.uint8)])
     yield from drain(final=True)
-
-
-def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GigaPathError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise GigaPathError(f"{path}: folder {folder} is not writable")

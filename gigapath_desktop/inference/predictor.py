@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gigapath_desktop.errors import Cancelled
+from gigapath_desktop.errors import Cancelled, ModelError
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import TilePlan
 from gigapath_desktop.parallel import bounded_map
@@ -46,6 +46,8 @@ def predict_bands(
                 yield band_y, band
             band_y, band = t.y, np.zeros((min(t.height, height - t.y), width), np.uint8 if encode else np.float32)
         target, part = plan.crop(forward(tf.constant(pixels[None])).numpy()[0, ..., 0], t)
+        if not np.isfinite(part).all():
+            raise ModelError(f"the model gave non-finite output on the tile at x={t.x}, y={t.y}; it is damaged")
         band[:, target[1]] = part if encode is None else encode(part)
         if progress is not None:
             progress(done, len(tiles))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import tifffile
 from PIL import Image
 
 from gigapath_desktop.annotations import TISSUE, Annotation, Kind, Role, mask_to_polygons, write_geojson
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides.diskarray import DiskArray
 
 TILE = 512
@@ -47,6 +47,12 @@ class MaskLevels:
         for level in self.levels:
             level.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> "MaskLevels":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def write_mask_tiff(
@@ -95,12 +101,8 @@ def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, dow
     out = slide_rgb.astype(np.float32)
     on = mask >= threshold
     out[on] = 0.5 * out[on] + 0.5 * np.array([0, 200, 0], np.float32)
-    tmp = path.with_name(path.name + ".partial.png")
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(out.astype(np.uint8)).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_contours(path: Path, levels: MaskLevels, threshold: int) -> int:

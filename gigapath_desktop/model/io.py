@@ -6,21 +6,19 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from gigapath_desktop.errors import ModelError
 from gigapath_desktop.model import unet  # noqa: F401  (registers the custom layers for deserialization)
 from gigapath_desktop.model.geometry import model_geometry
+from gigapath_desktop.outputs import atomic_path
 
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
     """Write `path` (.keras) via a temporary file and a rename, so a crash never leaves a half-written model."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".partial.keras")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -36,7 +34,21 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     except Exception as exc:  # Keras raises many types for damaged archives
         raise ModelError(f"{path}: cannot load model ({exc})") from None
     try:
-        model_geometry(model)
+        check_contract(model)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
     return model
+
+
+def check_contract(model: keras.Model) -> None:
+    """What every model here must be: uint8 RGB in, one tissue probability out (sigmoid), tileable, finite weights.
+    Anything else would predict garbage or an empty mask without a word."""
+    if model.input_shape[-1] != 3:
+        raise ModelError(f"takes {model.input_shape[-1]}-channel input; a tissue model takes RGB (3)")
+    if model.output_shape[-1] != 1:
+        raise ModelError(f"has {model.output_shape[-1]} output channels; a tissue model has 1 (the probability)")
+    if getattr(model.layers[-1], "activation", None) is not keras.activations.sigmoid:
+        raise ModelError("does not end in a sigmoid, so its output is not a probability")
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise ModelError("holds non-finite (NaN or infinite) weights")
+    model_geometry(model)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides.slide import Slide, open_slide
 from gigapath_desktop.slides.synthetic import level_options, mask_path_for, pyramid_shapes
 
@@ -336,17 +337,12 @@ def _scanner_cast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # --- output -------------------------------------------------------------------------------------------------------
 def write_pyramid(path: Path, image: np.ndarray, mpp: float | None, jpeg_quality: int | None = None) -> None:
     """A tiled pyramidal TIFF (JPEG for RGB, deflate for masks) written to a temporary name, then renamed."""
-    tmp = path.with_name(path.name + ".partial")
     rgb = image.ndim == 3
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-            level = image
-            for i, (lw, lh) in enumerate(pyramid_shapes(image.shape[1], image.shape[0])):
-                if i:
-                    level = cv2.resize(level, (lw, lh), interpolation=cv2.INTER_AREA if rgb else cv2.INTER_NEAREST)
-                compression = ("jpeg", {"level": jpeg_quality}) if rgb else ("zlib", {})
-                tif.write(level, photometric="rgb" if rgb else "minisblack", compression=compression[0],
-                          compressionargs=compression[1], **level_options(i, mpp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        level = image
+        for i, (lw, lh) in enumerate(pyramid_shapes(image.shape[1], image.shape[0])):
+            if i:
+                level = cv2.resize(level, (lw, lh), interpolation=cv2.INTER_AREA if rgb else cv2.INTER_NEAREST)
+            compression = ("jpeg", {"level": jpeg_quality}) if rgb else ("zlib", {})
+            tif.write(level, photometric="rgb" if rgb else "minisblack", compression=compression[0],
+                      compressionargs=compression[1], **level_options(i, mpp))

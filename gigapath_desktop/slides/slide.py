@@ -111,6 +111,19 @@ class Slide:
         text = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{quickhash}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
+    @property
+    def fingerprint(self) -> str:
+        """A short key of the file's content alone (not its path or time stamps): what a user's annotations are
+        kept under, so they survive a `touch`, a re-sync or a move. OpenSlide's quick hash, the size, the levels'
+        sizes and the first and last 64 KiB of the file."""
+        digest = hashlib.sha256(self._osr.properties.get("openslide.quickhash-1", "").encode())
+        digest.update(repr((self.path.stat().st_size, self.level_dimensions)).encode())
+        with self.path.open("rb") as f:
+            digest.update(f.read(65536))
+            f.seek(max(0, self.path.stat().st_size - 65536))
+            digest.update(f.read(65536))
+        return digest.hexdigest()[:24]
+
     def best_level_for_downsample(self, downsample: float) -> int:
         return self._osr.get_best_level_for_downsample(downsample)
 

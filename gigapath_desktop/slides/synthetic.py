@@ -17,6 +17,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.parallel import bounded_map
 
 ProgressFn = Callable[[int, int], None]
@@ -81,30 +82,24 @@ def make_slide(
     levels = pyramid_shapes(width, height)
     total = sum(math.ceil(w / TILE) * math.ceil(h / TILE) for w, h in levels)
     done = 0
-    tmp_image, tmp_mask = out.with_name(out.name + ".partial"), mask_out.with_name(mask_out.name + ".partial")
-    try:
-        with tifffile.TiffWriter(tmp_image, bigtiff=True) as image_tif, tifffile.TiffWriter(tmp_mask, bigtiff=True) as mask_tif:
-            for level, (lw, lh) in enumerate(levels):
-                ds = 2**level
-                render = functools.partial(_image_tile, field, textures, ds=ds, level_shape=(lw, lh))
-                mask_tiles = (_mask_tile(field, origin, ds, (lw, lh)) for origin in _tile_origins(lw, lh))
-                image_tiles = (tile for _, tile in bounded_map(render, _tile_origins(lw, lh)))
-                if progress is not None:
-                    image_tiles = _counted(image_tiles, progress, done, total)
-                done += math.ceil(lw / TILE) * math.ceil(lh / TILE)
-                options = level_options(level, mpp)
-                image_tif.write(
-                    image_tiles, shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
-                    compression="jpeg", compressionargs={"level": 90}, **options,
-                )
-                mask_tif.write(
-                    mask_tiles, shape=(lh, lw), dtype=np.uint8, photometric="minisblack", compression="zlib", **options
-                )
-        os.replace(tmp_image, out)
-        os.replace(tmp_mask, mask_out)
-    finally:
-        tmp_image.unlink(missing_ok=True)
-        tmp_mask.unlink(missing_ok=True)
+    with atomic_path(out) as tmp_image, atomic_path(mask_out) as tmp_mask, \
+            tifffile.TiffWriter(tmp_image, bigtiff=True) as image_tif, tifffile.TiffWriter(tmp_mask, bigtiff=True) as mask_tif:
+        for level, (lw, lh) in enumerate(levels):
+            ds = 2**level
+            render = functools.partial(_image_tile, field, textures, ds=ds, level_shape=(lw, lh))
+            mask_tiles = (_mask_tile(field, origin, ds, (lw, lh)) for origin in _tile_origins(lw, lh))
+            image_tiles = (tile for _, tile in bounded_map(render, _tile_origins(lw, lh)))
+            if progress is not None:
+                image_tiles = _counted(image_tiles, progress, done, total)
+            done += math.ceil(lw / TILE) * math.ceil(lh / TILE)
+            options = level_options(level, mpp)
+            image_tif.write(
+                image_tiles, shape=(lh, lw, 3), dtype=np.uint8, photometric="rgb",
+                compression="jpeg", compressionargs={"level": 90}, **options,
+            )
+            mask_tif.write(
+                mask_tiles, shape=(lh, lw), dtype=np.uint8, photometric="minisblack", compression="zlib", **options
+            )
     return out, mask_out
 
 

@@ -1,8 +1,11 @@
 """Training settings, free of TensorFlow so the app can show their defaults before the engine loads."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args, get_type_hints
+
+from gigapath_desktop.errors import GigaPathError
 
 BCE_WEIGHT = 1.0
 
@@ -26,6 +29,44 @@ class TrainConfig:
     max_recoveries: int = 3  # collapse-guard restarts before giving up
     seed: int = 0  # drives the augmentation draws (and, in the job, the initial weights)
 
+    def __post_init__(self) -> None:
+        """Every entry point (CLI, GUI, server, a resumed run's file) gets the same check: finite, in range."""
+        for name, hint in get_type_hints(TrainConfig).items():
+            value = getattr(self, name)
+            if not _is_a(value, hint):
+                raise GigaPathError(f"training setting {name} must be {_describe(hint)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GigaPathError(f"training setting {name} must be a finite number, got {value}")
+        problems = [
+            (self.steps < 1, "steps must be >= 1"),
+            (not 0 < self.learning_rate < 1, "the learning rate must lie in (0, 1)"),
+            (self.tile is not None and self.tile < 64, "the tile must be >= 64 pixels (or none)"),
+            (self.bce_weight < 0, "the BCE weight must be >= 0"),
+            (self.checkpoint_every < 1 or self.validate_every < 1, "checkpoint and validation intervals must be >= 1"),
+            (self.warmup_steps < 0 or self.max_recoveries < 0, "warm-up steps and restarts must be >= 0"),
+            (self.clip_norm is not None and self.clip_norm <= 0, "the gradient clip norm must be > 0 (or none)"),
+            (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise GigaPathError(f"training settings: {message}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether `value` fits a field's type; ints count as floats, bools count as nothing but bools."""
+    allowed = get_args(hint) or (hint,)
+    if isinstance(value, bool):
+        return bool in allowed
+    if value is None:
+        return type(None) in allowed
+    return any(isinstance(value, int if t is int else (int, float) if t is float else t)
+               for t in allowed if t is not type(None) and t is not bool)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", type(None): "none"}
+    return " or ".join(names.get(t, t.__name__) for t in (get_args(hint) or (hint,)))

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
+import shapely
 
-from gigapath_desktop.annotations import Annotation, Role, rasterize, to_geojson
+from gigapath_desktop.annotations import Annotation, Role, rasterize
 from gigapath_desktop.slides import ArrayCache, Region, Slide, cached_region
 from gigapath_desktop.slides.cache import CancelFn, ProgressFn
 from gigapath_desktop.slides.diskarray import DiskArray
@@ -53,8 +53,8 @@ def load_region(
     image = cached_region(slide, region, cache, progress, cancel)
     labels = [a for a in annotations if a.role is Role.LABEL]
     h, w = image.shape[:2]
-    digest = hashlib.sha256(json.dumps(to_geojson(labels), sort_keys=True).encode()).hexdigest()[:16]
-    key = f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}-{digest}"
+    key = (f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}-"
+           f"{_content_digest(labels)}")
     origin = (float(region.x), float(region.y))
     downsample = slide.level_downsamples[region.level]
 
@@ -63,3 +63,12 @@ def load_region(
 
     mask = cache.get_or_build(key, (h, w), np.uint8, fill)
     return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}")
+
+
+def _content_digest(labels: list[Annotation]) -> str:
+    """What the rasterized labels depend on (shapes, classes, paint order), not ids or names: the same labels
+    detected or imported again reuse one cache file instead of writing another."""
+    digest = hashlib.sha256(b"tissue-labels-v2")  # v2: classes other than Background paint tissue
+    for annotation in labels:
+        digest.update(annotation.cls.name.encode() + b"\0" + shapely.to_wkb(annotation.geometry))
+    return digest.hexdigest()[:16]

@@ -10,12 +10,14 @@ from typing import Callable, Sequence
 import keras
 
 from gigapath_desktop import __version__
-from gigapath_desktop.annotations import Annotation, detect_tissue, read_geojson
+from gigapath_desktop.annotations import Annotation, detect_tissue, other_classes, read_geojson
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
+from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.training.data import RegionData, load_region
-from gigapath_desktop.training.events import Listener, LogEvent
+from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.trainer import CHECKPOINTS, Trainer
@@ -30,10 +32,34 @@ class TrainJob:
     labels: Path | None = None  # GeoJSON; None means automatic tissue detection
     val_region: Region | None = None
     resume: bool = False
+    resume_changes: tuple[str, ...] = ("steps",)  # settings of `config` that override the checkpoint's on resume
+
+
+def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
+                  started: Callable[[Trainer], None] | None = None) -> Trainer:
+    """Lock the run folder, prepare, train to the end (or a stop), and write RUN_DIR/model.keras.
+
+    `started(trainer)` is called once training is about to begin (the GUI keeps it for pause / resume / stop)."""
+    _check_out(job)
+    created = not job.out.exists()
+    try:
+        with FolderLock(job.out):
+            trainer = prepare_trainer(job, listeners)
+            if started is not None:
+                started(trainer)
+            trainer.run()
+            save_model(trainer.model, job.out / "model.keras")
+    except BaseException:
+        if created and {p.name for p in job.out.iterdir()} <= {LOCK_NAME}:  # bad input: leave no empty run behind
+            remove(job.out)
+        raise
+    return trainer
 
 
 def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Trainer:
-    """Check every input, load (or decode once) the regions and labels, write config.json; return the Trainer."""
+    """Check every input, load (or decode once) the regions and labels, write config.json; return the Trainer.
+
+    The caller holds the run folder's lock (`run_train_job` does)."""
     _check_out(job)
     with open_slide(job.slide) as slide:
         slide.check_region(job.region)
@@ -46,24 +72,19 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Traine
             val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners))
     job.out.mkdir(parents=True, exist_ok=True)
     if job.resume:
-        trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, steps=job.config.steps)
+        changes = {name: getattr(job.config, name) for name in job.resume_changes}
+        trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, changes)
     else:
         keras.utils.set_random_seed(job.config.seed)
         trainer = Trainer(build_unet(), [train], val, job.config, job.out, listeners)
-    trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", resume_from=trainer.step))
+    trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history))
     _write_config(job, trainer, train, val)
     return trainer
 
 
-def run_train_job(job: TrainJob, listeners: Sequence[Listener] = ()) -> Trainer:
-    """Prepare, train to the end (or a stop), and write RUN_DIR/model.keras."""
-    trainer = prepare_trainer(job, listeners)
-    trainer.run()
-    save_model(trainer.model, job.out / "model.keras")
-    return trainer
-
-
 def _check_out(job: TrainJob) -> None:
+    if job.out.exists() and not job.out.is_dir():
+        raise GigaPathError(f"{job.out}: is a file; --out names a run folder")
     has_run = (job.out / CHECKPOINTS / "latest").exists()
     if job.resume and not has_run:
         raise GigaPathError(f"{job.out}: nothing to resume (no checkpoint there)")
@@ -72,11 +93,19 @@ def _check_out(job: TrainJob) -> None:
 
 
 def _labels(job: TrainJob, slide: Slide, listeners: Sequence[Listener]) -> list[Annotation]:
-    if job.labels is not None:
-        return read_geojson(job.labels)
-    annotations = detect_tissue(slide)
-    for listener in listeners:
-        listener(LogEvent(f"detected {len(annotations)} tissue polygon(s) as labels"))
+    def say(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    if job.labels is None:
+        annotations = detect_tissue(slide)
+        say(LogEvent(f"detected {len(annotations)} tissue polygon(s) as labels"))
+        return annotations
+    annotations = read_geojson(job.labels, report=lambda note: say(WarningEvent(f"{job.labels}: {note}")))
+    others = other_classes(annotations)
+    if others:
+        say(WarningEvent(f"{job.labels}: label class(es) {', '.join(map(repr, others))} are neither Tissue nor "
+                         f"Background; this tissue model counts them as tissue"))
     return annotations
 
 
@@ -109,4 +138,5 @@ def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: Regio
         "model": {"parameters": int(trainer.model.count_params()), **asdict(geometry)},
         "device": trainer.device,
     }
-    (job.out / "config.json").write_text(json.dumps(config, indent=1))
+    with atomic_path(job.out / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=1))

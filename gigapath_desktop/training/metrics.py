@@ -4,31 +4,37 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Sequence
 
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.training.events import Event, StepEvent
 
 COLUMNS = ["step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes", "learning_rate", "recoveries"]
 
 
 class MetricsWriter:
-    """A listener that writes StepEvents to `path`; on resume it drops rows past the checkpoint's step."""
+    """A listener that writes StepEvents to `path`.
 
-    def __init__(self, path: str | os.PathLike[str], resume_from: int = 0) -> None:
+    It starts by rewriting the file, atomically, from `history` (a resumed run's checkpoint holds every step up to
+    it), so rows of steps that are about to be redone go, and a damaged or deleted file comes back whole."""
+
+    def __init__(self, path: str | os.PathLike[str], history: Sequence[StepEvent] = ()) -> None:
         self.path = Path(path)
-        rows = read_metrics(self.path) if resume_from and self.path.exists() else []
-        with self.path.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
-            for row in rows:
-                if int(row["step"]) <= resume_from:
-                    writer.writerow([row.get(c, "") for c in COLUMNS])
+            writer.writerows(_row(event) for event in history)
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, StepEvent):
             return
-        values = event.as_dict()
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow(["" if values[c] is None else values[c] for c in COLUMNS])
+            csv.writer(f).writerow(_row(event))
+
+
+def _row(event: StepEvent) -> list[object]:
+    values = event.as_dict()
+    return ["" if values[c] is None else values[c] for c in COLUMNS]
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:

@@ -24,6 +24,7 @@ import tensorflow as tf
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
 from gigapath_desktop.model.unet import init_output_bias
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.training.augment import Augmentation
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
@@ -208,10 +209,14 @@ class Trainer:
                                 f"{self.config.max_recoveries})"))
 
     def _validate(self) -> float | None:
+        """Validation Dice, or None when not due or stopped midway (the step itself is done and is recorded)."""
         if self.val is None or self.step % self.config.validate_every:
             return None
-        return region_sums(self.model, self.val.image, self.val.labels, tile=self.config.tile,
-                           cancel=self._between_tiles).dice
+        try:
+            return region_sums(self.model, self.val.image, self.val.labels, tile=self.config.tile,
+                               cancel=self._between_tiles).dice
+        except Cancelled:
+            return None
 
     def _between_tiles(self) -> bool:
         self._running.wait()
@@ -244,7 +249,8 @@ class Trainer:
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         os.replace(tmp, final)
-        _write_atomically(root / "latest", final.name)
+        with atomic_path(root / "latest") as latest:
+            latest.write_text(final.name)
         self._saved = self.step
         for old in _checkpoints(root)[KEEP_CHECKPOINTS:]:
             shutil.rmtree(old, ignore_errors=True)
@@ -257,10 +263,11 @@ class Trainer:
         train: Sequence[RegionData],
         val: RegionData | None = None,
         listeners: Sequence[Listener] = (),
-        steps: int | None = None,
+        changes: dict[str, object] | None = None,
     ) -> "Trainer":
         """Continue a run: same weights, optimizer state, step and history as its latest readable checkpoint
-        (an unreadable latest one is reported and the older kept one used)."""
+        (an unreadable latest one is reported and the older kept one used). `changes` are settings to change
+        from there on, e.g. {"steps": 300, "learning_rate": 0.01}; a changed learning rate is said in the log."""
         root = Path(run_dir) / CHECKPOINTS
         try:
             latest = [root / (root / "latest").read_text().strip()]
@@ -269,7 +276,7 @@ class Trainer:
         problems = []
         for folder in dict.fromkeys(latest + _checkpoints(root)):
             try:
-                trainer = cls._load(folder, train, val, listeners, steps)
+                trainer = cls._load(folder, train, val, listeners, changes or {})
             except (OSError, ValueError, KeyError, TypeError, GigaPathError) as exc:
                 problems.append(f"{folder.name}: {exc}")
                 continue
@@ -280,11 +287,10 @@ class Trainer:
 
     @classmethod
     def _load(cls, folder: Path, train: Sequence[RegionData], val: RegionData | None, listeners: Sequence[Listener],
-              steps: int | None) -> "Trainer":
+              changes: dict[str, object]) -> "Trainer":
         state = json.loads((folder / "state.json").read_text())
-        config = TrainConfig.from_dict(state["config"])
-        if steps is not None:
-            config = replace(config, steps=steps)
+        previous = TrainConfig.from_dict(state["config"])
+        config = replace(previous, **changes)
         model = load_model(folder / "model.keras")
         with np.load(folder / "optimizer.npz") as saved:
             arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
@@ -299,6 +305,9 @@ class Trainer:
         trainer.schedule.restart = state.get("lr_restart", 0)
         trainer.history = [StepEvent(**e) for e in state["history"]]
         trainer._saved = trainer.step
+        if config.learning_rate != previous.learning_rate:
+            trainer._emit(LogEvent(f"resuming at step {trainer.step} with peak learning rate {config.learning_rate:g} "
+                                   f"(was {previous.learning_rate:g})"))
         return trainer
 
 
@@ -306,8 +315,3 @@ def _checkpoints(root: Path) -> list[Path]:
     """Checkpoint folders, newest first."""
     return sorted(root.glob("step-*"), reverse=True)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -51,6 +51,7 @@ from gigapath_desktop.annotations import (
 )
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import keep_aside
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
@@ -152,7 +153,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("GigaPath Desktop")
         self.resize(1500, 950)
         self.setAcceptDrops(True)
-        self.settings = Settings.load()
+        self.settings, settings_problem = Settings.load()
         self.annotations = AnnotationSet()
         self.annotations.subscribe(self._on_annotations_changed)
         self.undo_stack = QUndoStack(self)
@@ -165,6 +166,7 @@ class MainWindow(QMainWindow):
         self.job: Worker | None = None
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
         self._loading = False  # no autosave while a slide's saved annotations are being restored
+        self._autosave_off = False  # set when an unreadable autosave could not be moved aside
 
         self.viewer = SlideViewer(self.annotations)
         self.setCentralWidget(self.viewer)
@@ -195,6 +197,8 @@ class MainWindow(QMainWindow):
         self.job_progress = QProgressBar(maximumWidth=200, visible=False)
         for widget in (self.cursor_label, self.zoom_label, self.job_progress):
             self.statusBar().addPermanentWidget(widget)
+        if settings_problem:
+            self.show_error(settings_problem, "Your settings (recent slides, training defaults) start afresh.")
 
     # --- building -------------------------------------------------------------------------------------------------------
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -309,13 +313,11 @@ class MainWindow(QMainWindow):
             self.slide.close()
         self.slide = slide
         self.undo_stack.clear()
+        self._autosave_off = False
         self._loading = True
         self.annotations.clear()
-        if restore_autosave and self.autosave_path().exists():
-            try:
-                self.annotations.extend(read_geojson(self.autosave_path()))
-            except GigaPathError as exc:
-                self.show_error(f"the autosaved annotations could not be read: {exc}", "They are kept on disk untouched.")
+        if restore_autosave:
+            self._restore_autosave()
         self._loading = False
         self.viewer.set_slide(slide)
         self.overview.set_thumbnail(thumbnail, slide.dimensions[0])
@@ -410,13 +412,32 @@ class MainWindow(QMainWindow):
                       lambda found: self.apply_edit("detect tissue", [], found))
 
     def autosave_path(self) -> Path:
+        """Where this slide's annotations are kept: in the session, else under the slide's content fingerprint
+        (which survives a touch, a re-sync or a move of the file)."""
         if self.session_dir is not None:
             return self.session_dir / "annotations.geojson"
-        identity = self.slide.identity if self.slide is not None else "no-slide"
-        return data_dir() / "autosave" / f"{identity}.geojson"
+        key = self.slide.fingerprint if self.slide is not None else "no-slide"
+        return data_dir() / "autosave" / f"{key}.geojson"
+
+    def _restore_autosave(self) -> None:
+        """Load the autosave; an unreadable one is renamed aside (never overwritten) and the slide starts empty."""
+        path = self.autosave_path()
+        if not path.exists():
+            return
+        try:
+            self.annotations.extend(read_geojson(path))
+        except GigaPathError as exc:
+            self.annotations.clear()
+            try:
+                kept = f"The file was kept as {keep_aside(path)}."
+            except (OSError, GigaPathError) as move:
+                kept = f"It could not be moved aside ({move}), so autosave is off for this slide."
+                self._autosave_off = True
+            self.show_error(f"the autosaved annotations could not be read: {exc}",
+                            f"Starting with no annotations. {kept}")
 
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
-        if self._loading:
+        if self._loading or self._autosave_off:
             return
         path = self.autosave_path()
         try:
@@ -622,24 +643,32 @@ class MainWindow(QMainWindow):
         return True
 
     def open_session(self, folder: str | Path) -> bool:
+        """Open a saved session; a damaged session.json is refused as a whole (nothing changes, nothing is written)."""
         folder = Path(folder)
         try:
             state = json.loads((folder / "session.json").read_text())
-        except (OSError, ValueError) as exc:
-            self.show_error(f"{folder}: not a session ({exc})", "Choose a folder saved with File > Save session.")
+            classes = [AnnotationClass(str(c["name"]), tuple(c["color"])) for c in state.get("classes", [])]
+            saved = {"steps": self.panel.steps.value(), "learning_rate": self.panel.learning_rate.value(),
+                     "tile": self.panel.tile.value()}
+            saved.update({k: v for k, v in dict(state.get("settings", {})).items() if k in saved})
+            settings = Settings(**saved)  # checked like the settings file
+            slide, model = state.get("slide"), state.get("model")
+            if not all(v is None or isinstance(v, str) for v in (slide, model)):
+                raise TypeError("slide and model must be paths")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, GigaPathError) as exc:
+            self.show_error(f"{folder}: not a readable session ({type(exc).__name__}: {exc})",
+                            "Choose a folder saved with File > Save session; nothing was changed.")
             return False
         self.session_dir = folder
-        if state.get("slide") and not self.open_slide(state["slide"]):
+        if slide and not self.open_slide(slide):
             return False
-        self.classes = list(DEFAULT_CLASSES) + [AnnotationClass(c["name"], tuple(c["color"])) for c in state.get("classes", [])
-                                                if c["name"] not in {d.name for d in DEFAULT_CLASSES}]
+        self.classes = list(DEFAULT_CLASSES) + [c for c in classes if c.name not in {d.name for d in DEFAULT_CLASSES}]
         self._fill_classes()
-        settings = state.get("settings", {})
-        self.panel.tile.setValue(settings.get("tile", self.panel.tile.value()))
-        self.panel.learning_rate.setValue(settings.get("learning_rate", self.panel.learning_rate.value()))
-        self.panel.steps.setValue(settings.get("steps", self.panel.steps.value()))
-        if state.get("model") and Path(state["model"]).exists():
-            self.set_model(Path(state["model"]))
+        self.panel.tile.setValue(settings.tile)
+        self.panel.learning_rate.setValue(settings.learning_rate)
+        self.panel.steps.setValue(settings.steps)
+        if model and Path(model).exists():
+            self.set_model(Path(model))
         return True
 
     # --- errors and background jobs -----------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import atomic_path, keep_aside
 from gigapath_desktop.training.config import TrainConfig
 
 MAX_RECENT = 10
@@ -33,20 +35,34 @@ class Settings:
     learning_rate: float = TrainConfig.learning_rate
     steps: int = TrainConfig.steps
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.recent_slides, list) and all(isinstance(p, str) for p in self.recent_slides)):
+            raise GigaPathError(f"recent_slides must be a list of paths, got {self.recent_slides!r}")
+        if not isinstance(self.last_folder, str):
+            raise GigaPathError(f"last_folder must be a path, got {self.last_folder!r}")
+        TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.tile)  # same checks as training
+
     @classmethod
-    def load(cls) -> "Settings":
+    def load(cls) -> tuple["Settings", str | None]:
+        """The saved settings, or the defaults and a note saying why (a damaged file is kept aside, renamed)."""
+        path = config_dir() / "settings.json"
         try:
-            data = json.loads((config_dir() / "settings.json").read_text())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError):
-            return cls()
+            data = json.loads(path.read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}), None
+        except FileNotFoundError:
+            return cls(), None
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError, GigaPathError) as exc:
+            try:
+                aside = f"it was kept as {keep_aside(path)}"
+            except (OSError, GigaPathError) as move:
+                aside = f"it could not be moved aside ({move})"
+            return cls(), f"the settings file {path} could not be read ({exc}); starting with the defaults, {aside}"
 
     def save(self) -> None:
         folder = config_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "settings.json.partial"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, folder / "settings.json")
+        with atomic_path(folder / "settings.json") as tmp:
+            tmp.write_text(json.dumps(asdict(self), indent=1))
 
     def remember_slide(self, path: Path) -> None:
         text = str(path.resolve())

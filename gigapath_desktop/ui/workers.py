@@ -7,8 +7,7 @@ from PySide6.QtCore import QThread, Signal
 
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.training.events import Event
-from gigapath_desktop.training.job import TrainJob, prepare_trainer
-from gigapath_desktop.model import save_model
+from gigapath_desktop.training.job import TrainJob, run_train_job
 from gigapath_desktop.training.trainer import Trainer
 
 
@@ -61,18 +60,19 @@ class TrainingWorker(QThread):
 
     def run(self) -> None:
         try:
-            self.trainer = prepare_trainer(self.job, [self._on_event])
-            if self._stop_requested:
-                self.trainer.stop()
-            self.started_training.emit(self.trainer)
-            self.trainer.run()
-            save_model(self.trainer.model, self.job.out / "model.keras")
+            run_train_job(self.job, [self._on_event], started=self._started)
         except GigaPathError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:
             self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
         else:
             self.finished_training.emit(self.job.out)
+
+    def _started(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        if self._stop_requested:
+            trainer.stop()
+        self.started_training.emit(trainer)
 
     def _on_event(self, event: Event) -> None:
         self.event.emit(event)

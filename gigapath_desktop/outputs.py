@@ -1,0 +1,89 @@
+"""Every file the package writes goes through here: checked up front, written under a temporary name, renamed last.
+
+So a crash, a kill, a full disk or a bad argument never leaves a half-written file under the user's name, never
+replaces an input with an output, and always ends in one `GigaPathError` naming the file.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from gigapath_desktop.errors import GigaPathError
+
+PathLike = str | os.PathLike[str]
+# OSErrors a write can end in that are the user's situation rather than a bug: said in one line.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOENT,
+                errno.ENOTDIR, errno.EFBIG, errno.ENAMETOOLONG}
+
+
+def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """`path` as a Path if it can be written and is none of `inputs`; a one-line `GigaPathError` otherwise."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise GigaPathError(f"{path}: is a folder, not a file name")
+    if not folder.is_dir():
+        raise GigaPathError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise GigaPathError(f"{path}: folder {folder} is not writable")
+    for other in inputs:
+        if other is not None and _same_file(path, Path(other)):
+            raise GigaPathError(f"{path}: is an input of this command; choose another output name")
+    return path
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` (same extension) to write; rename it to `path` when the block succeeds.
+
+    On any failure the temporary file (or folder) is removed and `path` is left as it was; a write error of the
+    kind a user can fix (disk full, read-only, missing folder) becomes one `GigaPathError`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        remove(tmp)
+
+
+def keep_aside(path: PathLike) -> Path:
+    """Rename an unreadable user file to NAME.unreadable-DATE.EXT beside it (never overwritten, never deleted), so
+    the app can start afresh without losing what was there; returns the new name."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        aside = path.with_name(f"{path.stem}.unreadable-{stamp}{f'-{n}' if n else ''}{path.suffix}")
+        if not aside.exists():
+            os.replace(path, aside)
+            return aside
+    raise GigaPathError(f"{path}: cannot keep the unreadable file aside")
+
+
+def write_error(path: Path, exc: OSError) -> Exception:
+    """A one-line error for a failed write the user can act on; other OSErrors stay what they are."""
+    if exc.errno in WRITE_ERRNOS:
+        return GigaPathError(f"cannot write {path}: {exc.strerror or exc}")
+    return exc
+
+
+def remove(path: Path) -> None:
+    """Remove a file or folder if present."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()

@@ -1,0 +1,182 @@
+"""Bad input of every kind ends in one `error:` line and exit code 2: no traceback, no partial or changed file.
+
+The CLI runs in-process here (the same `main` a user's shell runs, minus the interpreter start-up), so the ~50 cases
+take seconds; a few faults that need a real process (a full disk) run as subprocesses below.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CMU
+
+SQUARE = [[[0, 0], [300, 0], [300, 300], [0, 300], [0, 0]]]
+
+
+def _feature(coordinates: object = SQUARE, classification: object = None, **properties: object) -> dict:
+    props = {"objectType": "annotation", **properties}
+    if classification is not None:
+        props["classification"] = classification
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coordinates}, "properties": props}
+
+
+GEOJSON = {
+    "rgb-strings.geojson": _feature(classification={"name": "Tissue", "color": ["r", "g", "b"]}),
+    "colorRGB-word.geojson": _feature(classification={"name": "Tissue", "colorRGB": "red"}),
+    "null-colour.geojson": _feature(classification={"name": "Tissue", "color": [None, 1, 2]}),
+    "colour-300.geojson": _feature(classification={"name": "Tissue", "color": [300, 1, 2]}),
+    "nan-coordinate.geojson": _feature([[[0, 0], [float("nan"), 0], [300, 300], [0, 0]]]),
+    "huge-coordinate.geojson": _feature([[[0, 0], [1e300, 0], [1e300, 1e300], [0, 0]]]),
+    "string-coordinate.geojson": _feature([[["a", 0], [1, 0], [1, 1], [0, 0]]]),
+    "no-geometry.geojson": {"type": "Feature", "properties": {}},
+    "nameless-class.geojson": _feature(classification={"color": [1, 2, 3]}),
+    "number.geojson": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of good and bad inputs, shared by every case (each case checks it is left exactly as it was)."""
+    import keras
+    from keras import layers
+
+    from gigapath_desktop.model import build_unet, save_model
+    from gigapath_desktop.slides.synthetic import make_slide
+
+    folder = tmp_path_factory.mktemp("bad-inputs")
+    make_slide(folder / "slide.tif", 700, 500, seed=1)
+    save_model(build_unet(), folder / "model.keras")
+    damaged = build_unet()
+    damaged.set_weights([np.full_like(w, np.nan) for w in damaged.get_weights()])
+    save_model(damaged, folder / "nan-weights.keras")
+    for name, channels, out, activation in [("four-outputs", 3, 4, "sigmoid"), ("logits", 3, 1, None),
+                                           ("grey-input", 1, 1, "sigmoid")]:
+        image = keras.Input((None, None, channels), dtype="uint8")
+        x = layers.Rescaling(1 / 255)(image)
+        save_model(keras.Model(image, layers.Conv2D(out, 1, activation=activation)(x)), folder / f"{name}.keras")
+    (folder / "notes.txt").write_text("not a slide, not a model")
+    (folder / "truncated.svs").write_bytes(CMU.read_bytes()[:5000])
+    (folder / "a-folder").mkdir()
+    for name, data in GEOJSON.items():
+        (folder / name).write_text(json.dumps(data))
+    (folder / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "not-json.geojson").write_text("{ this is not json")
+    (folder / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [_feature()]}))
+    return folder
+
+
+def _cases() -> dict[str, tuple[list[str], str]]:
+    """name -> (arguments, with {w} for the inputs folder; a phrase the error line must hold)."""
+    slide, model = "{w}/slide.tif", "{w}/model.keras"
+    predict = ["predict", slide, "--model", model]
+    train = ["train", slide, "--region", "0,0,400,300", "--steps", "1", "--out", "{w}/run"]
+    cases = {
+        "info: missing slide": (["info", "{w}/nope.svs"], "no such file"),
+        "info: text file": (["info", "{w}/notes.txt"], "notes.txt"),
+        "info: truncated slide": (["info", "{w}/truncated.svs"], "truncated.svs"),
+        "info: a folder": (["info", "{w}/a-folder"], "a-folder"),
+        "make-slide: zero width": (["make-slide", "{w}/new.tif", "--width", "0", "--height", "5"], "positive"),
+        "make-slide: absurd size": (["make-slide", "{w}/new.tif", "--width", "99999999", "--height", "5"], "at most"),
+        "make-slide: mpp nan": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "nan"], "--mpp"),
+        "make-slide: mpp 0": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "0"], "--mpp"),
+        "make-slide: mpp -1": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "-1"], "--mpp"),
+        "make-slide: missing folder": (["make-slide", "{w}/no/new.tif", "--width", "5", "--height", "5"],
+                                       "does not exist"),
+        "make-slide: out is a folder": (["make-slide", "{w}/a-folder", "--width", "5", "--height", "5"], "is a folder"),
+        "make-slide: realistic too big": (["make-slide", "{w}/new.tif", "--width", "20000", "--height", "20000",
+                                           "--realistic"], "100 MP"),
+        "make-slide: geojson over the slide": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5",
+                                                "--geojson", "{w}/new.tif"], "input"),
+        "detect-tissue: out is the slide": (["detect-tissue", slide, "--out", slide], "input"),
+        "detect-tissue: missing folder": (["detect-tissue", slide, "--out", "{w}/no/t.geojson"], "does not exist"),
+        "detect-tissue: out is a folder": (["detect-tissue", slide, "--out", "{w}/a-folder"], "is a folder"),
+        "predict: out is the slide": ([*predict, "--out", slide], "input"),
+        "predict: out is the model": ([*predict, "--out", model], "input"),
+        "predict: png is the out": ([*predict, "--out", "{w}/m.tif", "--png", "{w}/m.tif"], "different files"),
+        "predict: geojson in a missing folder": ([*predict, "--out", "{w}/m.tif", "--geojson", "{w}/no/m.geojson"],
+                                                 "does not exist"),
+        "predict: downsample nan": ([*predict, "--out", "{w}/m.tif", "--downsample", "nan"], "--downsample"),
+        "predict: threshold nan": ([*predict, "--out", "{w}/m.tif", "--threshold", "nan"], "--threshold"),
+        "predict: threshold 1.5": ([*predict, "--out", "{w}/m.tif", "--threshold", "1.5"], "--threshold"),
+        "predict: tiny tile": ([*predict, "--out", "{w}/m.tif", "--tile", "8"], "--tile"),
+        "predict: region outside": ([*predict, "--out", "{w}/m.tif", "--region", "600,0,500,100"], "outside"),
+        "predict: region words": ([*predict, "--out", "{w}/m.tif", "--region", "a,b,c,d"], "four integers"),
+        "predict: level 99": ([*predict, "--out", "{w}/m.tif", "--level", "99"], "level"),
+        "predict: missing model": (["predict", slide, "--model", "{w}/nope.keras", "--out", "{w}/m.tif"], "no such"),
+        "predict: model is text": (["predict", slide, "--model", "{w}/notes.txt", "--out", "{w}/m.tif"], "not a .keras"),
+        "predict: four output channels": (["predict", slide, "--model", "{w}/four-outputs.keras", "--out", "{w}/m.tif"],
+                                          "4 output channels"),
+        "predict: raw logits": (["predict", slide, "--model", "{w}/logits.keras", "--out", "{w}/m.tif"], "sigmoid"),
+        "predict: NaN weights": (["predict", slide, "--model", "{w}/nan-weights.keras", "--out", "{w}/m.tif"],
+                                 "non-finite"),
+        "predict: grey input": (["predict", slide, "--model", "{w}/grey-input.keras", "--out", "{w}/m.tif"], "RGB"),
+        "train: lr nan": ([*train, "--auto-labels", "--lr", "nan"], "finite"),
+        "train: lr inf": ([*train, "--auto-labels", "--lr", "inf"], "finite"),
+        "train: lr 5": ([*train, "--auto-labels", "--lr", "5"], "learning rate"),
+        "train: zero steps": ([*train[:-4], "--steps", "0", "--auto-labels", "--out", "{w}/run"], "steps"),
+        "train: tiny tile": ([*train, "--auto-labels", "--tile", "3"], "tile"),
+        "train: out is a file": ([*train[:-2], "--auto-labels", "--out", "{w}/notes.txt"], "is a file"),
+        "train: resume nothing": ([*train, "--auto-labels", "--resume"], "nothing to resume"),
+        "train: labels missing": ([*train, "--labels", "{w}/nope.geojson"], "no such file"),
+        "train: labels a folder": ([*train, "--labels", "{w}/a-folder"], "is a folder"),
+        "train: labels not JSON": ([*train, "--labels", "{w}/not-json.geojson"], "not valid JSON"),
+        "train: labels nested 100k deep": ([*train, "--labels", "{w}/deep.geojson"], "nested too deeply"),
+    }
+    for name in GEOJSON:
+        cases[f"train: labels {name}"] = ([*train, "--labels", f"{{w}}/{name}"], name)
+    return cases
+
+
+CASES = _cases()
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_ends_in_one_error_line(name: str, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gigapath_desktop.cli import main
+
+    args, phrase = CASES[name]
+    before = _snapshot(work)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main([a.replace("{w}", str(work)) for a in args])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert phrase in lines[0] and "Traceback" not in err, err
+    assert _snapshot(work) == before, "a file was created, changed or removed"
+
+
+def _limit_file_size(limit: int) -> None:
+    """In the child: files may not grow past `limit` bytes, and writing more fails (EFBIG, as on a full disk)
+    instead of killing the process."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("command, limit", [
+    (["make-slide", "{w}/kept.tif", "--width", "3000", "--height", "2000"], 65536),
+    (["detect-tissue", str(CMU), "--out", "{w}/kept.geojson"], 2048),
+])
+def test_a_full_disk_is_one_error_line_and_changes_nothing(command: list[str], limit: int, tmp_path: Path) -> None:
+    for name in ("kept.tif", "kept.geojson"):  # what a user had under the output's name must survive
+        (tmp_path / name).write_text("the user's own file")
+    before = _snapshot(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "gigapath_desktop", *[a.replace("{w}", str(tmp_path)) for a in command]],
+                            capture_output=True, text=True, preexec_fn=lambda: _limit_file_size(limit))
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "cannot write" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(tmp_path) == before
