@@ -76,3 +76,17 @@ def test_float64_tiled_step_equals_whole_step_on_an_augmented_region(region: Reg
     assert worst <= 1e-9
     plain = region_gradients(model, region.image, region.labels, tile=320, dtype="float64")
     assert abs(plain[0] - tiled[0]) > 1e-6, "the augmentation must change what the model sees"
+
+
+def test_dark_field_regions_are_told_apart_and_keep_their_black_glass(region: RegionData) -> None:
+    from conftest import DAPI
+
+    assert region.background_level() > 200  # bright-field glass
+    with open_slide(DAPI) as slide:
+        image = slide.read_region(Region(0, 0, *slide.dimensions, slide.level_count - 1))
+    dapi = RegionData(image, (image.mean(axis=2) > 40).astype(np.uint8))
+    assert dapi.background_level() < 30
+    for step in range(20):
+        lut = Augmentation.draw(3, step, dark_field=True).lut
+        assert lut[0].max() == 0 and lut[10].max() <= 25  # black stays black, dark glass stays dark
+        assert (np.diff(lut.astype(int), axis=0) >= 0).all()  # and the order of grey levels is kept

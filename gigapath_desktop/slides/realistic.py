@@ -4,12 +4,13 @@ The plain synthetic slides (`slides.synthetic`) are easy by construction: flat p
 Models that pass them can still fail on real slides, so these are built from what real slides contain:
 - texture: patches of real tissue cut from real slides (H&E bright-field, or DAPI fluorescence), quilted with random
   flips and rotations, the stain re-mixed per slide in optical-density (HED) space;
-- layout: islands of a chosen tissue fraction with ragged edges, thin strands, lumen holes, fat (white cells with
-  thin pink membranes), folds (double thickness), tissue edges that fade over a few pixels;
+- layout: islands of a chosen tissue fraction with ragged edges, thin strands, lumen holes, adipose lobules at the
+  tissue's edges (white fat cells with thin pink membranes), folds (double thickness), edges that fade over a few px;
 - artefacts: glass with uneven illumination and noise, dust specks and fibres, pen strokes, air bubbles, an
   out-of-focus band, a scanner colour cast, JPEG compression.
-The truth (`OUT.mask.tif`) is tissue where the tissue layer is more than half opaque; dust, pen, bubbles and glass
-are background, and tissue stays tissue under a pen stroke or a bubble. Slides are made whole in memory (up to
+The truth (`OUT.mask.tif`) is tissue where the tissue layer is more than half opaque, and the whole of each adipose
+lobule (as pathologists outline fat: the white cell interiors too); lumens, dust, pen, bubbles and glass are
+background, and tissue stays tissue under a pen stroke or a bubble. Slides are made whole in memory (up to
 ~100 MP) and written as pyramidal tiled TIFFs that OpenSlide reads.
 """
 from __future__ import annotations
@@ -85,10 +86,9 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     shape = _islands(h, w, case.tissue_fraction, case.island_scale, rng)
     _draw_strands(shape, count(case.strands), rng)
     _cut_lumens(shape, count(case.lumens), rng)
-    membranes = _fat(shape, count(case.fat), rng)
-    alpha = cv2.GaussianBlur(shape, (0, 0), 1.2)
-    alpha = np.maximum(alpha, membranes)
-    truth = (alpha > 0.5).astype(np.uint8)
+    fat_cells = _fat(shape, count(case.fat), rng)
+    truth = (cv2.GaussianBlur(shape, (0, 0), 1.2) > 0.5).astype(np.uint8)
+    alpha = cv2.GaussianBlur(shape * (1 - fat_cells), (0, 0), 1.2)
     od = _optical_density(texture) * (case.density * _thickness(h, w, rng))[..., None]
     for _ in range(count(case.folds)):
         od *= 1.0 + 0.9 * _blob_mask(h, w, rng, radius=rng.uniform(60, 200), elongation=rng.uniform(3, 8))[..., None]
@@ -243,23 +243,30 @@ def _cut_lumens(shape: np.ndarray, n: int, rng: np.random.Generator) -> None:
 
 
 def _fat(shape: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Clusters of fat cells: white, round, 60-160 px across, with 3-px tissue membranes (returned as a layer)."""
+    """Adipose lobules growing out of the tissue's edges: fat cells 60-160 px across, white inside, with 3-px pink
+    membranes, over glass or over other tissue. A lobule is tissue in the truth, as a pathologist outlines it
+    (added to `shape`); the returned layer marks the unstained cell interiors, which the image shows as white."""
     h, w = shape.shape
-    membranes = np.zeros((h, w), np.float32)
+    interiors = np.zeros((h, w), np.float32)
+    tissue = np.argwhere(shape[::16, ::16] > 0)
     for _ in range(n):
-        cluster = _blob_mask(h, w, rng, radius=rng.uniform(150, 400))
-        ys, xs = np.nonzero(cluster[::32, ::32])
+        lobule = _blob_mask(h, w, rng, radius=rng.uniform(150, 400))
+        if len(tissue):  # move the lobule's centre onto a tissue pixel
+            ys, xs = np.nonzero(lobule[::16, ::16])
+            dy, dx = tissue[rng.integers(len(tissue))] * 16 - (int(ys.mean()) * 16, int(xs.mean()) * 16)
+            lobule = np.roll(lobule, (int(dy), int(dx)), axis=(0, 1))
+        ys, xs = np.nonzero(lobule[::32, ::32])
         if not len(ys):
             continue
-        cells = np.zeros((h, w), np.uint8)
-        edges = np.zeros((h, w), np.uint8)
+        cells, membranes = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
         for i in rng.permutation(len(ys)):
             r, centre = int(rng.uniform(30, 80)), (int(xs[i] * 32 + rng.integers(32)), int(ys[i] * 32 + rng.integers(32)))
             cv2.circle(cells, centre, r, 1, -1)
-            cv2.circle(edges, centre, r, 1, 3)
-        shape *= 1 - cells
-        membranes = np.maximum(membranes, edges * cluster)
-    return membranes
+            cv2.circle(membranes, centre, r, 1, 3)
+        inner = cv2.erode(lobule, np.ones((7, 7), np.uint8))  # the lobule's rim stays membrane
+        interiors = np.maximum(interiors, cells * (1 - membranes) * inner)
+        np.maximum(shape, lobule, out=shape)
+    return interiors
 
 
 def _thickness(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

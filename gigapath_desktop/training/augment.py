@@ -38,11 +38,13 @@ class Augmentation:
     blur: float = 0.0
 
     @classmethod
-    def draw(cls, seed: int, step: int, colour: float = 1.0) -> "Augmentation":
-        """The augmentation of `step` in a run seeded `seed`; `colour` scales the colour jitter (0 = none)."""
+    def draw(cls, seed: int, step: int, colour: float = 1.0, dark_field: bool = False) -> "Augmentation":
+        """The augmentation of `step` in a run seeded `seed`; `colour` scales the colour jitter (0 = none);
+        `dark_field` (fluorescence: bright tissue on black) changes light by gains instead of stains."""
         rng = np.random.default_rng([seed, step])
         transpose, flip_rows, flip_cols = (bool(b) for b in rng.integers(0, 2, 3))
-        lut = colour_table(rng, colour) if colour > 0 else None
+        table = dark_field_table if dark_field else colour_table
+        lut = table(rng, colour) if colour > 0 else None
         blur = float(rng.uniform(0.5, MAX_BLUR_SIGMA)) if colour > 0 and rng.random() < BLUR_PROBABILITY else 0.0
         return cls(transpose, flip_rows, flip_cols, lut, blur)
 
@@ -60,6 +62,16 @@ def colour_table(rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     contrast = np.exp(rng.normal(0.0, 0.1 * strength))
     brightness = rng.normal(0.0, 8.0 * strength)
     rgb = (rgb - 128.0) * contrast + 128.0 + brightness
+    gamma = np.exp(rng.normal(0.0, 0.1 * strength))
+    rgb = 255.0 * (np.clip(rgb, 0.0, 255.0) / 255.0) ** gamma
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def dark_field_table(rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Fluorescence: a per-channel exposure gain and a gamma. Black stays black: the stain model and the shifts
+    about mid-grey of `colour_table` would lift the dark glass to the level of dim tissue."""
+    values = np.arange(256, dtype=np.float64)[:, None]
+    rgb = values * np.exp(rng.normal(0.0, 0.2 * strength, 3))
     gamma = np.exp(rng.normal(0.0, 0.1 * strength))
     rgb = 255.0 * (np.clip(rgb, 0.0, 255.0) / 255.0) ** gamma
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

@@ -33,6 +33,17 @@ class RegionData:
     def pixels(self) -> int:
         return int(self.labels.size)
 
+    def background_level(self, rows: int = 1024, every: int = 8) -> float:
+        """Mean grey level of the pixels labelled background (sampled on a grid): ~240 for bright-field glass, near
+        0 for fluorescence; 255 when there is no background."""
+        total, count = 0.0, 0
+        for y in range(0, self.labels.shape[0], rows):
+            image = np.asarray(self.image[y : y + rows])[::every, ::every]
+            background = np.asarray(self.labels[y : y + rows])[::every, ::every] == 0
+            total += float(image[background].mean(axis=1).sum())
+            count += int(background.sum())
+        return total / count if count else 255.0
+
     def tissue_fraction(self, rows: int = 1024) -> float:
         """Share of pixels labelled 1, read in bands (labels may be a gigapixel array on disk)."""
         h = self.labels.shape[0]

@@ -37,6 +37,7 @@ CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 KEEP_GOOD = 3  # the guard steps back to the oldest of the last few good states: the last one may already be sliding
 ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
+DARK_FIELD = 80  # mean grey level of the labelled background below which a region is dark-field (fluorescence)
 
 
 def one_class_warning(region: RegionData, fraction: float) -> str:
@@ -89,6 +90,7 @@ class Trainer:
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._fractions: list[float] | None = None
+        self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
         self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
         self._running = threading.Event()
@@ -139,6 +141,7 @@ class Trainer:
     def _prepare(self) -> None:
         """Check the labels (warn when nearly one class), start the output bias at the tissue prior, keep a copy."""
         self._fractions = [region.tissue_fraction() for region in self.train]
+        self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
         for region, fraction in zip(self.train, self._fractions):
             if min(fraction, 1 - fraction) < ONE_CLASS:
                 self._emit(WarningEvent(one_class_warning(region, fraction)))
@@ -151,7 +154,8 @@ class Trainer:
         index = self.step % len(self.train)
         region = self.train[index]
         if self.config.augment:
-            region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter).apply(region)
+            region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter,
+                                       self._dark_field).apply(region)
         start = time.perf_counter()
         loss, dice, grads = region_gradients(
             self.model, region.image, region.labels, tile=self.config.tile, bce_weight=self.config.bce_weight,
