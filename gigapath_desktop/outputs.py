@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,11 +49,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        pause_point(f"rename {path.name}")
         os.replace(tmp, path)
     except OSError as exc:
         raise write_error(path, exc) from None
     finally:
         remove(tmp)
+
+
+def pause_point(name: str) -> None:
+    """A test hook at a moment worth killing a process in: with GIGAPATH_PAUSE_AT=name (or name#k for its k-th
+    passage) in the environment, the process says `paused at NAME` on stderr and waits here to be killed."""
+    wanted = os.environ.get("GIGAPATH_PAUSE_AT")
+    if not wanted or wanted.split("#")[0] != name:
+        return
+    _passages[name] = _passages.get(name, 0) + 1
+    if "#" not in wanted or int(wanted.split("#")[1]) == _passages[name]:
+        print(f"paused at {name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(1)
+
+
+_passages: dict[str, int] = {}
 
 
 def keep_aside(path: PathLike) -> Path:

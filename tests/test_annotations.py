@@ -170,3 +170,46 @@ def test_annotation_set_notifies_listeners() -> None:
     annotations.remove(annotations[0])
     assert seen == [("added", "a"), ("changed", "b"), ("removed", "b")]
     assert [c.name for c in annotations.classes][:3] == ["Tissue", "Background", "Region"]
+
+
+def test_qupath_detections_and_cells_are_skipped_and_counted(tmp_path: Path) -> None:
+    def feature(object_type: str, name: str = "Tissue") -> dict:
+        return {"type": "Feature", "geometry": shapely.geometry.mapping(box(0, 0, 10, 10)),
+                "properties": {"objectType": object_type, "classification": {"name": name, "color": [1, 2, 3]}}}
+
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps([feature("annotation"), feature("detection"), feature("cell"), feature("cell"),
+                                feature("annotation", "Tumor")]))
+    notes: list[str] = []
+    imported = read_geojson(path, report=notes.append)
+    assert [a.cls.name for a in imported] == ["Tissue", "Tumor"]
+    (note,) = notes
+    assert "skipped 2 cell object(s), 1 detection object(s)" in note
+
+
+def test_classes_other_than_background_paint_tissue_and_are_named() -> None:
+    from gigapath_desktop.annotations import other_classes
+
+    labels = [Annotation(box(0, 0, 10, 10), cls=TUMOR), Annotation(box(10, 0, 20, 10), cls=BACKGROUND),
+              Annotation(box(20, 0, 30, 10)), Annotation.rectangle(0, 0, 30, 10)]
+    mask = rasterize(labels, (0.0, 0.0), 1.0, (10, 30))
+    assert mask[:, :10].all() and not mask[:, 10:20].any() and mask[:, 20:].all()
+    assert other_classes(labels) == ["Tumor"]
+
+
+def test_ids_stay_unique_when_the_same_file_is_imported_twice(tmp_path: Path) -> None:
+    path = write_geojson(_sample_annotations(), tmp_path / "a.geojson")
+    annotations = AnnotationSet()
+    annotations.extend(read_geojson(path))
+    annotations.extend(read_geojson(path))
+    ids = [a.id for a in annotations]
+    assert len(ids) == 2 * len(_sample_annotations()) and len(set(ids)) == len(ids)
+    second = annotations[len(ids) - 1]
+    annotations.remove(second)
+    assert second not in list(annotations) and len(annotations) == len(ids) - 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 1e300])
+def test_coordinates_must_be_finite_pixel_positions(bad: float) -> None:
+    with pytest.raises(AnnotationError, match="finite pixel positions"):
+        Annotation(Polygon([(0, 0), (bad, 0), (bad, bad)]))

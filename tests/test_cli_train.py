@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from conftest import CMU
 from test_cli import run
@@ -67,17 +70,73 @@ def test_a_region_of_nearly_all_tissue_is_warned_about(tmp_path: Path) -> None:
     assert "% tissue" in line and "enlarge the region" in line
 
 
-def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", "train", str(CMU), "--region", "0,0,1024,1024",
-                             "--auto-labels", "--tile", "512", "--steps", "1000", "--checkpoint-every", "1000",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+LONG_RUN = ["train", str(CMU), "--region", "0,0,1024,1024", "--auto-labels", "--tile", "512", "--steps", "1000"]
+
+
+def _start_training(out: Path, *extra: str, rows: int = 3) -> subprocess.Popen[str]:
+    """A real training process, returned once metrics.csv holds `rows` lines."""
+    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (out / "metrics.csv").is_file() or len((out / "metrics.csv").read_text().splitlines()) < 3:
+    while not (out / "metrics.csv").is_file() or len((out / "metrics.csv").read_text().splitlines()) < rows:
         assert time.monotonic() < deadline and proc.poll() is None, "training did not get going"
         time.sleep(0.2)
+    return proc
+
+
+def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _start_training(out, "--checkpoint-every", "1000")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
     latest = (out / "checkpoints" / "latest").read_text()
     assert int(latest.split("-")[1]) >= 2
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    holder = _start_training(out, "--checkpoint-every", "1")
+    second = run(*LONG_RUN, "--out", str(out), "--resume", "--steps", "2")
+    assert second.returncode == 2 and "is in use by process" in second.stderr and str(holder.pid) in second.stderr
+    holder.kill()  # kill -9: the lock dies with its process
+    holder.wait()
+    rows = len((out / "metrics.csv").read_text().splitlines()) - 1
+    resumed = run(*LONG_RUN, "--out", str(out), "--resume", "--steps", str(rows + 1))
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [r["step"] for r in csv.DictReader((out / "metrics.csv").open())]
+    assert steps == [str(s) for s in range(1, len(steps) + 1)], "one history, no interleaved or lost rows"
+
+
+def test_labels_that_miss_the_region_or_name_other_classes_are_warned_about(tmp_path: Path) -> None:
+    from gigapath_desktop.annotations import AnnotationClass, Annotation, write_geojson
+    from shapely.geometry import box
+
+    labels = write_geojson([Annotation(box(1500, 1500, 1600, 1600)),
+                            Annotation(box(1600, 1500, 1700, 1600), cls=AnnotationClass("Tumor", (200, 0, 0)))],
+                           tmp_path / "far.geojson")
+    result = run("train", str(CMU), "--region", "0,0,600,600", "--labels", str(labels), "--steps", "1",
+                 "--tile", "512", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("100.0 % background" in w and "enlarge the region" in w for w in warnings), result.stderr
+    assert any("'Tumor'" in w and "counts them as tissue" in w for w in warnings), result.stderr
+
+
+@pytest.mark.parametrize("moment", ["rename latest#1", "rename checkpoint#2"])
+def test_a_kill_at_the_worst_moment_of_a_checkpoint_leaves_a_run_that_resumes(moment: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "GIGAPATH_PAUSE_AT": moment}
+    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out),
+                             "--checkpoint-every", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the writer to reach the moment, then kill -9 there
+        if f"paused at {moment.split('#')[0]}" in line:
+            break
+    proc.kill()
+    proc.wait()
+    resumed = run(*LONG_RUN, "--out", str(out), "--resume", "--steps", "5", "--checkpoint-every", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["step"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4", "5"]
+    assert not list((out / "checkpoints").glob(".*partial*")), "the killed writer's leftovers are cleared"

@@ -241,3 +241,53 @@ def test_training_on_a_region_of_only_tissue_shows_a_warning_dialog(window: Main
     qtbot.waitUntil(lambda: any("100.0 % tissue" in m for m in window.errors), timeout=5_000)
     assert window.error_box is not None and window.error_box.isVisible()
     assert "enlarge the region" in window.error_box.text()
+
+
+def test_a_damaged_autosave_is_kept_aside_and_never_overwritten(window: MainWindow, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    slide = tmp_path / "copy.svs"
+    shutil.copy(CMU, slide)
+    window.open_slide(slide)
+    window.apply_edit("add", [], [Annotation.rectangle(10, 10, 500, 500)])
+    path = window.autosave_path()
+    os.utime(slide, (1, 1))  # a touch or a re-sync keeps the slide's annotations
+    window.open_slide(slide)
+    assert len(window.annotations) == 1 and window.autosave_path() == path
+    damaged = path.read_text().replace('"coordinates": [', '"coordinates": [[[0, 0], [NaN, 1], [2, 2], [0, 0]], ', 1)
+    path.write_text(damaged)
+    window.open_slide(slide)
+    assert len(window.annotations) == 0 and window.error_box.isVisible()
+    (aside,) = path.parent.glob("*.unreadable-*.geojson")
+    assert aside.read_text() == damaged and str(aside) in window.error_box.informativeText()
+    window.apply_edit("add", [], [Annotation.rectangle(0, 0, 50, 50)])  # the next edit autosaves afresh
+    assert aside.read_text() == damaged and len(read_geojson(path)) == 1
+
+
+@pytest.mark.parametrize("content", ['{"tile": "big"}', '{"recent_slides": 5}', '{"learning_rate": null}',
+                                     '{"steps": NaN}', "[1, 2", '"just a string"'])
+def test_damaged_settings_start_the_app_with_defaults_and_say_so(qtbot, content: str) -> None:  # noqa: ANN001
+    import os
+
+    from gigapath_desktop.ui.settings import config_dir
+
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(content)
+    win = MainWindow()
+    qtbot.addWidget(win)
+    assert win.settings.tile == 2048 and "could not be read" in win.error_box.text()
+    (aside,) = folder.glob("settings.unreadable-*.json")
+    assert aside.read_text() == content and not (folder / "settings.json").exists()
+    win.settings.save()
+    assert os.path.exists(folder / "settings.json") and aside.read_text() == content
+
+
+def test_a_session_with_a_nameless_class_is_refused_without_changes(window: MainWindow, tmp_path: Path) -> None:
+    import json
+
+    window.open_slide(CMU)
+    (tmp_path / "session.json").write_text(json.dumps({"slide": str(CMU), "classes": [{"color": [1, 2, 3]}]}))
+    assert not window.open_session(tmp_path)
+    assert "not a readable session" in window.error_box.text() and window.session_dir is None

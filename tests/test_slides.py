@@ -1,6 +1,7 @@
 """Slide access through the real OpenSlide: geometry, resolution, pixels, errors, threads, plain images."""
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -144,3 +145,7 @@ def test_slide_copied_elsewhere_still_reads(tmp_path: Path) -> None:
     with open_slide(copy) as a, open_slide(CMU) as b:
         assert a.identity != b.identity  # different files key different caches
         assert np.array_equal(a.read_region(Region(5, 5, 20, 20)), b.read_region(Region(5, 5, 20, 20)))
+        assert a.fingerprint == b.fingerprint  # the same content: the same annotations
+    os.utime(copy, (1, 1))  # a touch or a re-sync
+    with open_slide(copy) as a, open_slide(CMU) as b, open_slide(TCGA) as c:
+        assert a.fingerprint == b.fingerprint != c.fingerprint

@@ -122,3 +122,39 @@ def test_resume_falls_back_to_the_older_checkpoint_when_the_latest_is_unreadable
     assert Trainer.from_checkpoint(run_dir, [train]).step == 4
     (root / "latest").write_text("step-999999")
     assert Trainer.from_checkpoint(run_dir, [train]).step == 4  # a dangling pointer falls back as well
+
+
+def test_stop_during_validation_keeps_the_finished_step_on_record(regions: tuple, tmp_path: Path) -> None:
+    train, val = regions
+    run_dir = tmp_path / "run"
+    trainer = Trainer(_model(), [train], val, TrainConfig(steps=5, tile=512), run_dir)
+    passes = {"train": 2 * 3 * 3}  # tiles of a training step: validation tiles come after them
+
+    def stop_in_validation(event: object) -> None:
+        if isinstance(event, TileEvent) and event.step == 2 and event.done == event.total == passes["train"]:
+            trainer.stop()  # after the step's last tile: the validation pass that follows is what stops
+    trainer.listeners.append(stop_in_validation)
+    trainer.run()
+    assert trainer.step == 2 and [e.step for e in trainer.history] == [1, 2]
+    assert trainer.history[-1].val_dice is None, "the interrupted validation is not invented"
+    resumed = Trainer.from_checkpoint(run_dir, [train])
+    assert resumed.step == 2 and [e.step for e in resumed.history] == [1, 2]
+
+
+def test_resume_takes_a_new_learning_rate_and_rebuilds_metrics(regions: tuple, tmp_path: Path) -> None:
+    train, _ = regions
+    run_dir = tmp_path / "run"
+    Trainer(_model(), [train], None, TrainConfig(steps=2, tile=512, learning_rate=0.02), run_dir).run()
+    events: list = []
+    resumed = Trainer.from_checkpoint(run_dir, [train], listeners=[events.append],
+                                      changes={"steps": 3, "learning_rate": 0.005})
+    assert resumed.config.learning_rate == 0.005 and resumed.schedule.peak == 0.005
+    assert any("learning rate 0.005 (was 0.02)" in getattr(e, "message", "") for e in events)
+    metrics = run_dir / "metrics.csv"
+    metrics.write_text("step,loss\n1,garbage\n99,x\n")  # damaged (or deleted) history comes back from the checkpoint
+    resumed.listeners.append(MetricsWriter(metrics, resumed.history))
+    resumed.run()
+    assert [r["step"] for r in read_metrics(metrics)] == ["1", "2", "3"]
+    assert float(read_metrics(metrics)[-1]["learning_rate"]) <= 0.005
+    with pytest.raises(Exception, match="finite"):
+        Trainer.from_checkpoint(run_dir, [train], changes={"learning_rate": float("nan")})

@@ -20,7 +20,7 @@ from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.trainer import CHECKPOINTS, Trainer
+from gigapath_desktop.training.trainer import Trainer, has_checkpoint
 
 
 @dataclass
@@ -85,7 +85,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Traine
 def _check_out(job: TrainJob) -> None:
     if job.out.exists() and not job.out.is_dir():
         raise GigaPathError(f"{job.out}: is a file; --out names a run folder")
-    has_run = (job.out / CHECKPOINTS / "latest").exists()
+    has_run = has_checkpoint(job.out)
     if job.resume and not has_run:
         raise GigaPathError(f"{job.out}: nothing to resume (no checkpoint there)")
     if not job.resume and has_run:

@@ -24,7 +24,7 @@ import tensorflow as tf
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
 from gigapath_desktop.model.unet import init_output_bias
-from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.outputs import atomic_path, pause_point, remove
 from gigapath_desktop.training.augment import Augmentation
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
@@ -244,14 +244,16 @@ class Trainer:
             if not final.exists():
                 break
             final = root / f"step-{self.step:06d}.{again}"
+        for orphan in root.glob(".*.partial-*"):  # left by a killed run; the run folder is ours (locked) now
+            remove(orphan)
         tmp = root / f".{final.name}.partial-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model(self.model, tmp / "model.keras")
         np.savez(tmp / "optimizer.npz", *[v.numpy() for v in self.optimizer.variables])
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        pause_point("rename checkpoint")
         os.replace(tmp, final)
         with atomic_path(root / "latest") as latest:
             latest.write_text(final.name)
@@ -313,6 +315,12 @@ class Trainer:
             trainer._emit(LogEvent(f"resuming at step {trainer.step} with peak learning rate {config.learning_rate:g} "
                                    f"(was {previous.learning_rate:g})"))
         return trainer
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run to resume (a `latest` pointer or any checkpoint folder)."""
+    root = run_dir / CHECKPOINTS
+    return (root / "latest").exists() or bool(_checkpoints(root))
 
 
 def _checkpoints(root: Path) -> list[Path]:
