@@ -119,3 +119,25 @@ def test_predict_command_line(trained: Path, other_slide: Path, tmp_path: Path) 
     bad = subprocess.run([sys.executable, "-m", "gigapath_desktop", "predict", str(other_slide), "--model",
                           str(tmp_path / "nope.keras"), "--out", str(tmp_path / "x.tif")], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such model" in bad.stderr and not (tmp_path / "x.tif").exists()
+
+
+def test_regions_touching_the_far_edges_of_rounded_down_levels(trained: Path, tmp_path: Path) -> None:
+    """A 1000 x 1003 slide whose levels are rounded down (501 rows at downsample 2), as many scanners write them."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "odd.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for k, (w, h) in enumerate([(1000, 1003), (500, 501), (250, 250)]):
+            tif.write(rng.integers(0, 255, (h, w, 3), np.uint8), photometric="rgb", tile=(256, 256),
+                      subfiletype=1 if k else 0)
+    with open_slide(path) as slide:
+        assert slide.level_dimensions[1] == (500, 501)
+        for level in (1, 2):
+            lw, lh = slide.level_dimensions[level]
+            for x, y in rng.integers(0, 1000, (300, 2)):
+                region = Region(int(x), int(y), 1000 - int(x), 1003 - int(y), level)
+                col, row, w, h = slide.level_rect(region)
+                assert 0 <= col and 0 <= row and w >= 1 and h >= 1 and col + w <= lw and row + h <= lh
+    job = PredictJob(path, trained, tmp_path / "mask.tif", region=Region(5, 3, 995, 1000, 1), level=1, tile=256)
+    run_predict_job(job)
+    with open_slide(tmp_path / "mask.tif") as mask:
+        assert mask.dimensions == (500, 501)

@@ -127,11 +127,21 @@ class Slide:
     def best_level_for_downsample(self, downsample: float) -> int:
         return self._osr.get_best_level_for_downsample(downsample)
 
-    def level_size(self, region: Region) -> tuple[int, int]:
-        """(width, height) in pixels of `region` read at its level."""
+    def level_rect(self, region: Region) -> tuple[int, int, int, int]:
+        """(column, row, width, height) of `region` in pixels of its level, inside that level.
+
+        The one place a region meets a level's grid (reader, prediction canvas, viewer): level sizes are rounded
+        down from level 0 (a 1003-px side is 501 px at downsample 2), so the far edge is clipped, never past it."""
         ds = self.level_downsamples[region.level]
         lw, lh = self.level_dimensions[region.level]
-        return (min(lw, max(1, round(region.width / ds))), min(lh, max(1, round(region.height / ds))))
+        col, row = min(int(region.x / ds), lw - 1), min(int(region.y / ds), lh - 1)
+        width = min(lw - col, max(1, round(region.width / ds)))
+        height = min(lh - row, max(1, round(region.height / ds)))
+        return col, row, width, height
+
+    def level_size(self, region: Region) -> tuple[int, int]:
+        """(width, height) in pixels of `region` read at its level."""
+        return self.level_rect(region)[2:]
 
     # --- pixels ---------------------------------------------------------------------------------------------
     def read_region(self, region: Region) -> np.ndarray:
