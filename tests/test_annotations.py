@@ -146,6 +146,16 @@ def test_rasterize_into_a_memmap_strip_by_strip(tmp_path: Path, monkeypatch: pyt
     assert np.array_equal(np.asarray(out), whole)
 
 
+@pytest.mark.parametrize("density", [0.2, 0.5, 0.8])
+def test_noise_masks_trace_into_valid_polygons_that_rasterize_back_exactly(density: float) -> None:
+    rng = np.random.default_rng(int(density * 10))
+    for _ in range(30):  # pixels touching at corners everywhere: the hard case for valid rings
+        mask = (rng.random(tuple(rng.integers(3, 50, 2))) < density).astype(np.uint8)
+        polygons = mask_to_polygons(mask)
+        assert all(p.is_valid for p in polygons)
+        assert np.array_equal(rasterize([Annotation(p) for p in polygons], (0, 0), 1.0, mask.shape), mask)
+
+
 def test_traced_polygons_rasterize_back_to_the_same_mask() -> None:
     rng = np.random.default_rng(1)
     from scipy import ndimage
@@ -213,3 +223,19 @@ def test_ids_stay_unique_when_the_same_file_is_imported_twice(tmp_path: Path) ->
 def test_coordinates_must_be_finite_pixel_positions(bad: float) -> None:
     with pytest.raises(AnnotationError, match="finite pixel positions"):
         Annotation(Polygon([(0, 0), (bad, 0), (bad, bad)]))
+
+
+def test_a_speckled_mask_with_tens_of_thousands_of_holes_traces_exactly_and_can_be_stopped() -> None:
+    from gigapath_desktop import Cancelled
+
+    rng = np.random.default_rng(0)
+    mask = np.ones((600, 800), np.uint8)
+    mask[1:-1:4, 1:-1:4] = 0  # ~30k one-pixel holes in one component
+    mask[rng.integers(0, 600, 2000), rng.integers(0, 800, 2000)] = 0  # and random specks, some touching them
+    (polygon,) = mask_to_polygons(mask)
+    assert len(polygon.interiors) > 30_000 and polygon.is_valid
+    assert np.array_equal(rasterize([Annotation(polygon)], (0, 0), 1.0, mask.shape), mask)
+    (filled,) = mask_to_polygons(mask, min_area=4)
+    assert len(filled.interiors) < 100 and filled.area > 0.99 * mask.size
+    with pytest.raises(Cancelled):
+        mask_to_polygons(mask, cancel=lambda: True)

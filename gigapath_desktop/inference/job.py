@@ -74,7 +74,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         bands = predict_bands(model, source, job.tile, progress, cancel, encode)
         rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, job.binary) as levels:
-            contours = write_contours(tmp[job.geojson], levels, threshold) if job.geojson else 0
+            contours = write_contours(tmp[job.geojson], levels, threshold, cancel) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, threshold)

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -26,7 +26,7 @@ from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides.diskarray import DiskArray
 
 TILE = 512
-CONTOUR_MAX_PIXELS = 2**28  # contours are traced on the finest level at most this large
+CONTOUR_MAX_PIXELS = 2**26  # contours are traced on the finest level at most this large (~8 bytes/px)
 
 
 @dataclass
@@ -105,12 +105,12 @@ def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, dow
         Image.fromarray(out.astype(np.uint8)).save(tmp)
 
 
-def write_contours(path: Path, levels: MaskLevels, threshold: int) -> int:
+def write_contours(path: Path, levels: MaskLevels, threshold: int, cancel: Callable[[], bool] | None = None) -> int:
     """Tissue contours (holes kept, simplified to the traced level's pixel size) as QuPath GeoJSON; returns count."""
     k = levels.finest_within(CONTOUR_MAX_PIXELS)
     ds = levels.level_downsample(k)
     mask = np.asarray(levels.levels[k]) >= threshold
-    polygons = mask_to_polygons(mask, downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds)
+    polygons = mask_to_polygons(mask, downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds, cancel=cancel)
     annotations = [Annotation(p, cls=TISSUE, role=Role.LABEL, kind=Kind.POLYGON, name="predicted tissue") for p in polygons]
     write_geojson(annotations, path)
     return len(annotations)
