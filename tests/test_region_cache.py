@@ -26,10 +26,10 @@ def test_region_is_decoded_once_then_reused(_private_cache: Path, monkeypatch: p
         assert calls[-1][0] == calls[-1][1] == 4 and len(calls) == 4
         files = list(_private_cache.rglob("*.npy"))
         assert len(files) == 1 and "partial" not in files[0].name
-        mtime = files[0].stat().st_mtime_ns
+        inode = files[0].stat().st_ino
         calls.clear()
         again = cached_region(slide, region, progress=lambda d, t: calls.append((d, t)))
-    assert calls == [] and files[0].stat().st_mtime_ns == mtime
+    assert calls == [] and files[0].stat().st_ino == inode, "reused, not rewritten"
     assert np.array_equal(np.asarray(again[100:200, 300:400]), direct[100:200, 300:400])
 
 
@@ -77,3 +77,21 @@ def test_disk_array_reads_and_writes_rectangles(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(back), data)
     with pytest.raises(ValueError, match="read-only"):
         back[0:1, 0:1] = 0
+
+
+def test_the_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(tmp_path: Path) -> None:
+    import os
+    import time
+
+    cache = ArrayCache(tmp_path, limit_bytes=int(2.5 * 2**20))
+    fill = lambda out: None  # noqa: E731
+    for key in ("a", "b"):
+        cache.get_or_build(key, (1024, 1024), np.uint8, fill)
+        time.sleep(0.05)
+    cache.get_or_build("a", (1024, 1024), np.uint8, fill)  # a is used again: b is now the oldest
+    dead = tmp_path / "c.partial-999999999-1.npy"  # left by a process that no longer runs
+    dead.write_bytes(b"x")
+    live = tmp_path / f"d.partial-{os.getpid()}-1.npy"  # being written right now
+    live.write_bytes(b"x")
+    cache.get_or_build("e", (1024, 1024), np.uint8, fill)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", live.name, "e.npy"]

@@ -158,3 +158,19 @@ def test_resume_takes_a_new_learning_rate_and_rebuilds_metrics(regions: tuple, t
     assert float(read_metrics(metrics)[-1]["learning_rate"]) <= 0.005
     with pytest.raises(Exception, match="finite"):
         Trainer.from_checkpoint(run_dir, [train], changes={"learning_rate": float("nan")})
+
+
+def test_the_first_decode_of_a_region_can_be_stopped(synthetic_slide: Path, tmp_path: Path) -> None:
+    from gigapath_desktop import Cancelled
+    from gigapath_desktop.training.job import TrainJob, run_train_job
+
+    asked: list[bool] = []
+
+    def cancel() -> bool:
+        asked.append(True)
+        return True
+
+    job = TrainJob(synthetic_slide, Region(0, 0, 3000, 2200), tmp_path / "run", TrainConfig(steps=1))
+    with pytest.raises(Cancelled):
+        run_train_job(job, cancel=cancel)
+    assert asked and not (tmp_path / "run").exists(), "stopped while decoding; no run folder is left behind"

@@ -2,7 +2,8 @@
 
 Entries are plain `.npy` files accessed as `DiskArray` (rectangles by pread/pwrite, so RSS stays bounded by a tile),
 written under a temporary name and renamed into place, so a crash or a full disk never leaves a half-written entry
-that looks complete.
+that looks complete. The folder is a size-capped LRU (`GIGAPATH_CACHE_LIMIT_GB`, default 64): after each new entry
+the least recently used ones go, and temporary files of processes that died are cleared.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import platformdirs
+import psutil
 
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.parallel import bounded_map
@@ -27,6 +29,7 @@ CancelFn = Callable[[], bool]
 """Returns True when the caller wants the work stopped."""
 
 DECODE_CHUNK = 2048
+DEFAULT_LIMIT_GB = 64.0
 
 
 def default_cache_dir() -> Path:
@@ -35,11 +38,21 @@ def default_cache_dir() -> Path:
     return Path(env) if env else platformdirs.user_cache_path("gigapath-desktop")
 
 
+def cache_limit_bytes() -> int:
+    """`$GIGAPATH_CACHE_LIMIT_GB` (the app's setting sets it), else 64 GiB."""
+    try:
+        gb = float(os.environ.get("GIGAPATH_CACHE_LIMIT_GB", DEFAULT_LIMIT_GB))
+    except ValueError:
+        gb = DEFAULT_LIMIT_GB
+    return int(gb * 2**30) if gb > 0 and gb == gb else int(DEFAULT_LIMIT_GB * 2**30)
+
+
 class ArrayCache:
     """A folder of memory-mappable arrays keyed by strings, each built once by a fill function."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, limit_bytes: int | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir() / "arrays"
+        self.limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
 
     def path_for(self, key: str) -> Path:
         return self.root / f"{key}.npy"
@@ -51,8 +64,10 @@ class ArrayCache:
         path = self.path_for(key)
         cached = self._load(path, shape, np.dtype(dtype))
         if cached is not None:
+            os.utime(path)  # recently used
             return cached
         self.root.mkdir(parents=True, exist_ok=True)
+        self.prune(keep=int(np.prod(shape)) * np.dtype(dtype).itemsize)
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         free = shutil.disk_usage(self.root).free
         if nbytes + (256 << 20) > free:
@@ -76,6 +91,28 @@ class ArrayCache:
         finally:
             tmp.unlink(missing_ok=True)
         return DiskArray(path)
+
+    def prune(self, keep: int = 0) -> None:
+        """Remove least recently used entries until they and `keep` more bytes fit the limit; remove temporary
+        files of processes that no longer run. An entry still open elsewhere stays readable there (POSIX)."""
+        entries = []
+        for path in self.root.glob("*.npy"):
+            pid = _writer_pid(path)
+            if pid is not None:
+                if not psutil.pid_exists(pid):
+                    path.unlink(missing_ok=True)
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries) + keep
+        for _, size, path in sorted(entries):
+            if total <= self.limit_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
 
     @staticmethod
     def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> DiskArray | None:
@@ -128,3 +165,13 @@ def decode_region_into(
         out[cy : cy + tile.shape[0], cx : cx + tile.shape[1]] = tile
         if progress is not None:
             progress(done, len(chunks))
+
+
+def _writer_pid(path: Path) -> int | None:
+    """The process id in a temporary entry's name (KEY.partial-PID-THREAD.npy), None for a finished entry."""
+    if ".partial-" not in path.name:
+        return None
+    try:
+        return int(path.name.split(".partial-")[1].split("-")[0])
+    except ValueError:
+        return None

@@ -16,6 +16,7 @@ from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
 from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
+from gigapath_desktop.slides.cache import CancelFn
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
@@ -36,15 +37,16 @@ class TrainJob:
 
 
 def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
-                  started: Callable[[Trainer], None] | None = None) -> Trainer:
+                  started: Callable[[Trainer], None] | None = None, cancel: CancelFn | None = None) -> Trainer:
     """Lock the run folder, prepare, train to the end (or a stop), and write RUN_DIR/model.keras.
 
-    `started(trainer)` is called once training is about to begin (the GUI keeps it for pause / resume / stop)."""
+    `started(trainer)` is called once training is about to begin (the GUI keeps it for pause / resume / stop);
+    `cancel()` stops the preparation, including the first decode of a region (minutes for a gigapixel one)."""
     _check_out(job)
     created = not job.out.exists()
     try:
         with FolderLock(job.out):
-            trainer = prepare_trainer(job, listeners)
+            trainer = prepare_trainer(job, listeners, cancel)
             if started is not None:
                 started(trainer)
             trainer.run()
@@ -56,7 +58,7 @@ def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
     return trainer
 
 
-def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Trainer:
+def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: CancelFn | None = None) -> Trainer:
     """Check every input, load (or decode once) the regions and labels, write config.json; return the Trainer.
 
     The caller holds the run folder's lock (`run_train_job` does)."""
@@ -66,10 +68,12 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = ()) -> Traine
         if job.val_region is not None:
             slide.check_region(job.val_region)
         annotations = _labels(job, slide, listeners)
-        train = load_region(slide, job.region, annotations, progress=_decoding("training region", listeners))
+        train = load_region(slide, job.region, annotations, progress=_decoding("training region", listeners),
+                            cancel=cancel)
         val = None
         if job.val_region is not None:
-            val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners))
+            val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners),
+                              cancel=cancel)
     job.out.mkdir(parents=True, exist_ok=True)
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}

@@ -60,7 +60,9 @@ class TrainingWorker(QThread):
 
     def run(self) -> None:
         try:
-            run_train_job(self.job, [self._on_event], started=self._started)
+            run_train_job(self.job, [self._on_event], started=self._started, cancel=lambda: self._stop_requested)
+        except Cancelled:
+            self.failed.emit("stopped before training began")
         except GigaPathError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:
