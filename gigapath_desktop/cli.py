@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    from gigapath_desktop.ui.display import display_problem
+
+    problem = display_problem()
+    if problem:
+        raise GigaPathError(problem)
     from gigapath_desktop.ui.app import run_app
 
     return run_app(getattr(args, "slide", None))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPainter, QPen, QPixmap, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -63,6 +64,7 @@ from gigapath_desktop.ui.viewer import SlideViewer, Tool
 from gigapath_desktop.ui.workers import TrainingWorker, Worker
 
 OVERLAY_MAX_SIDE = 4096
+AUTOSAVE_DELAY_MS = 300  # changes within this quiet time are saved together
 
 
 # --- undoable edits of the annotation model ----------------------------------------------------------------------
@@ -148,6 +150,8 @@ class ExportDialog(QDialog):
 
 
 class MainWindow(QMainWindow):
+    autosave_failed = Signal(str)  # from the autosave thread to the status bar
+
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("GigaPath Desktop")
@@ -167,6 +171,11 @@ class MainWindow(QMainWindow):
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
         self._loading = False  # no autosave while a slide's saved annotations are being restored
         self._autosave_off = False  # set when an unreadable autosave could not be moved aside
+        self._autosave_due = False
+        self._autosave_writer = ThreadPoolExecutor(1, thread_name_prefix="autosave")  # in order, off the GUI thread
+        self._changes_timer = QTimer(self, singleShot=True, interval=AUTOSAVE_DELAY_MS)
+        self._changes_timer.timeout.connect(self._after_changes)
+        self.autosave_failed.connect(lambda message: self.statusBar().showMessage(message, 10000))
 
         self.viewer = SlideViewer(self.annotations)
         self.setCentralWidget(self.viewer)
@@ -309,9 +318,8 @@ class MainWindow(QMainWindow):
         except GigaPathError as exc:
             self.show_error(str(exc), "Choose another file: OpenSlide formats (SVS, NDPI, MRXS, DICOM, tiled TIFF), PNG, JPEG or TIFF.")
             return False
-        if self.slide is not None:
-            self.slide.close()
-        self.slide = slide
+        self.flush_autosave()  # the current slide's last edits go to its own autosave
+        previous, self.slide = self.slide, slide
         self.undo_stack.clear()
         self._autosave_off = False
         self._loading = True
@@ -319,7 +327,9 @@ class MainWindow(QMainWindow):
         if restore_autosave:
             self._restore_autosave()
         self._loading = False
-        self.viewer.set_slide(slide)
+        self.viewer.set_slide(slide)  # stops the previous slide's tile readers first ...
+        if previous is not None:
+            previous.close()  # ... so no read is in flight when it closes (background jobs hold their own handles)
         self.overview.set_thumbnail(thumbnail, slide.dimensions[0])
         self._fill_properties()
         self.viewer.set_overlay(None)
@@ -407,9 +417,13 @@ class MainWindow(QMainWindow):
             return
         from gigapath_desktop.annotations import detect_tissue
 
-        slide = self.slide
-        self._run_job("Detecting tissue", lambda progress, cancel: detect_tissue(slide),
-                      lambda found: self.apply_edit("detect tissue", [], found))
+        path = self.slide.path
+
+        def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> list[Annotation]:
+            with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
+                return detect_tissue(own)
+
+        self._run_job("Detecting tissue", work, lambda found: self.apply_edit("detect tissue", [], found))
 
     def autosave_path(self) -> Path:
         """Where this slide's annotations are kept: in the session, else under the slide's content fingerprint
@@ -437,15 +451,32 @@ class MainWindow(QMainWindow):
                             f"Starting with no annotations. {kept}")
 
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
-        if self._loading or self._autosave_off:
-            return
-        path = self.autosave_path()
+        """Region lists follow at once; a burst of changes (an import of thousands of polygons) is autosaved once."""
+        if annotation.role is Role.REGION:
+            self._refresh_regions()
+        if not self._loading and not self._autosave_off:
+            self._autosave_due = True
+            self._changes_timer.start()
+
+    def _after_changes(self) -> None:
+        if self._autosave_due:
+            self._autosave_due = False
+            self._autosave_writer.submit(self._write_autosave, self.autosave_path(), list(self.annotations))
+
+    def flush_autosave(self) -> None:
+        """Write pending changes now and wait for the writer (before another slide opens, and on close)."""
+        if self._changes_timer.isActive():
+            self._changes_timer.stop()
+            self._after_changes()
+        self._autosave_writer.submit(lambda: None).result()
+
+    def _write_autosave(self, path: Path, annotations: list[Annotation]) -> None:
+        """On the autosave thread: a snapshot written atomically; failures reach the status bar."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_geojson(self.annotations, path)
-        except OSError as exc:
-            self.statusBar().showMessage(f"autosave failed: {exc}", 10000)
-        self._refresh_regions()
+            write_geojson(annotations, path)
+        except (OSError, GigaPathError) as exc:
+            self.autosave_failed.emit(f"autosave failed: {exc}")
 
     def _fill_classes(self) -> None:
         self.class_box.clear()
@@ -588,15 +619,16 @@ class MainWindow(QMainWindow):
         if region is None:
             self.show_error("no region selected", "Select a region rectangle (Select tool) or draw one.")
             return False
-        slide, model_path = self.slide, self.model_path
-        level = slide.best_level_for_downsample(max(region.width, region.height) / OVERLAY_MAX_SIDE)
+        path, model_path = self.slide.path, self.model_path
+        level = self.slide.best_level_for_downsample(max(region.width, region.height) / OVERLAY_MAX_SIDE)
         region = Region(region.x, region.y, region.width, region.height, level)
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple[Region, np.ndarray]:
             from gigapath_desktop.inference import predict_array
             from gigapath_desktop.model import load_model
 
-            return region, predict_array(load_model(model_path), SlideSource(slide, region), 2048, progress, cancel)
+            with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
+                return region, predict_array(load_model(model_path), SlideSource(own, region), 2048, progress, cancel)
 
         return self._run_job("Predicting", work, self._show_prediction)
 
@@ -788,5 +820,7 @@ class MainWindow(QMainWindow):
             self.job.wait()
         if self.viewer.loader is not None:
             self.viewer.loader.close()
+        self.flush_autosave()
+        self._autosave_writer.shutdown()
         self.settings.save()
         event.accept()
