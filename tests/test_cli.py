@@ -74,3 +74,9 @@ def test_the_app_says_what_is_missing_instead_of_aborting(tmp_path: Path) -> Non
         assert with_display.returncode == 2 and f"sudo apt install {' '.join(missing)}" in with_display.stderr
     else:  # all present: the check lets Qt try (and Qt fails on the absent X server :4242, not on a library)
         assert "sudo apt install" not in with_display.stderr
+
+
+def test_the_window_module_loads_without_tensorflow() -> None:
+    code = "import sys, gigapath_desktop.ui.main_window; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.split() == ["False", "False"], result.stderr

@@ -61,6 +61,8 @@ def wait_job(qtbot, win: MainWindow, timeout: int = 120_000) -> None:  # noqa: A
 
 
 def test_open_zoom_pan_tiles_from_the_right_level(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    qtbot.waitUntil(lambda: "loading" not in window.panel.device.currentText(), timeout=60_000)
+    assert window.panel.device.currentText() in ("CPU",) or window.panel.device.currentText().startswith("GPU")
     assert window.open_slide(DAPI)
     viewer = window.viewer
     assert window.properties.rowCount() > 5 and window.overview.pixmap() is not None

@@ -1,26 +1,24 @@
-"""The training engine: exact tiled whole-region gradients, the Trainer, its events and metrics."""
-from gigapath_desktop.model import build_unet  # noqa: F401  (imports TensorFlow quietly first)
-from gigapath_desktop.training.data import RegionData, load_region
-from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent, WarningEvent
-from gigapath_desktop.training.gradients import LossTerms, region_gradients, region_sums
-from gigapath_desktop.training.metrics import MetricsWriter, read_metrics
-from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.trainer import Trainer, device_name
+"""The training engine: exact tiled whole-region gradients, the Trainer, its events and metrics.
 
-__all__ = [
-    "Event",
-    "LogEvent",
-    "LossTerms",
-    "MetricsWriter",
-    "RegionData",
-    "StepEvent",
-    "TileEvent",
-    "TrainConfig",
-    "WarningEvent",
-    "Trainer",
-    "device_name",
-    "load_region",
-    "read_metrics",
-    "region_gradients",
-    "region_sums",
-]
+Names load on first use (PEP 562), so the TensorFlow-free parts (settings, events, metrics) import in
+milliseconds: the app opens its window before TensorFlow has loaded.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Event": "events", "LogEvent": "events", "StepEvent": "events", "TileEvent": "events", "WarningEvent": "events",
+    "TrainConfig": "config", "MetricsWriter": "metrics", "read_metrics": "metrics",
+    "RegionData": "data", "load_region": "data",
+    "LossTerms": "gradients", "region_gradients": "gradients", "region_sums": "gradients",
+    "Trainer": "trainer", "device_name": "trainer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,7 +57,6 @@ from gigapath_desktop.outputs import keep_aside
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
-from gigapath_desktop.training.trainer import device_name
 from gigapath_desktop.ui.settings import Settings, data_dir
 from gigapath_desktop.ui.tiles import to_qimage
 from gigapath_desktop.ui.training_panel import TrainingPanel
@@ -151,6 +151,7 @@ class ExportDialog(QDialog):
 
 class MainWindow(QMainWindow):
     autosave_failed = Signal(str)  # from the autosave thread to the status bar
+    engine_ready = Signal(str)  # TensorFlow loaded (in the background, so the window opens at once): the device
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,7 +197,9 @@ class MainWindow(QMainWindow):
         self.panel.tile.setValue(self.settings.tile)
         self.panel.learning_rate.setValue(self.settings.learning_rate)
         self.panel.steps.setValue(self.settings.steps)
-        self.panel.device.addItem(device_name())
+        self.panel.device.addItem("loading TensorFlow ...")
+        self.engine_ready.connect(self._on_engine_ready)
+        threading.Thread(target=self._load_engine, name="load-engine", daemon=True).start()
         self._dock("Overview", self.overview, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Properties", self.properties, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Results", self._results_widget(), Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -449,6 +452,15 @@ class MainWindow(QMainWindow):
                 self._autosave_off = True
             self.show_error(f"the autosaved annotations could not be read: {exc}",
                             f"Starting with no annotations. {kept}")
+
+    def _load_engine(self) -> None:
+        from gigapath_desktop.training.trainer import device_name
+
+        self.engine_ready.emit(device_name())
+
+    def _on_engine_ready(self, device: str) -> None:
+        self.panel.device.clear()
+        self.panel.device.addItem(device)
 
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
         """Region lists follow at once; a burst of changes (an import of thousands of polygons) is autosaved once."""

@@ -1,14 +1,16 @@
 """Engine work in background threads: the engine's plain callbacks become Qt signals here, at the UI edge."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QThread, Signal
 
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.training.events import Event
-from gigapath_desktop.training.job import TrainJob, run_train_job
-from gigapath_desktop.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from gigapath_desktop.training.job import TrainJob
+    from gigapath_desktop.training.trainer import Trainer
 
 
 class Worker(QThread):
@@ -47,7 +49,7 @@ class TrainingWorker(QThread):
     finished_training = Signal(object)  # the run folder
     failed = Signal(str)
 
-    def __init__(self, job: TrainJob) -> None:
+    def __init__(self, job: "TrainJob") -> None:
         super().__init__()
         self.job = job
         self.trainer: Trainer | None = None
@@ -59,6 +61,8 @@ class TrainingWorker(QThread):
             self.trainer.stop()
 
     def run(self) -> None:
+        from gigapath_desktop.training.job import run_train_job  # TensorFlow loads here, off the GUI thread
+
         try:
             run_train_job(self.job, [self._on_event], started=self._started, cancel=lambda: self._stop_requested)
         except Cancelled:
