@@ -140,10 +140,22 @@ def test_rasterize_into_a_memmap_strip_by_strip(tmp_path: Path, monkeypatch: pyt
 
     circle = Annotation(Point(300, 2500).buffer(250))
     whole = rasterize([circle], (0, 0), 1.0, (3000, 600))
-    monkeypatch.setattr(raster, "STRIP_ROWS", 97)
+    monkeypatch.setattr(raster, "STRIP_PIXELS", 97 * 600)  # strips of 97 rows
     out = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.uint8, shape=(3000, 600))
     rasterize([circle], (0, 0), 1.0, (3000, 600), out=out)
     assert np.array_equal(np.asarray(out), whole)
+
+
+def test_a_64000_px_wide_strip_rasterizes_in_bounded_memory() -> None:
+    import tracemalloc
+
+    hole = Point(32000, 500).buffer(300)
+    tracemalloc.start()
+    mask = rasterize([Annotation(box(0, 10, 64000, 990).difference(hole))], (0, 0), 1.0, (1000, 64000))
+    peak = tracemalloc.get_traced_memory()[1] - mask.nbytes
+    tracemalloc.stop()
+    assert abs(mask.sum() - (64000 * 980 - hole.area)) < 2000
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MiB beyond the mask itself (was ~600 MiB)"
 
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 0.8])

@@ -18,7 +18,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from gigapath_desktop.annotations.model import BACKGROUND, TISSUE, Annotation, Role
 
-STRIP_ROWS = 1024
+STRIP_PIXELS = 1 << 22  # pixels per strip: bounds the fill's scratch memory (~9 bytes/px) for any region width
 
 
 def rasterize(
@@ -44,8 +44,9 @@ def rasterize(
         return values.get(name, 0) if values is not None else int(name != BACKGROUND.name)
 
     painted = [(_pixel_rings(a.geometry, x0, y0, downsample), value(a.cls.name)) for a in labels]
-    for row0 in range(0, h, STRIP_ROWS):
-        strip = np.zeros((min(STRIP_ROWS, h - row0), w), np.uint8)
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    for row0 in range(0, h, rows):
+        strip = np.zeros((min(rows, h - row0), w), np.uint8)
         for rings, value in painted:
             _fill(strip, rings, value, row0)
         out[row0 : row0 + strip.shape[0]] = strip
@@ -96,6 +97,6 @@ def _fill(strip: np.ndarray, rings: list[np.ndarray], value: int, row0: int) -> 
     diff = np.zeros((nrows, c1 - c0 + 1), np.int32)
     np.add.at(diff, (rows, start - c0), 1)
     np.add.at(diff, (rows, end - c0), -1)
-    inside = np.cumsum(diff, axis=1)[:, :-1] > 0
+    inside = np.cumsum(diff, axis=1, dtype=np.int32)[:, :-1] > 0
     strip[:, c0:c1][inside] = value
 
