@@ -334,3 +334,20 @@ def test_opening_another_slide_while_tiles_and_a_job_read_the_first(window: Main
         window.job.wait()
         QApplication.processEvents()
     assert window.slide is not None and window.slide.path == TRITC
+
+
+def test_a_slide_is_opened_and_its_thumbnails_made_off_the_gui_thread(window: MainWindow,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from gigapath_desktop.slides.slide import Slide
+
+    threads: list[str] = []
+    thumbnail = Slide.thumbnail
+
+    def recording(self: Slide, max_size: int = 1024):  # noqa: ANN202
+        threads.append(threading.current_thread().name)
+        return thumbnail(self, max_size)
+    monkeypatch.setattr(Slide, "thumbnail", recording)
+    assert window.open_slide(CMU)
+    assert threads and all(name.startswith("open-slide") for name in threads), threads

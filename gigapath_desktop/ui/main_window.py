@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEventLoop, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QColor, QImage, QKeySequence, QPainter, QPen, QPixmap, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -173,6 +173,8 @@ class MainWindow(QMainWindow):
         self._loading = False  # no autosave while a slide's saved annotations are being restored
         self._autosave_off = False  # set when an unreadable autosave could not be moved aside
         self._autosave_due = False
+        self._opening = False
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="open-slide")
         self._autosave_writer = ThreadPoolExecutor(1, thread_name_prefix="autosave")  # in order, off the GUI thread
         self._changes_timer = QTimer(self, singleShot=True, interval=AUTOSAVE_DELAY_MS)
         self._changes_timer.timeout.connect(self._after_changes)
@@ -314,13 +316,21 @@ class MainWindow(QMainWindow):
 
     # --- slides -----------------------------------------------------------------------------------------------------------
     def open_slide(self, path: str | Path, restore_autosave: bool = True) -> bool:
-        """Open `path`; keeps the current slide (and annotations) if it cannot be read."""
+        """Open `path`; keeps the current slide (and annotations) if it cannot be read.
+
+        The file is opened, checked and its thumbnails made on a background thread while the window keeps
+        repainting (a slide on a slow network share takes seconds)."""
+        if self._opening:
+            self.show_error("a slide is still opening", "Wait for it, then open the next one.")
+            return False
+        self._opening = True
         try:
-            slide = open_slide(path)
-            thumbnail = slide.thumbnail(240)
+            slide, thumbnail, backdrop = self._off_gui_thread(lambda: _open_with_thumbnails(Path(path)))
         except GigaPathError as exc:
             self.show_error(str(exc), "Choose another file: OpenSlide formats (SVS, NDPI, MRXS, DICOM, tiled TIFF), PNG, JPEG or TIFF.")
             return False
+        finally:
+            self._opening = False
         self.flush_autosave()  # the current slide's last edits go to its own autosave
         previous, self.slide = self.slide, slide
         self.undo_stack.clear()
@@ -330,7 +340,7 @@ class MainWindow(QMainWindow):
         if restore_autosave:
             self._restore_autosave()
         self._loading = False
-        self.viewer.set_slide(slide)  # stops the previous slide's tile readers first ...
+        self.viewer.set_slide(slide, backdrop)  # stops the previous slide's tile readers first ...
         if previous is not None:
             previous.close()  # ... so no read is in flight when it closes (background jobs hold their own handles)
         self.overview.set_thumbnail(thumbnail, slide.dimensions[0])
@@ -342,6 +352,18 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"GigaPath Desktop — {slide.path.name}")
         self._refresh_regions()
         return True
+
+    def _off_gui_thread(self, fn: Callable[[], Any]) -> Any:
+        """fn() on a background thread; the GUI keeps handling events (repaints, not input) until it returns."""
+        future = self._background.submit(fn)
+        loop = QEventLoop()
+        poll = QTimer(interval=20)
+        poll.timeout.connect(lambda: future.done() and loop.quit())
+        poll.start()
+        if not future.done():
+            loop.exec(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
+        poll.stop()
+        return future.result()
 
     def _fill_properties(self) -> None:
         assert self.slide is not None
@@ -834,5 +856,16 @@ class MainWindow(QMainWindow):
             self.viewer.loader.close()
         self.flush_autosave()
         self._autosave_writer.shutdown()
+        self._background.shutdown()
         self.settings.save()
         event.accept()
+
+
+def _open_with_thumbnails(path: Path) -> tuple[Slide, np.ndarray, np.ndarray]:
+    """The slide (checked readable), its overview thumbnail and the viewer's backdrop: the slow part of opening."""
+    slide = open_slide(path)
+    try:
+        return slide, slide.thumbnail(240), slide.thumbnail(1024)
+    except BaseException:
+        slide.close()
+        raise

@@ -107,7 +107,8 @@ class SlideViewer(QGraphicsView):
         self.set_tool(Tool.PAN)
 
     # --- slide ------------------------------------------------------------------------------------------------
-    def set_slide(self, slide: Slide) -> None:
+    def set_slide(self, slide: Slide, backdrop: np.ndarray | None = None) -> None:
+        """Show `slide`; `backdrop` is its thumbnail (up to 1024 px) when the caller made it off the GUI thread."""
         if self.loader is not None:
             self.loader.close()
         self.scene().clear()
@@ -121,7 +122,7 @@ class SlideViewer(QGraphicsView):
         self.loader.failed.connect(self.error)
         w, h = slide.dimensions
         self.scene().setSceneRect(QRectF(-0.05 * w, -0.05 * h, 1.1 * w, 1.1 * h))
-        thumb = slide.thumbnail(1024)
+        thumb = backdrop if backdrop is not None else slide.thumbnail(1024)
         background = self.scene().addPixmap(QPixmap.fromImage(to_qimage(thumb)))
         background.setScale(w / thumb.shape[1])
         background.setZValue(-10)
