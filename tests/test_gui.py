@@ -119,7 +119,7 @@ def test_draw_undo_redo_and_autosave(window: MainWindow, qtbot) -> None:  # noqa
     assert len(window.annotations) == 1
     window.undo_stack.redo()
     assert len(window.annotations) == 2 and window.annotations[1].id == polygon.id
-    window.flush_autosave()
+    window.autosave.flush()
     saved = read_geojson(window.autosave_path())
     assert [s.id for s in saved] == [rect.id, polygon.id], "every change is autosaved"
 
@@ -141,7 +141,7 @@ def test_invalid_geojson_shows_an_error_and_keeps_annotations(window: MainWindow
     window.open_slide(CMU)
     window.apply_edit("add", [], [Annotation.rectangle(10, 10, 500, 500)])
     before = [a.id for a in window.annotations]
-    window.flush_autosave()
+    window.autosave.flush()
     autosaved = window.autosave_path().read_text()
     bad = tmp_path / "bad.geojson"
     bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Polygon"}}]}')
@@ -149,7 +149,7 @@ def test_invalid_geojson_shows_an_error_and_keeps_annotations(window: MainWindow
     assert isinstance(window.error_box, QMessageBox) and window.error_box.isVisible()
     assert "bad.geojson" in window.error_box.text() and "unchanged" in window.error_box.informativeText()
     assert [a.id for a in window.annotations] == before
-    window.flush_autosave()
+    window.autosave.flush()
     assert window.autosave_path().read_text() == autosaved
     assert not window.open_slide(tmp_path / "bad.geojson"), "a non-slide is refused with a dialog"
     assert window.slide is not None and window.slide.path == CMU
@@ -265,9 +265,9 @@ def test_a_damaged_autosave_is_kept_aside_and_never_overwritten(window: MainWind
     window.open_slide(slide)
     assert len(window.annotations) == 0 and window.error_box.isVisible()
     (aside,) = path.parent.glob("*.unreadable-*.geojson")
-    assert aside.read_text() == damaged and str(aside) in window.error_box.informativeText()
+    assert aside.read_text() == damaged and str(aside) in window.error_box.text()
     window.apply_edit("add", [], [Annotation.rectangle(0, 0, 50, 50)])  # the next edit autosaves afresh
-    window.flush_autosave()
+    window.autosave.flush()
     assert aside.read_text() == damaged and len(read_geojson(path)) == 1
 
 
@@ -299,26 +299,18 @@ def test_a_session_with_a_nameless_class_is_refused_without_changes(window: Main
     assert "not a readable session" in window.error_box.text() and window.session_dir is None
 
 
-def test_importing_a_thousand_polygons_autosaves_once_off_the_gui_thread(window: MainWindow, qtbot, tmp_path: Path,  # noqa: ANN001
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
+def test_importing_a_thousand_polygons_autosaves_once_off_the_gui_thread(window: MainWindow, qtbot,  # noqa: ANN001
+                                                                        tmp_path: Path) -> None:
     from gigapath_desktop.annotations import write_geojson
-    from gigapath_desktop.ui import main_window as module
 
     window.open_slide(CMU)
     path = write_geojson([Annotation(box(x, y, x + 20, y + 20)) for x in range(0, 2000, 50) for y in range(0, 1250, 50)],
                          tmp_path / "many.geojson")
-    writes: list[str] = []
-
-    def recording(annotations, out):  # noqa: ANN001, ANN202
-        writes.append(threading.current_thread().name)
-        return write_geojson(annotations, out)
-    monkeypatch.setattr(module, "write_geojson", recording)
+    before = window.autosave.writes
     assert window.import_geojson(path) and len(window.annotations) == 1000
-    qtbot.waitUntil(lambda: len(writes) == 1, timeout=10_000)
-    window.flush_autosave()
-    assert len(writes) == 1 and writes[0].startswith("autosave"), writes
+    qtbot.waitUntil(lambda: window.autosave.writes == before + 1, timeout=10_000)
+    window.autosave.flush()
+    assert window.autosave.writes == before + 1, "1000 additions, one write"
     assert len(read_geojson(window.autosave_path())) == 1000
 
 

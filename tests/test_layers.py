@@ -8,6 +8,11 @@ CORE = [
     "gigapath_desktop.slides",
     "gigapath_desktop.slides.synthetic",
     "gigapath_desktop.annotations",
+    "gigapath_desktop.annotations.autosave",
+    "gigapath_desktop.outputs",
+    "gigapath_desktop.locks",
+    "gigapath_desktop.training.job",
+    "gigapath_desktop.inference",
     "gigapath_desktop.cli",
 ]
 

@@ -51,9 +51,9 @@ from gigapath_desktop.annotations import (
     read_geojson,
     write_geojson,
 )
+from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.outputs import keep_aside
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
@@ -64,7 +64,6 @@ from gigapath_desktop.ui.viewer import SlideViewer, Tool
 from gigapath_desktop.ui.workers import TrainingWorker, Worker
 
 OVERLAY_MAX_SIDE = 4096
-AUTOSAVE_DELAY_MS = 300  # changes within this quiet time are saved together
 
 
 # --- undoable edits of the annotation model ----------------------------------------------------------------------
@@ -170,15 +169,10 @@ class MainWindow(QMainWindow):
         self.training: TrainingWorker | None = None
         self.job: Worker | None = None
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
-        self._loading = False  # no autosave while a slide's saved annotations are being restored
-        self._autosave_off = False  # set when an unreadable autosave could not be moved aside
-        self._autosave_due = False
+        self.autosave = Autosave(self.annotations, on_error=self.autosave_failed.emit)
+        self.autosave_failed.connect(self._show_status)
         self._opening = False
         self._background = ThreadPoolExecutor(1, thread_name_prefix="open-slide")
-        self._autosave_writer = ThreadPoolExecutor(1, thread_name_prefix="autosave")  # in order, off the GUI thread
-        self._changes_timer = QTimer(self, singleShot=True, interval=AUTOSAVE_DELAY_MS)
-        self._changes_timer.timeout.connect(self._after_changes)
-        self.autosave_failed.connect(lambda message: self.statusBar().showMessage(message, 10000))
 
         self.viewer = SlideViewer(self.annotations)
         self.setCentralWidget(self.viewer)
@@ -331,15 +325,12 @@ class MainWindow(QMainWindow):
             return False
         finally:
             self._opening = False
-        self.flush_autosave()  # the current slide's last edits go to its own autosave
         previous, self.slide = self.slide, slide
         self.undo_stack.clear()
-        self._autosave_off = False
-        self._loading = True
-        self.annotations.clear()
-        if restore_autosave:
-            self._restore_autosave()
-        self._loading = False
+        problem = self.autosave.attach(self.autosave_path() if restore_autosave else None)
+        if problem:
+            self.show_error(f"the autosaved annotations could not be read: {problem}",
+                            "Nothing is lost: the unreadable file stays where this message says.")
         self.viewer.set_slide(slide, backdrop)  # stops the previous slide's tile readers first ...
         if previous is not None:
             previous.close()  # ... so no read is in flight when it closes (background jobs hold their own handles)
@@ -458,23 +449,6 @@ class MainWindow(QMainWindow):
         key = self.slide.fingerprint if self.slide is not None else "no-slide"
         return data_dir() / "autosave" / f"{key}.geojson"
 
-    def _restore_autosave(self) -> None:
-        """Load the autosave; an unreadable one is renamed aside (never overwritten) and the slide starts empty."""
-        path = self.autosave_path()
-        if not path.exists():
-            return
-        try:
-            self.annotations.extend(read_geojson(path))
-        except GigaPathError as exc:
-            self.annotations.clear()
-            try:
-                kept = f"The file was kept as {keep_aside(path)}."
-            except (OSError, GigaPathError) as move:
-                kept = f"It could not be moved aside ({move}), so autosave is off for this slide."
-                self._autosave_off = True
-            self.show_error(f"the autosaved annotations could not be read: {exc}",
-                            f"Starting with no annotations. {kept}")
-
     def _load_engine(self) -> None:
         from gigapath_desktop.training.trainer import device_name
 
@@ -485,32 +459,11 @@ class MainWindow(QMainWindow):
         self.panel.device.addItem(device)
 
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
-        """Region lists follow at once; a burst of changes (an import of thousands of polygons) is autosaved once."""
-        if annotation.role is Role.REGION:
+        if annotation.role is Role.REGION:  # (saving is the Autosave's business)
             self._refresh_regions()
-        if not self._loading and not self._autosave_off:
-            self._autosave_due = True
-            self._changes_timer.start()
 
-    def _after_changes(self) -> None:
-        if self._autosave_due:
-            self._autosave_due = False
-            self._autosave_writer.submit(self._write_autosave, self.autosave_path(), list(self.annotations))
-
-    def flush_autosave(self) -> None:
-        """Write pending changes now and wait for the writer (before another slide opens, and on close)."""
-        if self._changes_timer.isActive():
-            self._changes_timer.stop()
-            self._after_changes()
-        self._autosave_writer.submit(lambda: None).result()
-
-    def _write_autosave(self, path: Path, annotations: list[Annotation]) -> None:
-        """On the autosave thread: a snapshot written atomically; failures reach the status bar."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_geojson(annotations, path)
-        except (OSError, GigaPathError) as exc:
-            self.autosave_failed.emit(f"autosave failed: {exc}")
+    def _show_status(self, message: str) -> None:
+        self.statusBar().showMessage(message, 10000)
 
     def _fill_classes(self) -> None:
         self.class_box.clear()
@@ -854,8 +807,7 @@ class MainWindow(QMainWindow):
             self.job.wait()
         if self.viewer.loader is not None:
             self.viewer.loader.close()
-        self.flush_autosave()
-        self._autosave_writer.shutdown()
+        self.autosave.close()
         self._background.shutdown()
         self.settings.save()
         event.accept()
