@@ -79,15 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
     labels.add_argument("--auto-labels", action="store_true", help="label tissue by automatic detection")
     p.add_argument("--val-region", help="X,Y,W,H (level-0 pixels) to report validation Dice on")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
-    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels; 0 = whole region at once")
+    p.add_argument("--tile", type=int, help="output tile side in pixels, 0 = whole region at once (default 2048; "
+                                             "with --resume: the run's own)")
     p.add_argument("--lr", type=float,
                    help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
                         "with --resume: the run's own unless given)")
     p.add_argument("--no-augment", action="store_true",
                    help="train on the region as it is (default: a random flip/rotation and colour change per step)")
-    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.set_defaults(command=cmd_train)
@@ -189,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with tqdm(total=job.config.steps, unit="step", desc="train", disable=None) as bar:
         def show(event: Event) -> None:
             if isinstance(event, StepEvent):
-                bar.n = event.step
+                bar.total, bar.n = event.total_steps, event.step
                 val = "-" if event.val_dice is None else f"{event.val_dice:.4f}"
                 bar.set_postfix_str(f"loss {event.loss:.4f} dice {event.dice:.4f} val {val} {event.mpix_per_s:.1f} MP/s")
             elif isinstance(event, LogEvent):
@@ -220,13 +221,13 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         slide = Path(args.slide)
         region = Region.parse(args.region, args.level)
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
-    lr = TrainConfig.learning_rate if args.lr is None else args.lr
-    config = TrainConfig(steps=args.steps, learning_rate=lr, tile=args.tile or None,
-                         checkpoint_every=args.checkpoint_every, augment=not args.no_augment, seed=args.seed)
+    given = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every,
+             "tile": None if args.tile is None else args.tile or None}
+    given = {name: value for name, value in given.items() if value is not None or name == "tile" and args.tile == 0}
+    config = TrainConfig(**given, augment=not args.no_augment, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     labels = Path(args.labels) if args.labels and not args.demo else None
-    changes = ("steps",) if args.lr is None else ("steps", "learning_rate")
-    return TrainJob(slide, region, out, config, labels, val_region, args.resume, changes)
+    return TrainJob(slide, region, out, config, labels, val_region, args.resume, tuple(given))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

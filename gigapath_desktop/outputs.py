@@ -52,7 +52,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         pause_point(f"rename {path.name}")
         os.replace(tmp, path)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, tmp, exc) from None
     finally:
         remove(tmp)
 
@@ -86,11 +86,14 @@ def keep_aside(path: PathLike) -> Path:
     raise GigaPathError(f"{path}: cannot keep the unreadable file aside")
 
 
-def write_error(path: Path, exc: OSError) -> Exception:
-    """A one-line error for a failed write the user can act on; other OSErrors stay what they are."""
-    if exc.errno in WRITE_ERRNOS:
-        return GigaPathError(f"cannot write {path}: {exc.strerror or exc}")
-    return exc
+def write_error(path: Path, tmp: Path, exc: OSError) -> Exception:
+    """A one-line error for a failed write the user can act on; other OSErrors stay what they are. It names the
+    file when the error is about it, else its folder (a full disk fails whichever output is being written)."""
+    if exc.errno not in WRITE_ERRNOS:
+        return exc
+    about = exc.filename is not None and Path(exc.filename).name in (path.name, tmp.name)
+    target = path if about else f"to {exc.filename or path.parent}"
+    return GigaPathError(f"cannot write {target}: {exc.strerror or exc}")
 
 
 def remove(path: Path) -> None:

@@ -36,6 +36,8 @@ GEOJSON = {
     "huge-coordinate.geojson": _feature([[[0, 0], [1e300, 0], [1e300, 1e300], [0, 0]]]),
     "string-coordinate.geojson": _feature([[["a", 0], [1, 0], [1, 1], [0, 0]]]),
     "no-geometry.geojson": {"type": "Feature", "properties": {}},
+    "type-list.geojson": {"type": "Feature", "geometry": {"type": ["Polygon"], "coordinates": SQUARE}},
+    "int-overflow.geojson": _feature([[[0, 0], [10**400, 0], [1, 1], [0, 0]]]),
     "nameless-class.geojson": _feature(classification={"color": [1, 2, 3]}),
     "number.geojson": 5,
 }
@@ -120,6 +122,7 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "train: lr nan": ([*train, "--auto-labels", "--lr", "nan"], "finite"),
         "train: lr inf": ([*train, "--auto-labels", "--lr", "inf"], "finite"),
         "train: lr 5": ([*train, "--auto-labels", "--lr", "5"], "learning rate"),
+        "train: negative seed": ([*train, "--auto-labels", "--seed", "-1"], "seed"),
         "train: zero steps": ([*train[:-4], "--steps", "0", "--auto-labels", "--out", "{w}/run"], "steps"),
         "train: tiny tile": ([*train, "--auto-labels", "--tile", "3"], "tile"),
         "train: out is a file": ([*train[:-2], "--auto-labels", "--out", "{w}/notes.txt"], "is a file"),

@@ -325,6 +325,7 @@ def test_opening_another_slide_while_tiles_and_a_job_read_the_first(window: Main
         assert window.open_slide(TRITC)  # closes DAPI while its tiles and the job may still be reading it
         window.job.wait()
         QApplication.processEvents()
+        assert len(window.annotations) == 0, "DAPI's detected tissue is not added to TRITC"
     assert window.slide is not None and window.slide.path == TRITC
 
 
@@ -343,3 +344,17 @@ def test_a_slide_is_opened_and_its_thumbnails_made_off_the_gui_thread(window: Ma
     monkeypatch.setattr(Slide, "thumbnail", recording)
     assert window.open_slide(CMU)
     assert threads and all(name.startswith("open-slide") for name in threads), threads
+
+
+def test_after_save_session_edits_go_to_the_session(window: MainWindow, tmp_path: Path) -> None:
+    window.open_slide(CMU)
+    window.apply_edit("add", [], [Annotation.rectangle(10, 10, 500, 500)])
+    assert window.save_session(tmp_path / "session")
+    window.apply_edit("add", [], [Annotation(box(600, 600, 700, 700))])
+    window.autosave.flush()
+    assert len(read_geojson(tmp_path / "session" / "annotations.geojson")) == 2
+    assert window.open_session(tmp_path / "session") and len(window.annotations) == 2
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "session.json").write_text('{"slide": "/no/such/slide.svs"}')
+    assert not window.open_session(tmp_path / "broken")
+    assert window.session_dir == tmp_path / "session", "a session whose slide fails to open changes nothing"

@@ -61,6 +61,14 @@ class Autosave:
             self.path = path
         return note
 
+    def move_to(self, path: Path) -> None:
+        """Save into `path` from now on, starting with the annotations as they are (a session saved elsewhere)."""
+        self.flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_geojson(list(self.annotations), path)
+        with self._cond:
+            self.path = path
+
     def flush(self) -> None:
         """Write pending changes now and wait until they are on disk."""
         with self._cond:
@@ -97,7 +105,7 @@ class Autosave:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_geojson(snapshot, path)
                     self.writes += 1
-            except (OSError, GigaPathError) as exc:
+            except Exception as exc:  # noqa: BLE001  (the writer must live on, or flush() would wait forever)
                 self.on_error(f"autosave failed: {exc}")
             finally:
                 with self._cond:

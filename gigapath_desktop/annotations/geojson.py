@@ -50,7 +50,7 @@ def read_geojson(path: str | os.PathLike[str], report: Report | None = None) -> 
     What is left out (QuPath detections and cells, points and lines) is said through `report` (default: the log)."""
     path = Path(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a byte-order mark is allowed
     except FileNotFoundError:
         raise AnnotationError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -114,7 +114,7 @@ def _annotation(feature: Any, skipped: Counter[str]) -> Annotation | None:
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
         raise AnnotationError("is not a GeoJSON Feature")
     geometry = feature.get("geometry")
-    if not isinstance(geometry, dict) or "type" not in geometry:
+    if not isinstance(geometry, dict) or not isinstance(geometry.get("type"), str):
         raise AnnotationError("has no geometry")
     properties = feature.get("properties") or {}
     if not isinstance(properties, dict):
@@ -130,7 +130,7 @@ def _annotation(feature: Any, skipped: Counter[str]) -> Annotation | None:
         raise AnnotationError(f"geometry type {geometry['type']!r} is not supported (Polygon, MultiPolygon)")
     try:
         shape = shapely.geometry.shape(geometry)
-    except (GEOSException, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+    except (GEOSException, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
         raise AnnotationError(f"has invalid coordinates ({exc})") from None
     cls = _classification(properties.get("classification"))
     ours = properties.get("gigapath") if isinstance(properties.get("gigapath"), dict) else {}
@@ -172,4 +172,6 @@ def _classification(value: Any) -> AnnotationClass:
 
 def _is_integer(value: Any) -> bool:
     """JSON integers (3, or 3.0 as some writers put it); not bools, strings, nulls or NaN."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and float(value).is_integer()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or value.is_integer()

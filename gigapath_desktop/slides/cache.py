@@ -44,7 +44,7 @@ def cache_limit_bytes() -> int:
         gb = float(os.environ.get("GIGAPATH_CACHE_LIMIT_GB", DEFAULT_LIMIT_GB))
     except ValueError:
         gb = DEFAULT_LIMIT_GB
-    return int(gb * 2**30) if gb > 0 and gb == gb else int(DEFAULT_LIMIT_GB * 2**30)
+    return int(gb * 2**30) if 0 < gb < 1e9 else int(DEFAULT_LIMIT_GB * 2**30)  # NaN, inf, <= 0: the default
 
 
 class ArrayCache:
@@ -64,7 +64,10 @@ class ArrayCache:
         path = self.path_for(key)
         cached = self._load(path, shape, np.dtype(dtype))
         if cached is not None:
-            os.utime(path)  # recently used
+            try:
+                os.utime(path)  # recently used
+            except OSError:
+                pass  # pruned by another process meanwhile: the open array stays readable
             return cached
         self.root.mkdir(parents=True, exist_ok=True)
         self.prune(keep=int(np.prod(shape)) * np.dtype(dtype).itemsize)
@@ -118,10 +121,13 @@ class ArrayCache:
     def _load(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> DiskArray | None:
         try:
             arr = DiskArray(path)
+            expected = path.stat().st_size == arr._offset + arr.size * arr.dtype.itemsize
         except (OSError, ValueError):
             return None
-        expected = path.stat().st_size == arr._offset + arr.size * arr.dtype.itemsize
-        return arr if expected and arr.shape == tuple(shape) and arr.dtype == dtype else None
+        if expected and arr.shape == tuple(shape) and arr.dtype == dtype:
+            return arr
+        arr.close()
+        return None
 
 
 def cached_region(

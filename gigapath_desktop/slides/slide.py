@@ -4,6 +4,7 @@ Every failure of the underlying readers is turned into `SlideError` here, in one
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -111,7 +112,7 @@ class Slide:
         text = f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{quickhash}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A short key of the file's content alone (not its path or time stamps): what a user's annotations are
         kept under, so they survive a `touch`, a re-sync or a move. OpenSlide's quick hash, the size, the levels'

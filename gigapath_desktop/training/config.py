@@ -43,7 +43,8 @@ class TrainConfig:
             (self.tile is not None and self.tile < 64, "the tile must be >= 64 pixels (or none)"),
             (self.bce_weight < 0, "the BCE weight must be >= 0"),
             (self.checkpoint_every < 1 or self.validate_every < 1, "checkpoint and validation intervals must be >= 1"),
-            (self.warmup_steps < 0 or self.max_recoveries < 0, "warm-up steps and restarts must be >= 0"),
+            (self.warmup_steps < 0 or self.max_recoveries < 0 or self.seed < 0,
+             "warm-up steps, restarts and the seed must be >= 0"),
             (self.clip_norm is not None and self.clip_norm <= 0, "the gradient clip norm must be > 0 (or none)"),
             (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
         ]

@@ -44,17 +44,19 @@ def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
     `cancel()` stops the preparation, including the first decode of a region (minutes for a gigapixel one)."""
     _check_out(job)
     created = not job.out.exists()
+    lock = FolderLock(job.out).acquire()  # a folder in use by another run is refused before anything else
     try:
-        with FolderLock(job.out):
-            trainer = prepare_trainer(job, listeners, cancel)
-            if started is not None:
-                started(trainer)
-            trainer.run()
-            save_model(trainer.model, job.out / "model.keras")
+        trainer = prepare_trainer(job, listeners, cancel)
+        if started is not None:
+            started(trainer)
+        trainer.run()
+        save_model(trainer.model, job.out / "model.keras")
     except BaseException:
         if created and {p.name for p in job.out.iterdir()} <= {LOCK_NAME}:  # bad input: leave no empty run behind
-            remove(job.out)
+            remove(job.out)  # (still holding the lock, so no other run can be starting in it)
         raise
+    finally:
+        lock.release()
     return trainer
 
 

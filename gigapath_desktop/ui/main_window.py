@@ -54,6 +54,7 @@ from gigapath_desktop.annotations import (
 from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
@@ -338,7 +339,7 @@ class MainWindow(QMainWindow):
         self._fill_properties()
         self.viewer.set_overlay(None)
         self.settings.remember_slide(Path(path))
-        self.settings.save()
+        self._save_settings()
         self._fill_recent()
         self.setWindowTitle(f"GigaPath Desktop — {slide.path.name}")
         self._refresh_regions()
@@ -422,7 +423,7 @@ class MainWindow(QMainWindow):
     def export_geojson(self, path: str | Path) -> bool:
         try:
             write_geojson(self.annotations, Path(path))
-        except OSError as exc:
+        except (OSError, GigaPathError) as exc:
             self.show_error(f"cannot write {path}: {exc}", "Choose a writable folder with free space.")
             return False
         return True
@@ -439,15 +440,20 @@ class MainWindow(QMainWindow):
             with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
                 return detect_tissue(own)
 
-        self._run_job("Detecting tissue", work, lambda found: self.apply_edit("detect tissue", [], found))
+        self._run_job("Detecting tissue", work, self._for_slide(path, lambda found: self.apply_edit("detect tissue", [], found)))
 
     def autosave_path(self) -> Path:
         """Where this slide's annotations are kept: in the session, else under the slide's content fingerprint
         (which survives a touch, a re-sync or a move of the file)."""
         if self.session_dir is not None:
             return self.session_dir / "annotations.geojson"
-        key = self.slide.fingerprint if self.slide is not None else "no-slide"
-        return data_dir() / "autosave" / f"{key}.geojson"
+        if self.slide is None:
+            return data_dir() / "autosave" / "no-slide.geojson"
+        path = data_dir() / "autosave" / f"{self.slide.fingerprint}.geojson"
+        legacy = data_dir() / "autosave" / f"{self.slide.identity}.geojson"  # the key of earlier versions
+        if not path.exists() and legacy.exists():
+            legacy.replace(path)
+        return path
 
     def _load_engine(self) -> None:
         from gigapath_desktop.training.trainer import device_name
@@ -461,6 +467,22 @@ class MainWindow(QMainWindow):
     def _on_annotations_changed(self, what: str, annotation: Annotation) -> None:
         if annotation.role is Role.REGION:  # (saving is the Autosave's business)
             self._refresh_regions()
+
+    def _for_slide(self, path: Path, then: Callable[[Any], None]) -> Callable[[Any], None]:
+        """A job's result applies to the slide it was computed on: dropped (and said) if another slide is open."""
+        def apply(result: Any) -> None:
+            if self.slide is not None and self.slide.path == path:
+                then(result)
+            else:
+                self._show_status(f"a result for {path.name} was dropped: another slide is open")
+        return apply
+
+    def _save_settings(self) -> None:
+        """Settings are a convenience: failing to save them is said in the status bar, never fatal."""
+        try:
+            self.settings.save()
+        except (OSError, GigaPathError) as exc:
+            self._show_status(f"settings not saved: {exc}")
 
     def _show_status(self, message: str) -> None:
         self.statusBar().showMessage(message, 10000)
@@ -525,15 +547,20 @@ class MainWindow(QMainWindow):
             self.show_error("no training region", "Draw a rectangle (Rectangle tool, R) around the area to train on.")
             return False
         run_dir = (self.session_dir or data_dir()) / "runs" / time.strftime("%Y%m%d-%H%M%S")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        labels = self.annotations.labels()
-        labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
-        config = TrainConfig(steps=self.panel.steps.value(), learning_rate=self.panel.learning_rate.value(),
-                             tile=self.panel.tile.value(), checkpoint_every=10)
+        try:
+            config = TrainConfig(steps=self.panel.steps.value(), learning_rate=self.panel.learning_rate.value(),
+                                 tile=self.panel.tile.value(), checkpoint_every=10)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            labels = self.annotations.labels()
+            labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
+        except (OSError, GigaPathError) as exc:
+            self.show_error(f"cannot start training: {exc}", "Check the training settings and that the data folder "
+                            "is writable, then start again.")
+            return False
         job = TrainJob(self.slide.path, region, run_dir, config, labels_path,
                        self._region_of(self.panel.val_region.currentData()))
         self.settings.tile, self.settings.learning_rate, self.settings.steps = config.tile or 0, config.learning_rate, config.steps
-        self.settings.save()
+        self._save_settings()
         self.training = TrainingWorker(job)
         self.training.event.connect(self.panel.on_event)
         self.training.event.connect(self._on_training_event)
@@ -617,7 +644,7 @@ class MainWindow(QMainWindow):
             with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
                 return region, predict_array(load_model(model_path), SlideSource(own, region), 2048, progress, cancel)
 
-        return self._run_job("Predicting", work, self._show_prediction)
+        return self._run_job("Predicting", work, self._for_slide(path, self._show_prediction))
 
     def _show_prediction(self, result: tuple[Region, np.ndarray]) -> None:
         region, probability = result
@@ -648,14 +675,15 @@ class MainWindow(QMainWindow):
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            write_geojson(self.annotations, folder / "annotations.geojson")
             state = {"slide": str(self.slide.path.resolve()) if self.slide else None,
                      "model": str(self.model_path.resolve()) if self.model_path else None,
                      "settings": {"tile": self.panel.tile.value(), "learning_rate": self.panel.learning_rate.value(),
                                   "steps": self.panel.steps.value()},
                      "classes": [{"name": c.name, "color": list(c.color)} for c in self.classes]}
-            (folder / "session.json").write_text(json.dumps(state, indent=1))
-        except OSError as exc:
+            self.autosave.move_to(folder / "annotations.geojson")  # from now on edits are saved in the session
+            with atomic_path(folder / "session.json") as tmp:
+                tmp.write_text(json.dumps(state, indent=1))
+        except (OSError, GigaPathError) as exc:
             self.show_error(f"cannot save the session in {folder}: {exc}", "Choose a writable folder with free space.")
             return False
         self.session_dir = folder
@@ -678,8 +706,9 @@ class MainWindow(QMainWindow):
             self.show_error(f"{folder}: not a readable session ({type(exc).__name__}: {exc})",
                             "Choose a folder saved with File > Save session; nothing was changed.")
             return False
-        self.session_dir = folder
+        previous, self.session_dir = self.session_dir, folder  # the slide opens with the session's annotations
         if slide and not self.open_slide(slide):
+            self.session_dir = previous
             return False
         self.classes = list(DEFAULT_CLASSES) + [c for c in classes if c.name not in {d.name for d in DEFAULT_CLASSES}]
         self._fill_classes()
@@ -809,7 +838,7 @@ class MainWindow(QMainWindow):
             self.viewer.loader.close()
         self.autosave.close()
         self._background.shutdown()
-        self.settings.save()
+        self._save_settings()
         event.accept()
 
 
@@ -817,6 +846,7 @@ def _open_with_thumbnails(path: Path) -> tuple[Slide, np.ndarray, np.ndarray]:
     """The slide (checked readable), its overview thumbnail and the viewer's backdrop: the slow part of opening."""
     slide = open_slide(path)
     try:
+        slide.fingerprint  # noqa: B018  (read here, off the GUI thread; cached on the slide)
         return slide, slide.thumbnail(240), slide.thumbnail(1024)
     except BaseException:
         slide.close()
