@@ -131,7 +131,7 @@ class Slide:
     def level_rect(self, region: Region) -> tuple[int, int, int, int]:
         """(column, row, width, height) of `region` in pixels of its level, inside that level.
 
-        The one place a region meets a level's grid (reader, prediction canvas, viewer): level sizes are rounded
+        The one place a region meets a level's grid (reader, region cache, prediction canvas): level sizes are rounded
         down from level 0 (a 1003-px side is 501 px at downsample 2), so the far edge is clipped, never past it."""
         ds = self.level_downsamples[region.level]
         lw, lh = self.level_dimensions[region.level]

@@ -653,7 +653,9 @@ class MainWindow(QMainWindow):
         rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
         h, w = probability.shape
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-        self.viewer.set_overlay(image, region.x, region.y, region.width / w)
+        assert self.slide is not None  # (results for another slide are dropped before this)
+        ds = self.slide.level_downsamples[region.level]  # pixel pitch, whatever clipping `level_rect` did at the edge
+        self.viewer.set_overlay(image, region.x, region.y, ds)
         self.viewer.overlay.setOpacity(self.opacity.value() / 100)
         self.viewer.overlay.setVisible(self.overlay_toggle.isChecked())
         self.prediction = result
