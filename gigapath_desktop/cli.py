@@ -221,9 +221,10 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         slide = Path(args.slide)
         region = Region.parse(args.region, args.level)
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
-    given = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every,
-             "tile": None if args.tile is None else args.tile or None}
-    given = {name: value for name, value in given.items() if value is not None or name == "tile" and args.tile == 0}
+    options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile}
+    given = {name: value for name, value in options.items() if value is not None}
+    if "tile" in given:
+        given["tile"] = given["tile"] or None  # 0: the whole region as one tile
     config = TrainConfig(**given, augment=not args.no_augment, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     labels = Path(args.labels) if args.labels and not args.demo else None

@@ -70,8 +70,8 @@ class ArrayCache:
                 pass  # pruned by another process meanwhile: the open array stays readable
             return cached
         self.root.mkdir(parents=True, exist_ok=True)
-        self.prune(keep=int(np.prod(shape)) * np.dtype(dtype).itemsize)
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self.prune(keep=nbytes)
         free = shutil.disk_usage(self.root).free
         if nbytes + (256 << 20) > free:
             raise GigaPathError(

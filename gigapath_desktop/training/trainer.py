@@ -246,15 +246,14 @@ class Trainer:
             final = root / f"step-{self.step:06d}.{again}"
         for orphan in root.glob(".*.partial-*"):  # left by a killed run; the run folder is ours (locked) now
             remove(orphan)
-        tmp = root / f".{final.name}.partial-{os.getpid()}"
-        tmp.mkdir(parents=True)
-        save_model(self.model, tmp / "model.keras")
-        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in self.optimizer.variables])
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        pause_point("rename checkpoint")
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:  # the whole folder appears at once
+            tmp.mkdir(parents=True)
+            save_model(self.model, tmp / "model.keras")
+            np.savez(tmp / "optimizer.npz", *[v.numpy() for v in self.optimizer.variables])
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            pause_point("rename checkpoint")
         with atomic_path(root / "latest") as latest:
             latest.write_text(final.name)
         self._saved = self.step
