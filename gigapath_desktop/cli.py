@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
     labels.add_argument("--auto-labels", action="store_true", help="label tissue by automatic detection")
+    p.add_argument("--classes", help="train a K-class model: class names in label order, comma-separated, the first "
+                                     "being what unlabelled area is in dense mode (e.g. Background,Tumor,Stroma); "
+                                     "default: the tissue model (Background, Tissue; other label classes count as tissue)")
+    p.add_argument("--sparse", action="store_true",
+                   help="pixels no label annotation covers are ignored (a few strokes per class are enough) instead "
+                        "of being the first class")
     p.add_argument("--val-region", help="X,Y,W,H (level-0 pixels) to report validation Dice on")
     p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
@@ -266,8 +272,9 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     labels = Path(args.labels) if args.labels and not args.demo else None
     if not 1 <= args.workers <= 1024:
         raise GigaPathError(f"--workers must be between 1 and 1024, got {args.workers}")
+    classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
     return TrainJob(slide, region, out, config, labels, val_region, args.resume, tuple(given), args.workers,
-                    args.ray_address)
+                    args.ray_address, classes, args.sparse)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from gigapath_desktop.model import build_unet, model_geometry
+from gigapath_desktop.model import build_unet, model_geometry, with_dtype
 from gigapath_desktop.model.tiling import TilePlan
 from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.slides.synthetic import mask_path_for
-from gigapath_desktop.training import region_gradients
+from gigapath_desktop.training import region_gradients, region_step
 
 
 def _region(slide_path: Path, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +64,36 @@ def test_float64_tiled_gradients_equal_whole_region(model: keras.Model, odd_regi
     assert len(grads_t) == len(model.trainable_variables)
     assert all(g.dtype == np.float64 and g.shape == tuple(v.shape) for g, v in zip(grads_t, model.trainable_variables))
     assert _worst(grads_t, grads_w) <= 1e-9
+
+
+def test_float64_tiled_equals_whole_for_three_classes_with_unlabelled_pixels(odd_region: tuple) -> None:
+    """K = 3 (background, two tissue classes), 30 % of the pixels unlabelled (255): the softmax loss, written-out
+    gradient and per-class sums are exact tile by tile, and unlabelled pixels change nothing."""
+    image, tissue = odd_region
+    rng = np.random.default_rng(0)
+    labels = tissue.copy()
+    labels[(tissue == 1) & (np.arange(tissue.shape[1]) > tissue.shape[1] // 2)] = 2
+    unlabelled = rng.random(labels.shape) < 0.3
+    sparse = np.where(unlabelled, 255, labels).astype(np.uint8)
+    keras.utils.set_random_seed(5)
+    model = build_unet(classes=3)
+    assert model.output_shape[-1] == 3
+    loss_w, terms_w, grads_w = region_step(model, image, sparse, tile=None, dtype="float64")
+    loss_t, terms_t, grads_t = region_step(model, image, sparse, tile=448, dtype="float64")
+    assert abs(loss_t - loss_w) <= 1e-9 * abs(loss_w)
+    assert _worst(grads_t, grads_w) <= 1e-9
+    np.testing.assert_allclose(terms_t.class_dice, terms_w.class_dice, rtol=1e-9)
+    assert terms_t.valid == np.count_nonzero(~unlabelled)
+    np.testing.assert_array_equal(terms_t.truth, [np.count_nonzero(sparse == c) for c in range(3)])
+    # only labelled pixels count: the per-class sums match numpy over the labelled pixels of the model's output
+    plan = TilePlan.create(*image.shape[:2], model_geometry(model), None)
+    (whole,) = plan.tiles()
+    probabilities = np.asarray(with_dtype(model, "float64")(plan.image(image, whole)[None]))[0]
+    probabilities = probabilities[: image.shape[0], : image.shape[1]]
+    onehot = np.eye(3)[labels] * ~unlabelled[..., None]
+    np.testing.assert_allclose(terms_t.intersection, (probabilities * onehot).sum(axis=(0, 1)), rtol=1e-9)
+    np.testing.assert_allclose(terms_t.predicted, (probabilities * ~unlabelled[..., None]).sum(axis=(0, 1)), rtol=1e-9)
+    assert 0 < terms_t.dice < 1 and len(terms_t.class_dice) == 3
 
 
 def test_float32_tiled_is_no_further_from_float64_truth_than_whole(model: keras.Model, odd_region: tuple) -> None:

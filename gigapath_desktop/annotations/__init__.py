@@ -1,4 +1,5 @@
 """Annotations: model, QuPath GeoJSON, rasterization, mask tracing and tissue detection."""
+from gigapath_desktop.annotations.classes import ClassMap
 from gigapath_desktop.annotations.contours import mask_to_polygons
 from gigapath_desktop.annotations.geojson import from_geojson, read_geojson, to_geojson, write_geojson
 from gigapath_desktop.annotations.model import (
@@ -12,7 +13,7 @@ from gigapath_desktop.annotations.model import (
     Kind,
     Role,
 )
-from gigapath_desktop.annotations.raster import other_classes, rasterize
+from gigapath_desktop.annotations.raster import UNLABELLED, other_classes, rasterize
 from gigapath_desktop.annotations.tissue import Modality, detect_tissue, tissue_mask
 
 __all__ = [
@@ -20,9 +21,11 @@ __all__ = [
     "DEFAULT_CLASSES",
     "REGION",
     "TISSUE",
+    "UNLABELLED",
     "Annotation",
     "AnnotationClass",
     "AnnotationSet",
+    "ClassMap",
     "Kind",
     "Modality",
     "Role",

@@ -18,6 +18,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from gigapath_desktop.annotations.model import BACKGROUND, TISSUE, Annotation, Role
 
+UNLABELLED = 255  # the label value the loss and every metric ignore (sparse labels: pixels no annotation covers)
 STRIP_PIXELS = 1 << 22  # pixels per strip: bounds the fill's scratch memory (~9 bytes/px) for any region width
 
 
@@ -28,11 +29,13 @@ def rasterize(
     shape: tuple[int, int],
     values: Mapping[str, int] | None = None,
     out: np.ndarray | None = None,
+    fill: int = 0,
 ) -> np.ndarray:
     """Paint the label annotations into an (h, w) uint8 mask (or into `out`, e.g. a memmap, strip by strip).
 
     `values` maps class names to mask values (unlisted classes paint 0); by default Background paints 0 and every
     other class 1: a QuPath "Tumor" or "Stroma" area is tissue (`other_classes` names them, so users hear of it).
+    Pixels no annotation covers get `fill`: 0 (dense labels: the background class) or UNLABELLED (sparse labels).
     """
     h, w = shape
     if out is None:
@@ -46,7 +49,7 @@ def rasterize(
     painted = [(_pixel_rings(a.geometry, x0, y0, downsample), value(a.cls.name)) for a in labels]
     rows = max(1, STRIP_PIXELS // max(w, 1))
     for row0 in range(0, h, rows):
-        strip = np.zeros((min(rows, h - row0), w), np.uint8)
+        strip = np.full((min(rows, h - row0), w), fill, np.uint8)
         for rings, value in painted:
             _fill(strip, rings, value, row0)
         out[row0 : row0 + strip.shape[0]] = strip

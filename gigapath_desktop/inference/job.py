@@ -13,8 +13,9 @@ import numpy as np
 from gigapath_desktop import __version__
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
-from gigapath_desktop.inference.writers import TILE, write_contours, write_mask_tiff, write_preview_png
+from gigapath_desktop.inference.writers import TILE, MaskValues, write_contours, write_mask_tiff, write_preview_png
 from gigapath_desktop.model import load_model
+from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path, check_output
 from gigapath_desktop.slides import Region, SlideSource, open_slide
 
@@ -53,6 +54,10 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     for path in outputs:
         check_output(path, inputs=(job.slide, job.model))
     model = load_model(job.model)
+    classes = model_info(model).classes
+    labels = len(classes.classes) > 2
+    threshold = int(round(job.threshold * 255))
+    values = MaskValues("labels" if labels else "binary" if job.binary else "probability", classes, threshold)
     with open_slide(job.slide) as slide, ExitStack() as commit:
         if not 0 <= job.level < slide.level_count:
             raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
@@ -62,28 +67,30 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         canvas_w, canvas_h = slide.level_dimensions[region.level]
         col, row, _, _ = slide.level_rect(region)
         origin = (row, col)
-        threshold = int(round(job.threshold * 255))
-        encode = _encoder(job.threshold, job.binary)
         description = {
             "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
             "model": str(job.model.resolve()), "region": asdict(region), "level": region.level, "downsample": ds,
-            "values": "0/255 at threshold" if job.binary else "probability x 255", "threshold": job.threshold,
+            "values": {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}[
+                values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
         # every output is written under a temporary name; all are renamed together once the last one is done
         tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
-        bands = predict_bands(model, source, job.tile, progress, cancel, encode)
+        bands = predict_bands(model, source, job.tile, progress, cancel, _encoder(values, job.threshold))
         rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
-        with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, job.binary) as levels:
-            contours = write_contours(tmp[job.geojson], levels, threshold, cancel) if job.geojson else 0
+        with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
+            contours = write_contours(tmp[job.geojson], levels, values, cancel) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
-                write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, threshold)
+                write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start)
 
 
-def _encoder(threshold: float, binary: bool) -> Callable[[np.ndarray], np.ndarray]:
-    if binary:
+def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Tile probabilities -> the mask's uint8 values."""
+    if values.kind == "labels":
+        return lambda p: p.argmax(axis=-1).astype(np.uint8)
+    if values.kind == "binary":
         return lambda p: np.where(p >= threshold, 255, 0).astype(np.uint8)
     return lambda p: np.round(p * 255).astype(np.uint8)
 

@@ -30,8 +30,9 @@ def predict_bands(
     encode: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first row, probabilities) for each band of tile rows of `image` ((h, w, 3) uint8, any rectangle-
-    readable source), top to bottom; each band is float32 (rows, w), or whatever `encode` turns each tile's
-    probabilities into (e.g. uint8, to keep gigapixel-wide bands small). Reading runs ahead on worker threads."""
+    readable source), top to bottom; each band is float32 (rows, w) tissue probabilities ((rows, w, K) for a K-class
+    model), or whatever `encode` turns each tile's probabilities into (e.g. uint8 probabilities or class indices,
+    to keep gigapixel-wide bands small). Reading runs ahead on worker threads."""
     height, width = image.shape[:2]
     plan = TilePlan.create(height, width, model_geometry(model), tile)
     forward = _forward(model)
@@ -44,11 +45,15 @@ def predict_bands(
         if t.y != band_y:
             if band is not None:
                 yield band_y, band
-            band_y, band = t.y, np.zeros((min(t.height, height - t.y), width), np.uint8 if encode else np.float32)
-        target, part = plan.crop(forward(tf.constant(pixels[None])).numpy()[0, ..., 0], t)
+            band_y, band = t.y, None
+        output = forward(tf.constant(pixels[None])).numpy()[0]
+        target, part = plan.crop(output[..., 0] if output.shape[-1] == 1 else output, t)
         if not np.isfinite(part).all():
             raise ModelError(f"the model gave non-finite output on the tile at x={t.x}, y={t.y}; it is damaged")
-        band[:, target[1]] = part if encode is None else encode(part)
+        part = part if encode is None else encode(part)
+        if band is None:
+            band = np.zeros((min(t.height, height - t.y), width, *part.shape[2:]), part.dtype)
+        band[:, target[1]] = part
         if progress is not None:
             progress(done, len(tiles))
     if band is not None:
@@ -62,8 +67,10 @@ def predict_array(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> np.ndarray:
-    """The whole probability map of `image` as one float32 (h, w) array (for regions that fit in memory)."""
-    out = np.zeros(image.shape[:2], np.float32)
+    """The whole probability map of `image` as one float32 (h, w) array, (h, w, K) for a K-class model (for
+    regions that fit in memory)."""
+    channels = model.output_shape[-1]
+    out = np.zeros((*image.shape[:2], *([channels] if channels > 1 else [])), np.float32)
     for y, band in predict_bands(model, image, tile, progress, cancel):
         out[y : y + band.shape[0]] = band
     return out

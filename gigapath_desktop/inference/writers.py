@@ -21,12 +21,38 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from gigapath_desktop.annotations import TISSUE, Annotation, Kind, Role, mask_to_polygons, write_geojson
+from gigapath_desktop.annotations import TISSUE, Annotation, AnnotationClass, ClassMap, Kind, Role, mask_to_polygons, write_geojson
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides.diskarray import DiskArray
 
 TILE = 512
 CONTOUR_MAX_PIXELS = 2**26  # contours are traced on the finest level at most this large (~8 bytes/px)
+
+
+@dataclass(frozen=True)
+class MaskValues:
+    """What a mask's uint8 values mean: tissue probability x 255 ("probability"), 0/255 tissue ("binary"), or the
+    class indices of a K-class model ("labels"); decides how levels are halved, previewed and traced."""
+
+    kind: str
+    classes: ClassMap = ClassMap.tissue()
+    threshold: int = 128  # probability masks: tissue at or above
+
+    def areas(self) -> list[tuple[AnnotationClass, Callable[[np.ndarray], np.ndarray]]]:
+        """Each foreground class with the test that finds its pixels in a mask."""
+        if self.kind != "labels":
+            return [(self.classes.classes[1], lambda mask: mask >= self.threshold)]
+        return [(cls, lambda mask, k=k: mask == k) for k, cls in enumerate(self.classes.classes) if k]
+
+    def halve(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """One coarser pixel from four: the mean of probabilities, the majority of 0/255 tissue, the most frequent
+        class (ties: the first of a, b, c, d)."""
+        if self.kind == "labels":
+            quad = np.stack([a, b, c, d])
+            votes = (quad[:, None] == quad[None, :]).sum(axis=1)
+            return np.take_along_axis(quad, votes.argmax(axis=0)[None], axis=0)[0].astype(np.uint8)
+        mean = (a.astype(np.uint16) + b + c + d + 2) // 4
+        return (np.where(mean >= 128, 255, 0) if self.kind == "binary" else mean).astype(np.uint8)
 
 
 @dataclass
@@ -62,7 +88,7 @@ def write_mask_tiff(
     downsample: float,
     mpp: tuple[float, float] | None,
     description: dict[str, Any],
-    binary: bool,
+    values: MaskValues,
 ) -> MaskLevels:
     """Write `rows` ((first row, uint8 rows x width) chunks of TILE rows, top to bottom) as a pyramidal TIFF at `path`.
 
@@ -85,7 +111,7 @@ def write_mask_tiff(
                 )
                 if max(level_shape) <= TILE:
                     break
-                source = _halved(store, binary)
+                source = _halved(store, values)
                 level_shape = (math.ceil(level_shape[0] / 2), math.ceil(level_shape[1] / 2))
     except BaseException:
         MaskLevels(folder, levels, downsample).close()
@@ -93,25 +119,34 @@ def write_mask_tiff(
     return MaskLevels(folder, levels, downsample)
 
 
-def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, downsample: float, threshold: int) -> None:
-    """The slide at `downsample` with the mask as a green overlay (50 %), written atomically."""
+def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, downsample: float,
+                      values: MaskValues) -> None:
+    """The slide at `downsample` with the mask overlaid (50 %; tissue green, classes in their colours), atomically."""
     h, w = slide_rgb.shape[:2]
     k = max((k for k in range(len(levels.levels)) if levels.level_downsample(k) <= downsample), default=0)
-    mask = cv2.resize(np.asarray(levels.levels[k]), (w, h), interpolation=cv2.INTER_AREA)
+    resize = cv2.INTER_NEAREST if values.kind == "labels" else cv2.INTER_AREA
+    mask = cv2.resize(np.asarray(levels.levels[k]), (w, h), interpolation=resize)
     out = slide_rgb.astype(np.float32)
-    on = mask >= threshold
-    out[on] = 0.5 * out[on] + 0.5 * np.array([0, 200, 0], np.float32)
+    for cls, find in values.areas():
+        on = find(mask)
+        colour = (0, 200, 0) if cls == TISSUE else cls.color
+        out[on] = 0.5 * out[on] + 0.5 * np.array(colour, np.float32)
     with atomic_path(path) as tmp:
         Image.fromarray(out.astype(np.uint8)).save(tmp)
 
 
-def write_contours(path: Path, levels: MaskLevels, threshold: int, cancel: Callable[[], bool] | None = None) -> int:
-    """Tissue contours (holes kept, simplified to the traced level's pixel size) as QuPath GeoJSON; returns count."""
+def write_contours(path: Path, levels: MaskLevels, values: MaskValues,
+                   cancel: Callable[[], bool] | None = None) -> int:
+    """Contours of tissue, or of each class but the first (holes kept, simplified to the traced level's pixel size),
+    as QuPath GeoJSON with their classification; returns the count."""
     k = levels.finest_within(CONTOUR_MAX_PIXELS)
     ds = levels.level_downsample(k)
-    mask = np.asarray(levels.levels[k]) >= threshold
-    polygons = mask_to_polygons(mask, downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds, cancel=cancel)
-    annotations = [Annotation(p, cls=TISSUE, role=Role.LABEL, kind=Kind.POLYGON, name="predicted tissue") for p in polygons]
+    mask = np.asarray(levels.levels[k])
+    annotations = []
+    for cls, find in values.areas():
+        polygons = mask_to_polygons(find(mask), downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds, cancel=cancel)
+        annotations += [Annotation(p, cls=cls, role=Role.LABEL, kind=Kind.POLYGON, name=f"predicted {cls.name.lower()}")
+                        for p in polygons]
     write_geojson(annotations, path)
     return len(annotations)
 
@@ -128,17 +163,16 @@ def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], store
             yield block[:, x : x + TILE]
 
 
-def _halved(store: DiskArray, binary: bool) -> Iterator[tuple[int, np.ndarray]]:
-    """The next level from a scratch level: 2 x 2 means (majority for binary masks), TILE rows at a time."""
+def _halved(store: DiskArray, values: MaskValues) -> Iterator[tuple[int, np.ndarray]]:
+    """The next level from a scratch level, 2 x 2 pixels into one (`MaskValues.halve`), TILE rows at a time."""
     h, w = store.shape
     for y in range(0, h, 2 * TILE):
-        rows = store[y : y + 2 * TILE].astype(np.uint16)
+        rows = np.asarray(store[y : y + 2 * TILE])
         if rows.shape[0] % 2:
             rows = np.concatenate([rows, rows[-1:]])
         if w % 2:
             rows = np.concatenate([rows, rows[:, -1:]], axis=1)
-        mean = (rows[0::2, 0::2] + rows[1::2, 0::2] + rows[0::2, 1::2] + rows[1::2, 1::2] + 2) // 4
-        yield y // 2, (np.where(mean >= 128, 255, 0) if binary else mean).astype(np.uint8)
+        yield y // 2, values.halve(rows[0::2, 0::2], rows[1::2, 0::2], rows[0::2, 1::2], rows[1::2, 1::2])
 
 
 def _resolution(mpp: tuple[float, float] | None, downsample: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 from gigapath_desktop.errors import ModelError
 from gigapath_desktop.model import unet  # noqa: F401  (registers the custom layers for deserialization)
 from gigapath_desktop.model.geometry import model_geometry
+from gigapath_desktop.model.info import attach_info, model_info, read_info, write_info
 from gigapath_desktop.outputs import atomic_path
 
 
@@ -19,6 +20,7 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         model.save(tmp)
+        write_info(tmp, model_info(model))
     return path
 
 
@@ -35,20 +37,25 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
         raise ModelError(f"{path}: cannot load model ({exc})") from None
     try:
         check_contract(model)
-    except ModelError as exc:
+        info = read_info(path)
+        if info is not None:
+            attach_info(model, info)
+    except (ModelError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{path}: {exc}") from None
     return model
 
 
 def check_contract(model: keras.Model) -> None:
-    """What every model here must be: uint8 RGB in, one tissue probability out (sigmoid), tileable, finite weights.
-    Anything else would predict garbage or an empty mask without a word."""
+    """What every model here must be: uint8 RGB in, probabilities out (one sigmoid tissue channel, or a softmax
+    over K >= 3 classes), tileable, finite weights. Anything else would predict garbage without a word."""
     if model.input_shape[-1] != 3:
-        raise ModelError(f"takes {model.input_shape[-1]}-channel input; a tissue model takes RGB (3)")
-    if model.output_shape[-1] != 1:
-        raise ModelError(f"has {model.output_shape[-1]} output channels; a tissue model has 1 (the probability)")
-    if getattr(model.layers[-1], "activation", None) is not keras.activations.sigmoid:
-        raise ModelError("does not end in a sigmoid, so its output is not a probability")
+        raise ModelError(f"takes {model.input_shape[-1]}-channel input; a model here takes RGB (3)")
+    channels = model.output_shape[-1]
+    expected = keras.activations.sigmoid if channels == 1 else keras.activations.softmax
+    if channels == 2 or getattr(model.layers[-1], "activation", None) is not expected:
+        raise ModelError(f"has {channels} output channels but does not end in a "
+                         f"{'sigmoid' if channels == 1 else 'softmax over 3 or more classes'}, so its output is not "
+                         f"a probability per class")
     if not all(np.isfinite(w).all() for w in model.get_weights()):
         raise ModelError("holds non-finite (NaN or infinite) weights")
     model_geometry(model)

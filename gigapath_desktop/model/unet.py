@@ -65,11 +65,18 @@ def build_unet(
     pool: int = 4,
     dtype: str = "float32",
     activation: str = "leaky_relu",
+    classes: int = 2,
 ) -> keras.Model:
-    """uint8 RGB (H, W, 3) in -> tissue probability (H - 2 halo, W - 2 halo, 1) out; one encoder level per filter.
+    """uint8 RGB (H, W, 3) in -> probabilities (H - 2 halo, W - 2 halo, C) out; one encoder level per filter.
 
-    The layer named `logits_s2d` holds the logits folded block x block into channels; training uses it directly.
+    Two classes (background, tissue) give the tissue model: one sigmoid channel, the tissue probability. K > 2
+    classes give K softmax channels, one per class. The layer named `logits_s2d` holds the logits folded
+    block x block into channels (channel (i * block + j) * C + c is class c of pixel (i, j) of the block);
+    training uses it directly.
     """
+    if classes < 2:
+        raise ValueError(f"a model needs at least 2 classes, got {classes}")
+    channels = 1 if classes == 2 else classes
     geom: dict[int, TensorGeometry] = {}
 
     def apply(layer: layers.Layer, *inputs: keras.KerasTensor) -> keras.KerasTensor:
@@ -95,17 +102,31 @@ def build_unet(
         skip = apply(layers.Cropping2D(crop, dtype=dtype, name=f"crop{level}"), skip)
         x = apply(layers.Concatenate(dtype=dtype, name=f"merge{level}"), x, skip)
         x = apply(layers.Conv2D(filters[level], 1, activation=activation, dtype=dtype, name=f"dec{level}"), x)
-    x = apply(layers.Conv2D(block * block, 1, dtype=dtype, name=LOGITS), x)
+    x = apply(layers.Conv2D(block * block * channels, 1, dtype=dtype, name=LOGITS), x)
     x = apply(DepthToSpace(block, dtype=dtype, name="depth_to_space"), x)
-    probability = apply(layers.Activation("sigmoid", dtype=dtype, name="probability"), x)
+    activation = "sigmoid" if channels == 1 else "softmax"
+    probability = apply(layers.Activation(activation, dtype=dtype, name="probability"), x)
     return keras.Model(image, probability, name="gigapath_unet")
 
 
-def init_output_bias(model: keras.Model, prior: float) -> None:
-    """Start the logits at the labels' prior, so the first steps learn shapes instead of the class balance."""
-    prior = float(np.clip(prior, 0.01, 0.99))
+def init_output_bias(model: keras.Model, priors: Sequence[float]) -> None:
+    """Start the logits at the labels' class shares, so the first steps learn shapes instead of the class balance.
+    `priors` holds one share per class (background first); a tissue model's single logit gets log-odds of tissue."""
+    shares = np.clip(np.asarray(priors, np.float64), 0.01, 0.99)
     bias = model.get_layer(LOGITS).bias
-    bias.assign(np.full(bias.shape, np.log(prior / (1 - prior)), bias.dtype))
+    channels = output_channels(model)
+    logits = np.log(shares[1:] / shares[0]) if channels == 1 else np.log(shares)
+    bias.assign(np.tile(logits, bias.shape[0] // channels).astype(bias.dtype))
+
+
+def output_channels(model: keras.Model) -> int:
+    """1 for the tissue model (a sigmoid probability), K for a K-class softmax model."""
+    return int(model.output_shape[-1])
+
+
+def class_count(model: keras.Model) -> int:
+    """How many classes the model tells apart (the tissue model: 2, background and tissue)."""
+    return max(2, output_channels(model))
 
 
 def logits_model(model: keras.Model) -> keras.Model:

@@ -58,36 +58,45 @@ class Case:
     jpeg_quality: int = 85
     mpp: float | None = None  # recorded in the TIFF when given
     sources: tuple[str, ...] = field(default_factory=tuple)  # texture slides; default: the bundled demo slide
+    classes: int = 2  # 3: two tissue classes, textures from sources[0] and from sources[1:], in patches of each
 
 
 def make_realistic_slide(out: str | os.PathLike[str], case: Case, seed: int = 0) -> tuple[Path, Path]:
-    """Write `out` (pyramidal JPEG TIFF) and `out.mask.tif` (0/255 truth); return both paths."""
+    """Write `out` (pyramidal JPEG TIFF) and `out.mask.tif` (truth: 0/255 for tissue, class indices 0..K-1 for K > 2
+    classes); return both paths."""
     rng = np.random.default_rng(seed)
     image, truth = render(case, rng)
     out = Path(out)
     mask_out = mask_path_for(out)
     write_pyramid(out, image, case.mpp, jpeg_quality=case.jpeg_quality)
-    write_pyramid(mask_out, truth * np.uint8(255), case.mpp)
+    write_pyramid(mask_out, truth * np.uint8(255) if case.classes == 2 else truth, case.mpp)
     return out, mask_out
 
 
 def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB uint8 image, {0, 1} truth) of one slide of `case`."""
+    """(RGB uint8 image, truth) of one slide of `case`: truth {0, 1} (tissue), or 0..2 for a 3-class case
+    (0 background, 1 tissue of the first source's texture, 2 of the others')."""
     h, w = case.height, case.width
 
     def count(density: float) -> int:
         return int(rng.poisson(density * h * w / 10e6))
 
     fluorescence = case.modality == "fluorescence"
-    patches = texture_patches(case.sources or _default_sources(fluorescence), fluorescence, rng)
-    if not fluorescence:
-        patches = _jitter_stain(patches, case.stain_jitter, rng)
-    texture = _quilt(patches, h, w, rng)
+    sources = case.sources or _default_sources(fluorescence)
+    texture = _texture(sources if case.classes == 2 else sources[:1], case, h, w, rng)
+    second = None
+    if case.classes == 3:
+        second = _islands(h, w, 0.5, case.island_scale / 2, rng).astype(bool)  # where the second class lies
+        texture = np.where(second[..., None], _texture(sources[1:], case, h, w, rng), texture)
+    elif case.classes != 2:
+        raise ValueError(f"realistic slides have 2 or 3 classes, not {case.classes}")
     shape = _islands(h, w, case.tissue_fraction, case.island_scale, rng)
     _draw_strands(shape, count(case.strands), rng)
     _cut_lumens(shape, count(case.lumens), rng)
     fat_cells = _fat(shape, count(case.fat), rng)
     truth = (cv2.GaussianBlur(shape, (0, 0), 1.2) > 0.5).astype(np.uint8)
+    if second is not None:
+        truth += truth * second
     alpha = cv2.GaussianBlur(shape * (1 - fat_cells), (0, 0), 1.2)
     od = _optical_density(texture) * (case.density * _thickness(h, w, rng))[..., None]
     for _ in range(count(case.folds)):
@@ -111,6 +120,15 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
 
 # --- texture ------------------------------------------------------------------------------------------------------
+def _texture(sources: tuple[str, ...], case: Case, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A slide-sized quilt of real tissue patches from `sources`, the stain re-mixed (bright-field)."""
+    fluorescence = case.modality == "fluorescence"
+    patches = texture_patches(sources, fluorescence, rng)
+    if not fluorescence:
+        patches = _jitter_stain(patches, case.stain_jitter, rng)
+    return _quilt(patches, h, w, rng)
+
+
 def texture_patches(sources: tuple[str, ...], fluorescence: bool, rng: np.random.Generator,
                     count: int = 160) -> list[np.ndarray]:
     """`count` PATCH x PATCH patches of real tissue (nearly all tissue pixels) from the source slides."""
@@ -353,3 +371,47 @@ def write_pyramid(path: Path, image: np.ndarray, mpp: float | None, jpeg_quality
             compression = ("jpeg", {"level": jpeg_quality}) if rgb else ("zlib", {})
             tif.write(level, photometric="rgb" if rgb else "minisblack", compression=compression[0],
                       compressionargs=compression[1], **level_options(i, mpp))
+
+
+# --- sparse labels ------------------------------------------------------------------------------------------------
+def truth_strokes(truth: np.ndarray, names: list[str], per_class: int, rng: np.random.Generator,
+                  width: int = 24, length: int = 240) -> list:
+    """Brush strokes a user might paint on this slide: `per_class` short strokes (`width` px wide, up to `length`
+    px long) inside each class of `truth`, as label annotations of the classes `names` (class i = names[i]),
+    every painted pixel of the right class."""
+    from shapely.geometry import LineString
+
+    from gigapath_desktop.annotations.model import Annotation, Kind, Role
+    from gigapath_desktop.annotations.classes import ClassMap
+
+    classes = ClassMap.named(names).classes
+    radius = width // 2
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 5, 2 * radius + 5))
+    strokes = []
+    for value, cls in enumerate(classes):
+        inside = cv2.erode((truth == value).astype(np.uint8), disc)
+        ys, xs = np.nonzero(inside)
+        if not len(ys):
+            continue
+        for i in rng.choice(len(ys), min(per_class, len(ys)), replace=False):
+            strokes.append(Annotation(_stroke(inside, xs[i], ys[i], length, rng, LineString).buffer(radius),
+                                      cls, Role.LABEL, Kind.BRUSH))
+    return strokes
+
+
+def _stroke(inside: np.ndarray, x: int, y: int, length: int, rng: np.random.Generator, line: type) -> object:
+    """The longest straight stroke through (x, y) in a random direction, up to `length`, that stays `inside`."""
+    angle = rng.uniform(0, np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    ends = []
+    for sign in (1, -1):
+        reach = 0
+        while reach < length // 2:
+            px, py = np.rint(np.array([x, y]) + sign * (reach + 4) * direction).astype(int)
+            if not (0 <= py < inside.shape[0] and 0 <= px < inside.shape[1] and inside[py, px]):
+                break
+            reach += 4
+        ends.append(np.array([x, y]) + sign * reach * direction + 0.5)
+    if np.allclose(ends[0], ends[1]):
+        ends[1] = ends[1] + 0.01
+    return line(ends)

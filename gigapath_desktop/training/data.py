@@ -9,6 +9,9 @@ import numpy as np
 import shapely
 
 from gigapath_desktop.annotations import Annotation, Role, rasterize
+from gigapath_desktop.annotations.classes import ClassMap
+from gigapath_desktop.annotations.raster import UNLABELLED
+from gigapath_desktop.errors import TrainingError
 from gigapath_desktop.slides import ArrayCache, Region, Slide, cached_region
 from gigapath_desktop.slides.cache import CancelFn, ProgressFn
 from gigapath_desktop.slides.diskarray import DiskArray
@@ -16,8 +19,9 @@ from gigapath_desktop.slides.diskarray import DiskArray
 
 @dataclass
 class RegionData:
-    """One training or validation region: image (H, W, 3) uint8 and labels (H, W) in {0, 1}; numpy arrays or
-    `DiskArray`s (anything sliceable by rectangles with shape, dtype and ndim)."""
+    """One training or validation region: image (H, W, 3) uint8 and labels (H, W) uint8 class indices ({0, 1} for
+    the tissue model; UNLABELLED = not labelled); numpy arrays or `DiskArray`s (anything sliceable by rectangles
+    with shape, dtype and ndim)."""
 
     image: np.ndarray | DiskArray
     labels: np.ndarray | DiskArray
@@ -44,11 +48,24 @@ class RegionData:
             count += int(background.sum())
         return total / count if count else 255.0
 
-    def tissue_fraction(self, rows: int = 1024) -> float:
-        """Share of pixels labelled 1, read in bands (labels may be a gigapixel array on disk)."""
-        h = self.labels.shape[0]
-        total = sum(int(np.count_nonzero(np.asarray(self.labels[y : y + rows]))) for y in range(0, h, rows))
-        return total / max(self.pixels, 1)
+    def class_shares(self, classes: int = 2, rows: int = 1024) -> np.ndarray:
+        """Share of each class among the labelled pixels (UNLABELLED left out), read in bands (labels may be a
+        gigapixel array on disk). A label value the model has no class for is an error, never silently ignored."""
+        counts = np.zeros(256, np.int64)
+        for y in range(0, self.labels.shape[0], rows):
+            counts += np.bincount(np.asarray(self.labels[y : y + rows]).ravel(), minlength=256)
+        unknown = np.flatnonzero(counts[classes:UNLABELLED])
+        if unknown.size:
+            raise TrainingError(f"the labels of {self.name or 'a region'} hold the value {classes + unknown[0]}, but "
+                                f"the model knows {classes} classes (0 to {classes - 1}; {UNLABELLED} = unlabelled)")
+        labelled = counts[:classes].sum()
+        if not labelled:
+            raise TrainingError(f"{self.name or 'a region'} has no labelled pixel")
+        return counts[:classes] / labelled
+
+    def tissue_fraction(self) -> float:
+        """Share of labelled pixels that are tissue (class 1)."""
+        return float(self.class_shares(2)[1])
 
 
 def load_region(
@@ -58,28 +75,36 @@ def load_region(
     cache: ArrayCache | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    classes: ClassMap | None = None,
+    sparse: bool = False,
 ) -> RegionData:
-    """The region's pixels (decoded once) and its Tissue labels (rasterized once), read back from the disk cache."""
+    """The region's pixels (decoded once) and its labels (rasterized once), read back from the disk cache.
+
+    Label annotations paint their class's value in `classes` (default: the tissue model's Background 0 / Tissue 1);
+    pixels no label covers are the first class, or UNLABELLED when `sparse` (a few strokes per class suffice)."""
     cache = cache or ArrayCache()
-    image = cached_region(slide, region, cache, progress, cancel)
+    classes = classes or ClassMap.tissue()
     labels = [a for a in annotations if a.role is Role.LABEL]
+    values = classes.values(labels)
+    image = cached_region(slide, region, cache, progress, cancel)
     h, w = image.shape[:2]
     key = (f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}-"
-           f"{_content_digest(labels)}")
+           f"{_content_digest(labels, values, sparse)}")
     origin = (float(region.x), float(region.y))
     downsample = slide.level_downsamples[region.level]
 
     def fill(out: DiskArray) -> None:
-        rasterize(labels, origin, downsample, (h, w), out=out)
+        rasterize(labels, origin, downsample, (h, w), values=values, out=out, fill=UNLABELLED if sparse else 0)
 
     mask = cache.get_or_build(key, (h, w), np.uint8, fill)
     return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}")
 
 
-def _content_digest(labels: list[Annotation]) -> str:
-    """What the rasterized labels depend on (shapes, classes, paint order), not ids or names: the same labels
-    detected or imported again reuse one cache file instead of writing another."""
-    digest = hashlib.sha256(b"tissue-labels-v2")  # v2: classes other than Background paint tissue
+def _content_digest(labels: list[Annotation], values: dict[str, int], sparse: bool) -> str:
+    """What the rasterized labels depend on (shapes, classes, their values, paint order, the fill), not ids or
+    names: the same labels detected or imported again reuse one cache file instead of writing another."""
+    digest = hashlib.sha256(b"labels-v3")  # v3: class values and sparse fill
+    digest.update(repr((sorted(values.items()), sparse)).encode())
     for annotation in labels:
         digest.update(annotation.cls.name.encode() + b"\0" + shapely.to_wkb(annotation.geometry))
     return digest.hexdigest()[:16]

@@ -1,11 +1,13 @@
 """Exact whole-region loss and gradients, computed tile by tile in memory bounded by one tile.
 
-The loss over a region is a function of a few global sums over its valid pixels (p: probability, y: label):
-    I = sum p*y,  P = sum p,  Y = sum y,  B = sum bce(p, y),  N = sum 1
-    loss = 1 - (2 I + s) / (P + Y + s) + w B / N          (soft Dice, plus BCE with weight w)
-so by the chain rule  d loss / d theta = a dI/dtheta + b dP/dtheta + c dB/dtheta  with scalars a, b, c that depend
-only on the global sums. Pass 1 runs the model forward over every tile and adds up the sums (float64 across tiles);
-pass 2 runs forward + backward per tile on  a I_t + b P_t + c B_t  and adds up the tile gradients in float64.
+The loss over a region is a function of a few global sums over its labelled pixels (per class c; p: probability,
+y: one-hot label; the tissue model has the one class "tissue"):
+    I_c = sum p_c y_c,  P_c = sum p_c,  Y_c = sum y_c,  B = sum cross-entropy(p, y),  N = sum 1
+    loss = 1 - mean over the classes present of (2 I_c + s) / (P_c + Y_c + s) + w B / N   (soft Dice + w CE)
+so by the chain rule  d loss / d theta = sum_c (a_c dI_c/dtheta + b_c dP_c/dtheta) + c dB/dtheta  with scalars
+that depend only on the global sums. Pass 1 runs the model forward over every tile and adds up the sums (float64
+across tiles); pass 2 runs forward + backward per tile on  sum_c (a_c I_c,t + b_c P_c,t) + c B_t  and adds up the
+tile gradients in float64. Unlabelled pixels (255) are left out of every sum.
 Both passes see the same pixels as a whole-region forward would (see `model.tiling`), so the result is the
 whole-region gradient; `tile=None` computes that directly in one tensor, for verification and for machines with
 plenty of unified memory.
@@ -15,18 +17,19 @@ result is closer to the float64 truth than one long float32 reduction over the w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
 import psutil
 import tensorflow as tf
 
+from gigapath_desktop.annotations.raster import UNLABELLED
 from gigapath_desktop.errors import Cancelled, TrainingError
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
-from gigapath_desktop.model.unet import logits_model, with_dtype
+from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.training.config import BCE_WEIGHT
 
@@ -38,36 +41,64 @@ TileProgressFn = Callable[[int, int], None]
 
 @dataclass
 class LossTerms:
-    """Global sums over valid pixels; tiles add up."""
+    """Global sums over the labelled pixels, one entry per output channel (the tissue model has one channel, a
+    K-class model K); tiles add up."""
 
-    intersection: float = 0.0
-    predicted: float = 0.0
-    truth: float = 0.0
-    bce: float = 0.0
-    valid: float = 0.0
-    hard_intersection: float = 0.0
-    hard_predicted: float = 0.0
+    intersection: np.ndarray
+    predicted: np.ndarray
+    truth: np.ndarray
+    hard_intersection: np.ndarray
+    hard_predicted: np.ndarray
+    bce: float
+    valid: float
 
-    def __add__(self, other: "LossTerms") -> "LossTerms":
-        return LossTerms(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+    @classmethod
+    def from_vector(cls, values: Sequence[float]) -> "LossTerms":
+        """From the engine's flat layout [I, P, Y, hard I, hard P (C each), bce, valid]."""
+        values = np.asarray(values, np.float64)
+        c = (len(values) - 2) // 5
+        return cls(*(values[k * c : (k + 1) * c] for k in range(5)), float(values[-2]), float(values[-1]))
+
+    @classmethod
+    def total(cls, vectors: Iterable[Sequence[float]]) -> "LossTerms":
+        """The sums of a region from its tiles' vectors, added in the order given (plan order: every executor
+        gives the same float64 result)."""
+        total: np.ndarray | None = None
+        for vector in vectors:
+            total = np.array(vector, np.float64) if total is None else total + vector
+        if total is None:
+            raise TrainingError("the region has no tiles")
+        return cls.from_vector(total)
+
+    @property
+    def present(self) -> np.ndarray:
+        """Channels that count in the Dice: the tissue model's one channel always (today's loss), a K-class
+        model's classes that occur in the labels (all of them when none does)."""
+        if len(self.truth) == 1 or not (self.truth > 0).any():
+            return np.ones(len(self.truth), bool)
+        return self.truth > 0
 
     def loss(self, bce_weight: float = BCE_WEIGHT) -> float:
         soft = (2 * self.intersection + SMOOTH) / (self.predicted + self.truth + SMOOTH)
-        return 1.0 - soft + bce_weight * self.bce / max(self.valid, 1.0)
+        return 1.0 - float(soft[self.present].mean()) + bce_weight * self.bce / max(self.valid, 1.0)
+
+    @property
+    def class_dice(self) -> np.ndarray:
+        """Dice of the hard prediction (p > 0.5, or the most probable class) per channel: the figures users compare."""
+        return (2 * self.hard_intersection + SMOOTH) / (self.hard_predicted + self.truth + SMOOTH)
 
     @property
     def dice(self) -> float:
-        """Dice of the thresholded (p > 0.5) prediction: the figure users compare."""
-        return (2 * self.hard_intersection + SMOOTH) / (self.hard_predicted + self.truth + SMOOTH)
+        """The tissue Dice, or the mean Dice over the classes present."""
+        return float(self.class_dice[self.present].mean())
 
-    def coefficients(self, bce_weight: float = BCE_WEIGHT) -> tuple[float, float, float]:
-        """(d loss/dI, d loss/dP, d loss/dB): the weights of the per-tile surrogate in pass 2."""
+    def coefficients(self, bce_weight: float = BCE_WEIGHT) -> np.ndarray:
+        """[d loss/dI (C), d loss/dP (C), d loss/dB]: the weights of the per-tile surrogate in pass 2."""
+        present = self.present
         denominator = self.predicted + self.truth + SMOOTH
-        return (
-            -2.0 / denominator,
-            (2 * self.intersection + SMOOTH) / denominator**2,
-            bce_weight / max(self.valid, 1.0),
-        )
+        share = present / present.sum()
+        return np.concatenate([-2.0 * share / denominator, share * (2 * self.intersection + SMOOTH) / denominator**2,
+                               [bce_weight / max(self.valid, 1.0)]])
 
 
 def fold(labels: np.ndarray, block: int) -> np.ndarray:
@@ -79,19 +110,23 @@ def fold(labels: np.ndarray, block: int) -> np.ndarray:
 
 
 class TileEngine:
-    """Compiled per-tile functions for one model in one dtype."""
+    """Compiled per-tile functions for one model in one dtype.
+
+    Tensors are folded: logits (1, h/b, w/b, b*b, C), labels (1, h/b, w/b, b*b) of class indices with UNLABELLED
+    ignored, the mask m (1, h/b, w/b, b*b, 1) = inside the region and labelled. The tissue model (C = 1) has a
+    sigmoid and binary cross-entropy; a K-class model a softmax and cross-entropy."""
 
     def __init__(self, model: keras.Model, dtype: str) -> None:
         self.source = model
         self.dtype = dtype
         self.net = logits_model(model if model.dtype == dtype else with_dtype(model, dtype))
         self.block = model_geometry(model).block
+        self.channels = output_channels(model)
         image_spec = tf.TensorSpec([1, None, None, 3], tf.uint8)
         label_spec = tf.TensorSpec([1, None, None, None], tf.uint8)
         self.sums = tf.function(self._sums, input_signature=[image_spec, label_spec, label_spec])
-        self.grads = tf.function(
-            self._grads, input_signature=[image_spec, label_spec, label_spec, tf.TensorSpec([3], tf.float64)]
-        )
+        coefficients_spec = tf.TensorSpec([2 * self.channels + 1], tf.float64)
+        self.grads = tf.function(self._grads, input_signature=[image_spec, label_spec, label_spec, coefficients_spec])
         self.whole = tf.function(self._whole, input_signature=[image_spec, label_spec, label_spec, tf.TensorSpec([], dtype)])
 
     def sync(self) -> None:
@@ -100,44 +135,64 @@ class TileEngine:
             for mine, theirs in zip(self.net.trainable_variables, self.source.trainable_variables):
                 mine.assign(tf.cast(theirs, mine.dtype))
 
-    def _terms(self, z: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        p = tf.sigmoid(z)
-        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
-        return _sum(m * p * y), _sum(m * p), _sum(m * bce)
+    def _forward(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, training: bool) -> tuple:
+        """(folded logits z as the net gives them, z per channel, p, one-hot y, mask m, per-pixel cross-entropy)."""
+        z_flat = self.net(x, training=training)
+        z = tf.reshape(z_flat, tf.concat([tf.shape(z_flat)[:3], [self.block**2, self.channels]], 0))
+        m = tf.cast(m, self.dtype)[..., None] * tf.cast(y != UNLABELLED, self.dtype)[..., None]
+        if self.channels == 1:
+            y = tf.cast(y == 1, self.dtype)[..., None]
+            p = tf.sigmoid(z)
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
+        else:
+            y = tf.one_hot(tf.cast(y, tf.int32), self.channels, dtype=self.dtype)  # 255 -> all zeros
+            p = tf.nn.softmax(z)
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=z)[..., None]
+        return z_flat, z, p, y, m, ce
+
+    def _hard(self, z: tf.Tensor) -> tf.Tensor:
+        if self.channels == 1:
+            return tf.cast(z > 0, z.dtype)
+        return tf.one_hot(tf.argmax(z, axis=-1), self.channels, dtype=z.dtype)
 
     def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
-        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
-        z = self.net(x, training=False)
-        hard = tf.cast(z > 0, z.dtype)
-        intersection, predicted, bce = self._terms(z, y, m)
-        # in the field order of LossTerms
-        return tf.stack([intersection, predicted, _sum(m * y), bce, _sum(m), _sum(m * hard * y), _sum(m * hard)])
+        _, z, p, y, m, ce = self._forward(x, y, m, training=False)
+        hard = self._hard(z)
+        sums = [_sum(m * p * y), _sum(m * p), _sum(m * y), _sum(m * hard * y), _sum(m * hard), _sum(m * ce), _sum(m)]
+        return tf.concat(sums, 0)  # the layout of LossTerms.from_vector
 
     def _grads(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> list[tf.Tensor]:
-        """Backpropagate d(a I_t + b P_t + c B_t)/dz, written out, so no loss graph is differentiated:
-        dI/dz = m y p (1 - p),  dP/dz = m p (1 - p),  dB/dz = m (p - y)."""
-        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
-        a, b, c = tf.unstack(tf.cast(coefficients, self.dtype))
+        """Backpropagate d(sum_c a_c I_c + b_c P_c + c B)/dz, written out, so no loss graph is differentiated.
+        With g = m (a y + b):  sigmoid: g p (1 - p) + c m (p - y);  softmax: p (g - sum_k g_k p_k) + c m (p - y)."""
+        coefficients = tf.cast(coefficients, self.dtype)
+        a, b, c = coefficients[: self.channels], coefficients[self.channels : -1], coefficients[-1]
         with tf.GradientTape() as tape:
-            z = self.net(x, training=True)
-        p = tf.sigmoid(z)
-        dz = m * ((a * y + b) * p * (1 - p) + c * (p - y))
-        grads = tape.gradient(z, self.net.trainable_variables, output_gradients=dz)
+            z_flat, _, p, y, m, _ = self._forward(x, y, m, training=True)
+        g = m * (a * y + b)
+        if self.channels == 1:
+            dz = g * p * (1 - p) + c * m * (p - y)
+        else:
+            dz = p * (g - tf.reduce_sum(g * p, axis=-1, keepdims=True)) + c * m * (p - y)
+        grads = tape.gradient(z_flat, self.net.trainable_variables, output_gradients=tf.reshape(dz, tf.shape(z_flat)))
         return [tf.cast(g, tf.float64) for g in grads]
 
     def _whole(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
         """The naive reference: one tensor, plain reductions in the model's dtype, autodiff of the loss."""
-        y, m = tf.cast(y, self.dtype), tf.cast(m, self.dtype)
         with tf.GradientTape() as tape:
-            z = self.net(x, training=True)
-            p = tf.sigmoid(z)
-            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
-            i, pp, yy, n = tf.reduce_sum(m * p * y), tf.reduce_sum(m * p), tf.reduce_sum(m * y), tf.reduce_sum(m)
-            loss = 1 - (2 * i + SMOOTH) / (pp + yy + SMOOTH) + bce_weight * tf.reduce_sum(m * bce) / tf.maximum(n, 1)
-        hard = tf.cast(z > 0, z.dtype)
-        dice = (2 * tf.reduce_sum(m * hard * y) + SMOOTH) / (tf.reduce_sum(m * hard) + yy + SMOOTH)
+            _, z, p, y, m, ce = self._forward(x, y, m, training=True)
+            axes = [0, 1, 2, 3]
+            i, pp, yy = (tf.reduce_sum(t, axes) for t in (m * p * y, m * p, m * y))
+            n = tf.reduce_sum(m)
+            soft = (2 * i + SMOOTH) / (pp + yy + SMOOTH)
+            present = yy > 0 if self.channels > 1 else tf.ones_like(yy, tf.bool)
+            present = present | tf.logical_not(tf.reduce_any(present))
+            dice_loss = 1 - tf.reduce_mean(tf.boolean_mask(soft, present))
+            loss = dice_loss + bce_weight * tf.reduce_sum(m * ce) / tf.maximum(n, 1)
+        hard = self._hard(z)
+        sums = [i, pp, yy, tf.reduce_sum(m * hard * y, axes), tf.reduce_sum(m * hard, axes),
+                tf.reduce_sum(m * ce)[None], n[None]]
         grads = [tf.cast(g, tf.float64) for g in tape.gradient(loss, self.net.trainable_variables)]
-        return loss, dice, grads
+        return loss, tf.cast(tf.concat(sums, 0), tf.float64), grads
 
 
 def engine_for(model: keras.Model, dtype: str = "float32") -> TileEngine:
@@ -164,7 +219,7 @@ class LocalExecutor:
             progress()
 
     def grads(self, model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
-              coefficients: tuple[float, float, float], cancel: CancelFn | None,
+              coefficients: np.ndarray, cancel: CancelFn | None,
               progress: Callable[[], None]) -> Iterator[list[np.ndarray]]:
         engine = engine_for(model, dtype)
         weights = tf.constant(coefficients, tf.float64)
@@ -190,10 +245,8 @@ def region_sums(
 ) -> LossTerms:
     """Pass 1 alone: the global loss terms of `model` on a region (also how validation Dice is computed)."""
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
-    terms = LossTerms()
-    for values in (executor or LOCAL).sums(model, dtype, plan, image, labels, cancel, _counter(progress, len(plan))):
-        terms = terms + LossTerms(*values)
-    return terms
+    return LossTerms.total((executor or LOCAL).sums(model, dtype, plan, image, labels, cancel,
+                                                    _counter(progress, len(plan))))
 
 
 def region_gradients(
@@ -208,7 +261,26 @@ def region_gradients(
     progress: TileProgressFn | None = None,
     executor: LocalExecutor | None = None,
 ) -> tuple[float, float, list[np.ndarray]]:
-    """(loss, Dice, gradients) of `model` on one whole region: `image` (H, W, 3) uint8, `labels` (H, W) {0, 1}.
+    """(loss, Dice, gradients) of `model` on one whole region (see `region_step`)."""
+    loss, terms, grads = region_step(model, image, labels, tile=tile, dtype=dtype, bce_weight=bce_weight,
+                                     cancel=cancel, progress=progress, executor=executor)
+    return loss, terms.dice, grads
+
+
+def region_step(
+    model: keras.Model,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    tile: int | None = None,
+    dtype: str = "float32",
+    bce_weight: float = BCE_WEIGHT,
+    cancel: CancelFn | None = None,
+    progress: TileProgressFn | None = None,
+    executor: LocalExecutor | None = None,
+) -> tuple[float, LossTerms, list[np.ndarray]]:
+    """(loss, global sums, gradients) of `model` on one whole region: `image` (H, W, 3) uint8, `labels` (H, W)
+    uint8 class indices (0/1 for the tissue model) with UNLABELLED (255) pixels left out of the loss.
 
     `tile=None` computes on the whole region as one tensor; an int gives the same result tile by tile, in this
     process or spread over workers (`executor`). `grads` are float64 arrays aligned with
@@ -222,18 +294,16 @@ def region_gradients(
         _check_whole_fits(plan, dtype)
         (t,) = plan.tiles()
         x, y, m = _tile_tensors(plan, image, labels, t, engine)
-        loss, dice, grads = engine.whole(x, y, m, tf.constant(bce_weight, dtype))
-        return float(loss), float(dice), [g.numpy() for g in grads]
+        loss, sums, grads = engine.whole(x, y, m, tf.constant(bce_weight, dtype))
+        return float(loss), LossTerms.from_vector(sums.numpy()), [g.numpy() for g in grads]
     executor = executor or LOCAL
     count = _counter(progress, 2 * len(plan))
-    terms = LossTerms()
-    for values in executor.sums(model, dtype, plan, image, labels, cancel, count):
-        terms = terms + LossTerms(*values)
+    terms = LossTerms.total(executor.sums(model, dtype, plan, image, labels, cancel, count))
     grads = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
     for tile_grads in executor.grads(model, dtype, plan, image, labels, terms.coefficients(bce_weight), cancel, count):
         for total_grad, tile_grad in zip(grads, tile_grads):
             total_grad += tile_grad
-    return terms.loss(bce_weight), terms.dice, grads
+    return terms.loss(bce_weight), terms, grads
 
 
 def _counter(progress: TileProgressFn | None, total: int) -> Callable[[], None]:
@@ -254,7 +324,7 @@ def tile_sums(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray,
 
 
 def tile_grads(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile,
-               coefficients: tuple[float, float, float]) -> list[np.ndarray]:
+               coefficients: np.ndarray) -> list[np.ndarray]:
     """One tile's share of the gradient (what a remote worker computes)."""
     engine = engine_for(model, dtype)
     x, y, m = _tile_tensors(plan, image, labels, t, engine)
@@ -288,8 +358,9 @@ def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
 
 
 def _sum(t: tf.Tensor) -> tf.Tensor:
-    """Sum rows first (short float32 runs), then add the row sums in float64."""
-    return tf.reduce_sum(tf.cast(tf.reduce_sum(t, axis=1), tf.float64))
+    """Per-channel sums (C,) of a folded tensor: rows first (short runs in the model's dtype), then the row sums in
+    float64."""
+    return tf.reduce_sum(tf.cast(tf.reduce_sum(t, axis=1), tf.float64), axis=[0, 1, 2])
 
 
 def _check(cancel: CancelFn | None) -> None:

@@ -12,8 +12,12 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
+from gigapath_desktop.training.gradients import LossTerms
+
 PATIENCE = 10  # steps of degenerate output (with the loss no longer falling) that mean "collapsed"
-DEGENERATE = 0.01  # a hard Dice this close to 0, or to the all-tissue Dice, is degenerate
+DEGENERATE = 0.01  # a hard Dice this close to 0 or to the all-tissue Dice, or one class on 99 %, is degenerate
 FROZEN = 0.98  # the loss fell by less than 2 % over the patience window
 RISING = 1.5  # a loss this many times the best so far, for a whole patience window, is diverging
 
@@ -27,7 +31,7 @@ class Verdict:
 
 
 class CollapseGuard:
-    """Feed it each step's (loss, hard Dice) and the training labels' tissue fraction; it says when to step back."""
+    """Feed it each step's loss and global sums; it says when to step back."""
 
     def __init__(self, patience: int = PATIENCE) -> None:
         self.patience = patience
@@ -37,20 +41,32 @@ class CollapseGuard:
     def reset(self) -> None:
         self.window.clear()
 
-    def check(self, loss: float, dice: float, tissue_fraction: float) -> Verdict:
-        if not math.isfinite(loss) or not math.isfinite(dice):
+    def check(self, loss: float, terms: LossTerms) -> Verdict:
+        """Judge one step from its loss and global sums (hard Dice, class counts)."""
+        if not math.isfinite(loss) or not math.isfinite(terms.dice):
             return Verdict(False, f"the loss became {loss}")
-        all_tissue = 2 * tissue_fraction / (1 + tissue_fraction)
-        degenerate = dice < DEGENERATE or abs(dice - all_tissue) < DEGENERATE
-        self.window.append((loss, degenerate))
+        answer = single_answer(terms)
+        self.window.append((loss, answer is not None))
         full = len(self.window) == self.window.maxlen
         first = self.window[0][0]
-        if full and all(d for _, d in self.window) and loss > FROZEN * first and 0 < tissue_fraction < 1:
-            what = "no tissue" if dice < DEGENERATE else "tissue everywhere"
-            return Verdict(False, f"the model collapsed (it predicts {what}; hard Dice {dice:.3f} for "
+        mixed = np.count_nonzero(terms.truth) > 1 if len(terms.truth) > 1 else 0 < terms.truth[0] < terms.valid
+        if full and all(d for _, d in self.window) and loss > FROZEN * first and mixed:
+            return Verdict(False, f"the model collapsed (it predicts {answer}; hard Dice {terms.dice:.3f} for "
                                   f"{self.patience} steps and the loss stopped falling)")
         if full and min(l for l, _ in self.window) > RISING * self.best:
             return Verdict(False, f"the loss keeps rising ({loss:.3f}, best {self.best:.3f})")
-        good = not degenerate and loss <= 1.1 * self.best
+        good = answer is None and loss <= 1.1 * self.best
         self.best = min(self.best, loss)
         return Verdict(good)
+
+
+def single_answer(terms: LossTerms) -> str | None:
+    """What a collapsed model answers everywhere ("no tissue", "tissue everywhere", "class 2 everywhere"), or None
+    while its hard Dice is away from the values one answer everywhere gives."""
+    if terms.dice < DEGENERATE:
+        return "no tissue" if len(terms.truth) == 1 else "no class right"
+    if len(terms.truth) == 1:
+        fraction = terms.truth[0] / max(terms.valid, 1.0)
+        return "tissue everywhere" if abs(terms.dice - 2 * fraction / (1 + fraction)) < DEGENERATE else None
+    top = int(np.argmax(terms.hard_predicted))
+    return f"class {top} everywhere" if terms.hard_predicted[top] >= (1 - DEGENERATE) * terms.valid else None

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import keras
 
 from gigapath_desktop import __version__
-from gigapath_desktop.annotations import Annotation, detect_tissue, other_classes, read_geojson
+from gigapath_desktop.annotations import Annotation, ClassMap, detect_tissue, other_classes, read_geojson
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
+from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.slides.cache import CancelFn
@@ -39,6 +40,8 @@ class TrainJob:
     resume_changes: tuple[str, ...] = ("steps",)  # settings of `config` that override the checkpoint's on resume
     workers: int = 1  # > 1, or a ray_address: the tiles of each step run on Ray workers (the same result)
     ray_address: str | None = None
+    classes: tuple[str, ...] | None = None  # a K-class model's class names in label order; None: the tissue model
+    sparse: bool = False  # pixels no label covers are unlabelled (ignored), not the first class
 
 
 def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
@@ -88,19 +91,26 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
         if job.val_region is not None:
             slide.check_region(job.val_region)
         annotations = _labels(job, slide, listeners)
+        classes = _class_map(job, annotations)
+        options = dict(cancel=cancel, classes=classes, sparse=job.sparse)
         train = load_region(slide, job.region, annotations, progress=_decoding("training region", listeners),
-                            cancel=cancel)
+                            **options)
         val = None
         if job.val_region is not None:
             val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners),
-                              cancel=cancel)
+                              **options)
     job.out.mkdir(parents=True, exist_ok=True)
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
         trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, changes, executor)
     else:
         keras.utils.set_random_seed(job.config.seed)
-        trainer = Trainer(build_unet(), [train], val, job.config, job.out, listeners, executor)
+        model = build_unet(classes=len(classes.classes))
+        attach_info(model, ModelInfo(classes))
+        trainer = Trainer(model, [train], val, job.config, job.out, listeners, executor)
+    if model_info(trainer.model).classes != classes:
+        raise GigaPathError(f"{job.out}: its model has the classes {', '.join(model_info(trainer.model).classes.names)}, "
+                            f"not {', '.join(classes.names)}")
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history))
     _write_config(job, trainer, train, val)
     return trainer
@@ -127,10 +137,19 @@ def _labels(job: TrainJob, slide: Slide, listeners: Sequence[Listener]) -> list[
         return annotations
     annotations = read_geojson(job.labels, report=lambda note: say(WarningEvent(f"{job.labels}: {note}")))
     others = other_classes(annotations)
-    if others:
+    if others and job.classes is None:
         say(WarningEvent(f"{job.labels}: label class(es) {', '.join(map(repr, others))} are neither Tissue nor "
                          f"Background; this tissue model counts them as tissue"))
     return annotations
+
+
+def _class_map(job: TrainJob, annotations: list[Annotation]) -> ClassMap:
+    """The tissue model's classes, or the ones named (colours from the labels' own classes)."""
+    if job.classes is None:
+        return ClassMap.tissue()
+    classes = ClassMap.named(job.classes, (a.cls for a in annotations))
+    classes.values(annotations)  # an unknown label class is refused before anything is decoded
+    return classes
 
 
 def _decoding(name: str, listeners: Sequence[Listener]) -> Callable[[int, int], None]:
@@ -156,6 +175,8 @@ def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: Regio
         "region": asdict(job.region),
         "val_region": asdict(job.val_region) if job.val_region else None,
         "labels": str(job.labels.resolve()) if job.labels else "auto (tissue detection)",
+        "classes": model_info(trainer.model).classes.as_json(),
+        "sparse": job.sparse,
         "train_pixels": train.pixels,
         "val_pixels": val.pixels if val else None,
         "training": asdict(trainer.config),

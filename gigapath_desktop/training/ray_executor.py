@@ -53,7 +53,7 @@ class TileWorker:
         return tile_sums(self.models[key], dtype, plan, *region, tile)
 
     def grads(self, key: str, dtype: str, plan: TilePlan, region: tuple, tile: Any,
-              coefficients: tuple[float, float, float]) -> list[np.ndarray]:
+              coefficients: np.ndarray) -> list[np.ndarray]:
         from gigapath_desktop.training.gradients import tile_grads
 
         return tile_grads(self.models[key], dtype, plan, *region, tile, coefficients)
@@ -86,7 +86,7 @@ class RayExecutor:
         return self._run("sums", model, dtype, plan, image, labels, (), cancel, progress)
 
     def grads(self, model: keras.Model, dtype: str, plan: TilePlan, image: Any, labels: Any,
-              coefficients: tuple[float, float, float], cancel: Callable[[], bool] | None,
+              coefficients: np.ndarray, cancel: Callable[[], bool] | None,
               progress: Callable[[], None]) -> Iterator[list[np.ndarray]]:
         return self._run("grads", model, dtype, plan, image, labels, (coefficients,), cancel, progress)
 

@@ -23,13 +23,13 @@ import tensorflow as tf
 
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
-from gigapath_desktop.model.unet import init_output_bias
+from gigapath_desktop.model.unet import class_count, init_output_bias
 from gigapath_desktop.outputs import atomic_path, pause_point, remove
 from gigapath_desktop.training.augment import Augmentation
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
-from gigapath_desktop.training.gradients import LocalExecutor, region_gradients, region_sums
+from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
 from gigapath_desktop.training.schedule import LearningRate
 
@@ -40,11 +40,16 @@ ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 DARK_FIELD = 80  # mean grey level of the labelled background below which a region is dark-field (fluorescence)
 
 
-def one_class_warning(region: RegionData, fraction: float) -> str:
-    what, other = ("tissue", "background (glass)") if fraction > 0.5 else ("background", "tissue")
-    return (f"the labels of {region.name or 'a training region'} are {100 * max(fraction, 1 - fraction):.1f} % "
-            f"{what}: the model cannot learn what {other} looks like from it; enlarge the region or move it "
-            f"so that it holds both tissue and background")
+def one_class_warning(region: RegionData, shares: np.ndarray) -> str:
+    """What to say when one class holds more than 98 % of a region's labelled pixels, and what to do about it."""
+    name = region.name or "a training region"
+    if len(shares) == 2:
+        what, other = ("tissue", "background (glass)") if shares[1] > 0.5 else ("background", "tissue")
+        return (f"the labels of {name} are {100 * shares.max():.1f} % {what}: the model cannot learn what {other} "
+                f"looks like from it; enlarge the region or move it so that it holds both tissue and background")
+    top = int(np.argmax(shares))
+    return (f"the labels of {name} are {100 * shares.max():.1f} % class {top}: the model cannot learn the other "
+            f"classes from it; label some of each class in it, or enlarge the region")
 
 
 def device_name() -> str:
@@ -92,7 +97,6 @@ class Trainer:
         self.optimizer.build(model.trainable_variables)
         self.recoveries = 0
         self.guard = CollapseGuard()
-        self._fractions: list[float] | None = None
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
         self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
@@ -142,31 +146,29 @@ class Trainer:
         return self.history
 
     def _prepare(self) -> None:
-        """Check the labels (warn when nearly one class), start the output bias at the tissue prior, keep a copy."""
-        self._fractions = [region.tissue_fraction() for region in self.train]
+        """Check the labels (warn when nearly one class), start the output bias at the class shares, keep a copy."""
+        shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
-        for region, fraction in zip(self.train, self._fractions):
-            if min(fraction, 1 - fraction) < ONE_CLASS:
-                self._emit(WarningEvent(one_class_warning(region, fraction)))
+        for region, share in zip(self.train, shares):
+            if share.max() > 1 - ONE_CLASS:
+                self._emit(WarningEvent(one_class_warning(region, share)))
         if self.step == 0 and self.config.init_bias:
-            init_output_bias(self.model, float(np.mean(self._fractions)))
+            init_output_bias(self.model, np.mean(shares, axis=0))
         self._keep_good()
 
     def _train_step(self) -> StepEvent | None:
         """One optimizer step, or None when the guard stepped back to the last good weights instead."""
-        index = self.step % len(self.train)
-        region = self.train[index]
+        region = self.train[self.step % len(self.train)]
         if self.config.augment:
             region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter,
                                        self._dark_field).apply(region)
         start = time.perf_counter()
-        loss, dice, grads = region_gradients(
+        loss, terms, grads = region_step(
             self.model, region.image, region.labels, tile=self.config.tile, bce_weight=self.config.bce_weight,
             cancel=self._between_tiles, progress=lambda done, total: self._emit(TileEvent(self.step + 1, done, total)),
             executor=self.executor,
         )
-        assert self._fractions is not None
-        verdict = self.guard.check(loss, dice, self._fractions[index])
+        verdict = self.guard.check(loss, terms)
         if verdict.reason is None and not all(np.isfinite(g).all() for g in grads):
             verdict = Verdict(False, "the gradient became non-finite")
         if verdict.reason is not None:
@@ -180,7 +182,7 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.step += 1
         event = StepEvent(
-            step=self.step, total_steps=self.config.steps, loss=loss, dice=dice, val_dice=self._validate(),
+            step=self.step, total_steps=self.config.steps, loss=loss, dice=terms.dice, val_dice=self._validate(),
             seconds=seconds, mpix_per_s=region.pixels / 1e6 / seconds, rss_bytes=psutil.Process().memory_info().rss,
             device_memory_bytes=device_memory_bytes(), device=self.device, learning_rate=learning_rate,
             recoveries=self.recoveries,

@@ -1,0 +1,75 @@
+"""The class map: which label value each annotation class paints, as a model and its run know it.
+
+The tissue model knows two classes, Background (0) and Tissue (1), and counts any other label class as tissue (a
+QuPath "Tumor" area is tissue). A K-class model knows exactly its K classes, in order (label value = position), and
+a label annotation of any other class is an error naming it, never silently background.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from gigapath_desktop.annotations.model import BACKGROUND, TISSUE, Annotation, AnnotationClass, Role
+from gigapath_desktop.errors import AnnotationError
+
+MAX_CLASSES = 254  # label values 0..253; 255 is "unlabelled"
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Classes in label-value order; the first is what `dense` labels paint where no annotation lies."""
+
+    classes: tuple[AnnotationClass, ...]
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.classes]
+        if not 2 <= len(names) <= MAX_CLASSES:
+            raise AnnotationError(f"a model needs 2 to {MAX_CLASSES} classes, got {len(names)}")
+        if len(set(names)) != len(names):
+            raise AnnotationError(f"class names repeat: {', '.join(names)}")
+
+    @classmethod
+    def tissue(cls) -> "ClassMap":
+        return cls((BACKGROUND, TISSUE))
+
+    @classmethod
+    def named(cls, names: Sequence[str], known: Iterable[AnnotationClass] = ()) -> "ClassMap":
+        """Classes by name, with the colours of `known` classes (e.g. the labels' own) where the names match."""
+        colours = {c.name: c for c in (BACKGROUND, TISSUE, *known)}
+        return cls(tuple(colours.get(name) or AnnotationClass(name, _colour(i)) for i, name in enumerate(names)))
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def is_tissue(self) -> bool:
+        return self.names == [BACKGROUND.name, TISSUE.name]
+
+    def values(self, annotations: Iterable[Annotation]) -> dict[str, int]:
+        """The label value each label annotation's class paints; a class this map does not know is an error."""
+        names = {a.cls.name for a in annotations if a.role is Role.LABEL}
+        if self.is_tissue:
+            return {name: int(name != BACKGROUND.name) for name in names}
+        unknown = sorted(names - set(self.names))
+        if unknown:
+            raise AnnotationError(f"label class(es) {', '.join(map(repr, unknown))} are not among the model's "
+                                  f"classes ({', '.join(self.names)})")
+        return {name: self.names.index(name) for name in names}
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"name": c.name, "color": list(c.color)} for c in self.classes]
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ClassMap":
+        try:
+            return cls(tuple(AnnotationClass(str(c["name"]), tuple(int(v) for v in c["color"])) for c in data))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise AnnotationError(f"a class list must be [{{'name': ..., 'color': [r, g, b]}}, ...] ({exc})") from None
+
+
+def _colour(index: int) -> tuple[int, int, int]:
+    """A distinct display colour for the index-th class that came without one (QuPath-like hues)."""
+    palette = [(160, 160, 160), (200, 0, 0), (150, 200, 150), (0, 0, 180), (255, 200, 0), (160, 32, 240),
+               (0, 200, 200), (255, 128, 0), (100, 60, 20), (250, 120, 200)]
+    return palette[index % len(palette)]

@@ -1,0 +1,164 @@
+"""K-class models from sparse annotations: class maps, sparse labels, the model's classes, the CLI's checks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from shapely.geometry import box
+
+from conftest import CMU
+from gigapath_desktop.annotations import (
+    UNLABELLED,
+    Annotation,
+    AnnotationClass,
+    ClassMap,
+    rasterize,
+    read_geojson,
+    write_geojson,
+)
+from gigapath_desktop.errors import AnnotationError, ModelError
+from gigapath_desktop.inference import PredictJob, SlideSource, predict_array, run_predict_job
+from gigapath_desktop.model import build_unet, load_model, save_model
+from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
+from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.training import load_region
+from test_cli import run
+
+TUMOR, STROMA = AnnotationClass("Tumor", (200, 0, 0)), AnnotationClass("Stroma", (150, 200, 150))
+
+
+def test_sparse_labels_leave_uncovered_pixels_unlabelled_and_classes_paint_their_value() -> None:
+    labels = [Annotation(box(10, 10, 30, 20), TUMOR), Annotation(box(40, 0, 50, 40), STROMA)]
+    classes = ClassMap.named(["Background", "Tumor", "Stroma"])
+    values = classes.values(labels)
+    sparse = rasterize(labels, (0.0, 0.0), 1.0, (40, 60), values=values, fill=UNLABELLED)
+    assert sparse[15, 20] == 1 and sparse[5, 45] == 2 and sparse[35, 5] == UNLABELLED
+    assert np.count_nonzero(sparse == 1) == 20 * 10 and np.count_nonzero(sparse == 2) == 10 * 40
+    dense = rasterize(labels, (0.0, 0.0), 1.0, (40, 60), values=values)
+    assert dense[35, 5] == 0 and np.array_equal(dense != 0, sparse != UNLABELLED)
+
+
+def test_an_unknown_label_class_is_refused_by_name() -> None:
+    labels = [Annotation(box(0, 0, 5, 5), AnnotationClass("Necrosis", (0, 0, 0)))]
+    with pytest.raises(AnnotationError, match="'Necrosis'"):
+        ClassMap.named(["Background", "Tumor"]).values(labels)
+    assert ClassMap.tissue().values(labels) == {"Necrosis": 1}  # the tissue model counts it as tissue, as before
+    with pytest.raises(AnnotationError, match="repeat"):
+        ClassMap.named(["Background", "Tumor", "Tumor"])
+
+
+def test_a_model_file_keeps_its_classes_and_resolution(tmp_path: Path) -> None:
+    model = build_unet(classes=3)
+    assert model.output_shape[-1] == 3 and model.layers[-1].activation.__name__ == "softmax"
+    classes = ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])
+    attach_info(model, ModelInfo(classes, mpp=0.5))
+    loaded = load_model(save_model(model, tmp_path / "m.keras"))
+    assert model_info(loaded) == ModelInfo(classes, 0.5)
+    assert model_info(loaded).classes.classes[1].color == (200, 0, 0)
+    assert model_info(load_model(save_model(build_unet(), tmp_path / "t.keras"))).classes == ClassMap.tissue()
+    with pytest.raises(ModelError, match="2 classes apart"):
+        attach_info(build_unet(), ModelInfo(classes))
+
+
+def test_load_region_rasterizes_sparse_classes(tmp_path: Path) -> None:
+    labels = [Annotation(box(100, 100, 300, 200), TUMOR), Annotation(box(400, 400, 500, 600), STROMA)]
+    classes = ClassMap.named(["Background", "Tumor", "Stroma"])
+    with open_slide(CMU) as slide:
+        region = load_region(slide, Region(0, 0, 1000, 800), labels, classes=classes, sparse=True)
+        dense = load_region(slide, Region(0, 0, 1000, 800), labels, classes=classes)
+    counts = np.bincount(np.asarray(region.labels).ravel(), minlength=256)
+    assert counts[1] == 200 * 100 and counts[2] == 100 * 200 and counts[UNLABELLED] == 1000 * 800 - 40000
+    np.testing.assert_allclose(region.class_shares(3), [0, 0.5, 0.5])
+    assert np.count_nonzero(np.asarray(dense.labels) == 0) == counts[UNLABELLED]
+
+
+def test_train_refuses_labels_of_a_class_it_was_not_given(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.geojson"
+    write_geojson([Annotation(box(100, 100, 300, 200), TUMOR),
+                   Annotation(box(400, 400, 500, 600), AnnotationClass("Necrosis", (0, 0, 0)))], labels)
+    out = tmp_path / "run"
+    result = run("train", str(CMU), "--region", "0,0,1000,800", "--labels", str(labels), "--classes",
+                 "Background,Tumor,Stroma", "--sparse", "--steps", "1", "--out", str(out))
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "'Necrosis'" in last and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.geojson"
+    write_geojson([Annotation(box(100, 100, 600, 400), TUMOR), Annotation(box(1200, 200, 1800, 700), STROMA),
+                   Annotation(box(100, 1300, 800, 1600), AnnotationClass("Background", (160, 160, 160)))], labels)
+    out = tmp_path / "run"
+    result = run("train", str(CMU), "--region", "0,0,2048,1792", "--labels", str(labels), "--classes",
+                 "Background,Tumor,Stroma", "--sparse", "--steps", "2", "--tile", "1024", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert [c["name"] for c in config["classes"]] == ["Background", "Tumor", "Stroma"] and config["sparse"] is True
+    assert model_info(load_model(out / "model.keras")).classes.names == ["Background", "Tumor", "Stroma"]
+
+
+def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overlay(tmp_path: Path) -> None:
+    """Every export of a K-class model: the label map (class indices, the classes in its description) read back by
+    OpenSlide, GeoJSON contours per class with QuPath classifications, and a PNG overlay in the class colours."""
+    model = _darkness_model()
+    classes = ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])
+    attach_info(model, ModelInfo(classes))
+    path = save_model(model, tmp_path / "m.keras")
+    region = Region(300, 200, 1500, 1100)
+    job = PredictJob(CMU, path, tmp_path / "labels.tif", region=region, png=tmp_path / "overlay.png", downsample=8,
+                     geojson=tmp_path / "classes.geojson", tile=512)
+    result = run_predict_job(job)
+    with open_slide(CMU) as slide:
+        expected = predict_array(model, SlideSource(slide, region), 512).argmax(axis=-1)
+    with open_slide(job.out) as labels:
+        level0 = labels.read_region(region)[..., 0]
+    assert np.array_equal(level0, expected) and set(np.unique(level0)) == {0, 1, 2}
+    with tifffile.TiffFile(job.out) as tif:
+        description = json.loads(tif.pages[0].description)
+        assert set(np.unique(tif.pages[1].asarray())) <= {0, 1, 2}, "coarser levels hold classes, not means"
+    assert description["values"] == "class index" and description["classes"] == classes.as_json()
+    contours = read_geojson(job.geojson)
+    assert {a.cls for a in contours} == {TUMOR, STROMA} and result.contours == len(contours)
+    for cls, value in ((TUMOR, 1), (STROMA, 2)):
+        painted = rasterize([a for a in contours if a.cls == cls], (region.x, region.y), 1.0, level0.shape)
+        truth = level0 == value
+        assert (painted.astype(bool) & truth).sum() / (painted.astype(bool) | truth).sum() > 0.85
+    overlay = np.asarray(Image.open(job.png))
+    with open_slide(CMU) as slide:
+        plain = slide.thumbnail(max(overlay.shape[:2])).astype(int)
+    changed = np.abs(overlay.astype(int) - plain).sum(axis=-1) > 30
+    assert 0.05 < changed.mean() < 0.95
+
+
+def _darkness_model() -> keras.Model:
+    """A 3-class model with hand-set weights: glass -> class 0, dark (purple) tissue -> 1, pale tissue -> 2; a
+    known, spatially coherent label map without training. Only one path carries signal: the stem's channel 0
+    (darkness of each 4 x 4 block), the centre tap of enc0, the skip into dec0, and +-10 x it into the logits."""
+    model = build_unet(classes=3)
+    for variable in model.trainable_variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+
+    def kernel(name: str, index: tuple, value: float) -> keras.layers.Layer:
+        layer = model.get_layer(name)
+        weights = np.zeros(layer.kernel.shape, np.float32)
+        weights[index] = value
+        layer.kernel.assign(weights)
+        return layer
+
+    stem = kernel("stem", (0, 0, slice(None), 0), -1 / 48)
+    stem.bias.assign(np.eye(1, stem.bias.shape[0], dtype=np.float32)[0] * 0.5)
+    size = model.get_layer("enc0").kernel.shape[0]
+    kernel("enc0", (size // 2, size // 2, 0, 0), 1.0)
+    kernel("dec0", (0, 0, -8, 0), 1.0)  # the last 8 inputs of dec0 are the enc0 skip
+    logits = model.get_layer("logits_s2d")
+    weights = np.zeros(logits.kernel.shape, np.float32)
+    weights[0, 0, 0, 0::3], weights[0, 0, 0, 1::3] = -10, 10
+    logits.kernel.assign(weights)
+    logits.bias.assign(np.tile(np.float32([1, -6, 0]), logits.bias.shape[0] // 3))
+    return model
