@@ -87,9 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command=cmd_make_slide)
 
     p = sub.add_parser("train", help="train the U-Net on a whole slide region (exact gradients, bounded memory)")
-    p.add_argument("slide", nargs="?", help="slide file (omit with --demo)")
+    p.add_argument("slide", nargs="?", help="slide file (omit with --demo or --spec)")
     p.add_argument("--demo", action="store_true", help="train on the bundled demo slide with detected tissue labels")
-    p.add_argument("--region", help="X,Y,W,H in level-0 pixels")
+    p.add_argument("--spec", help="a training spec (JSON): regions of many slides with their labels, classes, "
+                                  "mode; see the README")
+    p.add_argument("--region", action="append",
+                   help="X,Y,W,H in level-0 pixels; repeat for several regions (one per step, in a shuffled order)")
     p.add_argument("--level", type=int, default=0, help="pyramid level to train at (default 0)")
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
@@ -249,32 +252,38 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     """Turn `train` arguments into a TrainJob, with one-line errors for what is missing."""
     from gigapath_desktop.resources import demo_slide
     from gigapath_desktop.slides import Region
-    from gigapath_desktop.training.job import TrainJob
     from gigapath_desktop.training.config import TrainConfig
+    from gigapath_desktop.training.job import TrainJob
+    from gigapath_desktop.training.spec import TrainSpec
 
-    if args.demo:
-        slide = demo_slide()
+    if args.spec:
+        if (args.slide or args.region or args.labels or args.auto_labels or args.val_region or args.demo
+                or args.classes or args.sparse):
+            raise GigaPathError("--spec names the slides, regions, labels, classes and modes; give none of them on "
+                                "the command line")
+        spec = TrainSpec.read(args.spec)
+    elif args.demo:
         region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
+        spec = TrainSpec.one_slide(demo_slide(), (region,), None, val_region)
     else:
         if not args.slide or not args.region:
-            raise GigaPathError("train needs SLIDE and --region X,Y,W,H (or --demo)")
+            raise GigaPathError("train needs SLIDE and --region X,Y,W,H (or --spec, or --demo)")
         if not args.labels and not args.auto_labels:
             raise GigaPathError("train needs --labels FILE.geojson or --auto-labels")
-        slide = Path(args.slide)
-        region = Region.parse(args.region, args.level)
+        regions = tuple(Region.parse(text, args.level) for text in args.region)
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
+        classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
+        labels = Path(args.labels) if args.labels else None
+        spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse)
     options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile}
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
         given["tile"] = given["tile"] or None  # 0: the whole region as one tile
     config = TrainConfig(**given, augment=not args.no_augment, seed=args.seed)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    labels = Path(args.labels) if args.labels and not args.demo else None
     if not 1 <= args.workers <= 1024:
         raise GigaPathError(f"--workers must be between 1 and 1024, got {args.workers}")
-    classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
-    return TrainJob(slide, region, out, config, labels, val_region, args.resume, tuple(given), args.workers,
-                    args.ray_address, classes, args.sparse)
+    return TrainJob(spec, out, config, args.resume, tuple(given), args.workers, args.ray_address)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

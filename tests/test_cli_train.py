@@ -26,13 +26,15 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     for name in ("model.keras", "config.json", "metrics.csv"):
         assert (out / name).is_file()
     config = json.loads((out / "config.json").read_text())
-    assert config["region"] == {"x": 0, "y": 0, "width": 2220, "height": 1800, "level": 0}
-    assert config["model"]["halo"] > 0 and config["labels"].startswith("auto")
+    assert config["spec"]["train"] == [{"slide": str(CMU.resolve()), "labels": None, "mode": "dense",
+                                        "regions": [[0, 0, 2220, 1800, 0]]}]
+    assert config["model"]["halo"] > 0 and [c["name"] for c in config["classes"]] == ["Background", "Tissue"]
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
     assert set(rows[0]) == {"step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes",
-                            "learning_rate", "recoveries"}
+                            "learning_rate", "recoveries", "region"}
+    assert rows[0]["region"] == "CMU-1-Small-Region.svs (0, 0, 2220, 1800) L0"
     assert config["training"]["augment"] is True and config["training"]["seed"] == 0
     assert all(r["val_dice"] for r in rows)
 

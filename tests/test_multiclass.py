@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -17,16 +18,20 @@ from gigapath_desktop.annotations import (
     Annotation,
     AnnotationClass,
     ClassMap,
+    Role,
     rasterize,
     read_geojson,
     write_geojson,
 )
-from gigapath_desktop.errors import AnnotationError, ModelError
+from gigapath_desktop.errors import AnnotationError, GigaPathError, ModelError
 from gigapath_desktop.inference import PredictJob, SlideSource, predict_array, run_predict_job
 from gigapath_desktop.model import build_unet, load_model, save_model
 from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.slides import Region, open_slide
-from gigapath_desktop.training import load_region
+from gigapath_desktop.training import TrainConfig, load_region, read_metrics
+from gigapath_desktop.training.job import TrainJob, run_train_job
+from gigapath_desktop.training.metrics import typed
+from gigapath_desktop.training.spec import TrainSpec
 from test_cli import run
 
 TUMOR, STROMA = AnnotationClass("Tumor", (200, 0, 0)), AnnotationClass("Stroma", (150, 200, 150))
@@ -162,3 +167,51 @@ def _darkness_model() -> keras.Model:
     logits.kernel.assign(weights)
     logits.bias.assign(np.tile(np.float32([1, -6, 0]), logits.bias.shape[0] // 3))
     return model
+
+
+def test_a_spec_trains_across_slides_in_a_seeded_order_validates_per_slide_and_class_and_resumes_exactly(
+        synthetic_slide: Path, tmp_path: Path) -> None:
+    """Regions on a real and a synthetic slide, sparse 3-class labels, validation on both slides: each step one whole
+    region in a shuffled seeded order, per-slide and per-class validation Dice in metrics.csv, and a run stopped
+    after 2 steps and resumed ends where the uninterrupted run ends."""
+    cmu_labels, synthetic_labels = tmp_path / "cmu.geojson", tmp_path / "synthetic.geojson"
+    write_geojson([Annotation(box(100, 100, 500, 400), TUMOR), Annotation(box(900, 500, 1000, 900), STROMA),
+                   Annotation(box(100, 1700, 900, 1900), AnnotationClass("Background", (160, 160, 160)))], cmu_labels)
+    write_geojson([Annotation(box(0, 0, 300, 300), STROMA), Annotation(box(600, 600, 900, 700), TUMOR),
+                   Annotation(box(0, 0, 1024, 768), AnnotationClass("Region", (0, 0, 255)), Role.REGION),
+                   Annotation(box(1024, 0, 2048, 768), AnnotationClass("Region", (0, 0, 255)), Role.VALIDATION)],
+                  synthetic_labels)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "classes": ["Background", "Tumor", "Stroma"],
+        "train": [{"slide": str(CMU), "labels": "cmu.geojson", "mode": "sparse",
+                   "regions": [[0, 0, 1024, 1024], [0, 1024, 1024, 1024]]},
+                  {"slide": str(synthetic_slide), "labels": "synthetic.geojson", "mode": "sparse"}],
+        "validation": [{"slide": str(CMU), "labels": "cmu.geojson", "regions": [[1024, 0, 1024, 1024]]},
+                       {"slide": str(synthetic_slide), "labels": "synthetic.geojson"}]}))
+    config = TrainConfig(steps=4, tile=512, checkpoint_every=2)
+    whole = run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "whole", config))
+    rows = [typed(r) for r in read_metrics(tmp_path / "whole" / "metrics.csv")]
+    regions = [r["region"] for r in rows]
+    assert len(set(regions)) == 3 and {r.split(" ")[0] for r in regions} == {CMU.name, synthetic_slide.name}
+    assert all(0 <= rows[-1][f"val_dice:{name}"] <= 1 for name in ("Background", "Tumor", "Stroma", CMU.name,
+                                                                     synthetic_slide.name))
+
+    run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", replace(config, steps=2)))
+    resumed = run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", config, resume=True))
+    assert [r["region"] for r in read_metrics(tmp_path / "parts" / "metrics.csv")] == regions
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_bad_spec_is_one_clear_error(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    for text, message in [("{", "not a JSON"), ('{"train": []}', "no item"), ('{"train": [{"slide": 3}]}', r"train\[0\]"),
+                          ('{"train": [{"slide": "a.svs", "mode": "thin"}]}', "'dense' or 'sparse'"),
+                          ('{"train": [{"slide": "a.svs"}], "mpp": NaN}', "positive number"),
+                          ('{"train": [{"slide": "a.svs", "regions": [[0, 0, 10]]}]}', "regions")]:
+        spec.write_text(text)
+        with pytest.raises(GigaPathError, match=message):
+            TrainSpec.read(spec)
+    result = run("train", "--spec", str(tmp_path / "missing.json"), "--out", str(tmp_path / "run"))
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error:")

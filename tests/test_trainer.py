@@ -170,7 +170,7 @@ def test_the_first_decode_of_a_region_can_be_stopped(synthetic_slide: Path, tmp_
         asked.append(True)
         return True
 
-    job = TrainJob(synthetic_slide, Region(0, 0, 3000, 2200), tmp_path / "run", TrainConfig(steps=1))
+    job = TrainJob.one_slide(synthetic_slide, Region(0, 0, 3000, 2200), tmp_path / "run", TrainConfig(steps=1))
     with pytest.raises(Cancelled):
         run_train_job(job, cancel=cancel)
     assert asked and not (tmp_path / "run").exists(), "stopped while decoding; no run folder is left behind"

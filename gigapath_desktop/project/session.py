@@ -198,11 +198,7 @@ class Session:
         """The level-0 pixel rectangle of an annotation's bounds, clipped to the slide (None if nothing is left)."""
         if annotation is None or self.slide is None:
             return None
-        w0, h0 = self.slide.dimensions
-        x0, y0, x1, y1 = annotation.bounds
-        x0, y0 = max(0, int(x0)), max(0, int(y0))
-        x1, y1 = min(w0, int(np.ceil(x1))), min(h0, int(np.ceil(y1)))
-        return Region(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+        return Region.around(annotation.bounds, self.slide.dimensions)
 
     # --- session folders --------------------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:

@@ -59,10 +59,17 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
 
     if job.out.exists() and (not job.out.is_dir() or any(job.out.iterdir())):
         raise GigaPathError(f"{job.out}: not an empty folder; choose another --out for the downloaded run")
-    labels = to_geojson(read_geojson(job.labels)) if job.labels else None
+    spec = job.spec
+    if (len(spec.train) != 1 or len(spec.train[0].regions) != 1 or len(spec.validation) > 1 or spec.classes
+            or spec.train[0].sparse):
+        raise GigaPathError("--remote trains the tissue model on one region of one slide (with dense labels); "
+                            "train several regions, classes or sparse labels locally")
+    item, region = spec.train[0], spec.train[0].regions[0]
+    val_region = spec.validation[0].regions[0] if spec.validation else None
+    labels = to_geojson(read_geojson(item.labels)) if item.labels else None
     c = job.config
-    request = {"slide": str(args.slide), "region": list(job.region.as_tuple()), "level": job.region.level,
-               "val_region": list(job.val_region.as_tuple()) if job.val_region else None, "labels": labels,
+    request = {"slide": str(args.slide), "region": list(region.as_tuple()), "level": region.level,
+               "val_region": list(val_region.as_tuple()) if val_region else None, "labels": labels,
                "steps": c.steps, "learning_rate": c.learning_rate, "tile": c.tile, "seed": c.seed,
                "augment": c.augment, "checkpoint_every": c.checkpoint_every}
     with _client(args) as client:

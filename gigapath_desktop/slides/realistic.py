@@ -83,11 +83,11 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
     fluorescence = case.modality == "fluorescence"
     sources = case.sources or _default_sources(fluorescence)
-    texture = _texture(sources if case.classes == 2 else sources[:1], case, h, w, rng)
+    texture, stain = _texture(sources if case.classes == 2 else sources[:1], case, h, w, rng)
     second = None
     if case.classes == 3:
-        second = _islands(h, w, 0.5, case.island_scale / 2, rng).astype(bool)  # where the second class lies
-        texture = np.where(second[..., None], _texture(sources[1:], case, h, w, rng), texture)
+        second = _islands(h, w, 0.5, case.island_scale, rng).astype(bool)  # where the second class lies
+        texture = np.where(second[..., None], _texture(sources[1:], case, h, w, rng, stain)[0], texture)
     elif case.classes != 2:
         raise ValueError(f"realistic slides have 2 or 3 classes, not {case.classes}")
     shape = _islands(h, w, case.tissue_fraction, case.island_scale, rng)
@@ -120,13 +120,15 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
 
 # --- texture ------------------------------------------------------------------------------------------------------
-def _texture(sources: tuple[str, ...], case: Case, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """A slide-sized quilt of real tissue patches from `sources`, the stain re-mixed (bright-field)."""
+def _texture(sources: tuple[str, ...], case: Case, h: int, w: int, rng: np.random.Generator,
+             stain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A slide-sized quilt of real tissue patches from `sources`, the stain re-mixed (bright-field) by the slide's
+    `stain` scale (drawn when None); returns the quilt and that scale."""
     fluorescence = case.modality == "fluorescence"
     patches = texture_patches(sources, fluorescence, rng)
     if not fluorescence:
-        patches = _jitter_stain(patches, case.stain_jitter, rng)
-    return _quilt(patches, h, w, rng)
+        patches, stain = _jitter_stain(patches, case.stain_jitter, rng, stain)
+    return _quilt(patches, h, w, rng), stain
 
 
 def texture_patches(sources: tuple[str, ...], fluorescence: bool, rng: np.random.Generator,
@@ -171,16 +173,19 @@ def _default_sources(fluorescence: bool) -> tuple[str, ...]:
     return (str(demo_slide()),)
 
 
-def _jitter_stain(patches: list[np.ndarray], strength: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """Re-mix H and E per slide (and a little per patch) in optical density, as stains and scanners vary."""
+def _jitter_stain(patches: list[np.ndarray], strength: float, rng: np.random.Generator,
+                  slide_scale: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Re-mix H and E per slide (and a little per patch) in optical density, as stains and scanners vary; returns
+    the patches and the slide's stain scale (drawn here unless given: every texture of a slide shares it)."""
     inverse = np.linalg.inv(STAINS)
-    slide_scale = np.exp(rng.normal(0, strength, 3)).astype(np.float32)
+    if slide_scale is None:
+        slide_scale = np.exp(rng.normal(0, strength, 3)).astype(np.float32)
     out = []
     for patch in patches:
         stains = _optical_density(patch) @ inverse
         stains *= slide_scale * np.exp(rng.normal(0, strength / 4, 3)).astype(np.float32)
         out.append(np.clip(255 * np.exp(-(stains @ STAINS)), 0, 255).astype(np.uint8))
-    return out
+    return out, slide_scale
 
 
 def _optical_density(rgb: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,15 @@ class Region:
 
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.width, self.height)
+
+    @classmethod
+    def around(cls, bounds: tuple[float, float, float, float], dimensions: tuple[int, int]) -> "Region | None":
+        """The level-0 pixel rectangle holding `bounds` (x0, y0, x1, y1), clipped to a slide of `dimensions`;
+        None when nothing of it lies on the slide."""
+        x0, y0, x1, y1 = bounds
+        x0, y0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+        x1, y1 = min(dimensions[0], math.ceil(x1)), min(dimensions[1], math.ceil(y1))
+        return cls(x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
 class Slide:

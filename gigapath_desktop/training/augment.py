@@ -50,7 +50,7 @@ class Augmentation:
 
     def apply(self, region: RegionData) -> RegionData:
         return RegionData(AugmentedRegion(region.image, self), AugmentedRegion(region.labels, self, pixels=False),
-                          name=region.name)
+                          name=region.name, slide=region.slide)
 
 
 def colour_table(rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:

@@ -26,6 +26,7 @@ class RegionData:
     image: np.ndarray | DiskArray
     labels: np.ndarray | DiskArray
     name: str = ""
+    slide: str = ""  # the slide's file name, to report validation per slide
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
@@ -97,7 +98,7 @@ def load_region(
         rasterize(labels, origin, downsample, (h, w), values=values, out=out, fill=UNLABELLED if sparse else 0)
 
     mask = cache.get_or_build(key, (h, w), np.uint8, fill)
-    return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}")
+    return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}", slide=slide.path.name)
 
 
 def _content_digest(labels: list[Annotation], values: dict[str, int], sparse: bool) -> str:

@@ -21,6 +21,8 @@ class StepEvent:
     device: str
     learning_rate: float = 0.0
     recoveries: int = 0
+    region: str = ""  # the training region of this step
+    val_detail: dict[str, float] | None = None  # validation Dice per class and per slide, with the step's val_dice
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,7 +17,7 @@ result is closer to the float64 truth than one long float32 reduction over the w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator, Sequence
 
 import keras
@@ -51,6 +51,9 @@ class LossTerms:
     hard_predicted: np.ndarray
     bce: float
     valid: float
+
+    def __add__(self, other: "LossTerms") -> "LossTerms":
+        return LossTerms(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     @classmethod
     def from_vector(cls, values: Sequence[float]) -> "LossTerms":

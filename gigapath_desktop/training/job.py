@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
 
 from gigapath_desktop import __version__
-from gigapath_desktop.annotations import Annotation, ClassMap, detect_tissue, other_classes, read_geojson
+from gigapath_desktop.annotations import Annotation, ClassMap, Role, detect_tissue, other_classes, read_geojson
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
@@ -22,6 +22,7 @@ from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.spec import SpecItem, TrainSpec
 from gigapath_desktop.training.trainer import Trainer, has_checkpoint
 
 if TYPE_CHECKING:
@@ -30,18 +31,19 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainJob:
-    slide: Path
-    region: Region
+    spec: TrainSpec
     out: Path
     config: TrainConfig = field(default_factory=TrainConfig)
-    labels: Path | None = None  # GeoJSON; None means automatic tissue detection
-    val_region: Region | None = None
     resume: bool = False
     resume_changes: tuple[str, ...] = ("steps",)  # settings of `config` that override the checkpoint's on resume
     workers: int = 1  # > 1, or a ray_address: the tiles of each step run on Ray workers (the same result)
     ray_address: str | None = None
-    classes: tuple[str, ...] | None = None  # a K-class model's class names in label order; None: the tissue model
-    sparse: bool = False  # pixels no label covers are unlabelled (ignored), not the first class
+
+    @classmethod
+    def one_slide(cls, slide: Path, region: Region, out: Path, config: TrainConfig = TrainConfig(),
+                  labels: Path | None = None, val_region: Region | None = None, **options: Any) -> "TrainJob":
+        """One region of one slide (labels None: automatic tissue detection), as the GUI and `train SLIDE` run."""
+        return cls(TrainSpec.one_slide(slide, (region,), labels, val_region), out, config, **options)
 
 
 def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
@@ -84,36 +86,61 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
                     executor: "RayExecutor | None" = None) -> Trainer:
     """Check every input, load (or decode once) the regions and labels, write config.json; return the Trainer.
 
-    The caller holds the run folder's lock (`run_train_job` does)."""
+    Every slide, labels file and region is checked before the first (possibly long) decode. The caller holds the
+    run folder's lock (`run_train_job` does)."""
     _check_out(job)
-    with open_slide(job.slide) as slide:
-        slide.check_region(job.region)
-        if job.val_region is not None:
-            slide.check_region(job.val_region)
-        annotations = _labels(job, slide, listeners)
-        classes = _class_map(job, annotations)
-        options = dict(cancel=cancel, classes=classes, sparse=job.sparse)
-        train = load_region(slide, job.region, annotations, progress=_decoding("training region", listeners),
-                            **options)
-        val = None
-        if job.val_region is not None:
-            val = load_region(slide, job.val_region, annotations, progress=_decoding("validation region", listeners),
-                              **options)
+    items = _checked_items(job.spec, listeners)
+    classes = _class_map(job.spec, [a for _, _, annotations, _ in items for a in annotations])
+    train: list[RegionData] = []
+    val: list[RegionData] = []
+    for item, role, labels, regions in items:
+        with open_slide(item.slide) as slide:
+            for region in regions:
+                data = load_region(slide, region, labels, cancel=cancel, classes=classes, sparse=item.sparse,
+                                   progress=_decoding(f"{role} region {region.as_tuple()} of {slide.path.name}",
+                                                      listeners))
+                (train if role == "training" else val).append(data)
     job.out.mkdir(parents=True, exist_ok=True)
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
-        trainer = Trainer.from_checkpoint(job.out, [train], val, listeners, changes, executor)
+        trainer = Trainer.from_checkpoint(job.out, train, val, listeners, changes, executor)
+        if model_info(trainer.model).classes.names != classes.names:
+            raise GigaPathError(f"{job.out}: its model has the classes {', '.join(model_info(trainer.model).classes.names)}"
+                                f", not {', '.join(classes.names)}")
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))
         attach_info(model, ModelInfo(classes))
-        trainer = Trainer(model, [train], val, job.config, job.out, listeners, executor)
-    if model_info(trainer.model).classes != classes:
-        raise GigaPathError(f"{job.out}: its model has the classes {', '.join(model_info(trainer.model).classes.names)}, "
-                            f"not {', '.join(classes.names)}")
-    trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history))
+        trainer = Trainer(model, train, val, job.config, job.out, listeners, executor)
+    trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
     _write_config(job, trainer, train, val)
     return trainer
+
+
+def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple[SpecItem, str, list[Annotation],
+                                                                                 list[Region]]]:
+    """(item, role, label annotations, regions) for every item, each slide opened and each region checked."""
+    checked = []
+    for role, items in (("training", spec.train), ("validation", spec.validation)):
+        for item in items:
+            with open_slide(item.slide) as slide:
+                annotations = _labels(item, slide, spec.classes, listeners)
+                regions = list(item.regions) or _drawn_regions(item, annotations, role, slide)
+                for region in regions:
+                    slide.check_region(region)
+            checked.append((item, role, annotations, regions))
+    return checked
+
+
+def _drawn_regions(item: SpecItem, annotations: list[Annotation], role: str, slide: Slide) -> list[Region]:
+    """The labels file's own Train (or Validation) rectangles, for an item that names no regions."""
+    wanted = Role.REGION if role == "training" else Role.VALIDATION
+    regions = [Region.around(a.bounds, slide.dimensions) for a in annotations if a.role is wanted]
+    regions = [r for r in regions if r is not None]
+    if not regions:
+        raise GigaPathError(f"{item.labels or item.slide}: names no {role} region; give the item 'regions' or draw "
+                            f"a {wanted.title} region in its labels")
+    return regions
 
 
 def _check_out(job: TrainJob) -> None:
@@ -126,29 +153,34 @@ def _check_out(job: TrainJob) -> None:
         raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
 
 
-def _labels(job: TrainJob, slide: Slide, listeners: Sequence[Listener]) -> list[Annotation]:
+def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
+            listeners: Sequence[Listener]) -> list[Annotation]:
+    """The item's annotations (all roles: labels, and the regions drawn with them), or detected tissue."""
     def say(event: Event) -> None:
         for listener in listeners:
             listener(event)
 
-    if job.labels is None:
+    if item.labels is None:
+        if classes is not None:
+            raise GigaPathError(f"{item.slide}: a {len(classes)}-class model needs labels for every item")
         annotations = detect_tissue(slide)
-        say(LogEvent(f"detected {len(annotations)} tissue polygon(s) as labels"))
+        say(LogEvent(f"{slide.path.name}: detected {len(annotations)} tissue polygon(s) as labels"))
         return annotations
-    annotations = read_geojson(job.labels, report=lambda note: say(WarningEvent(f"{job.labels}: {note}")))
+    annotations = read_geojson(item.labels, report=lambda note: say(WarningEvent(f"{item.labels}: {note}")))
     others = other_classes(annotations)
-    if others and job.classes is None:
-        say(WarningEvent(f"{job.labels}: label class(es) {', '.join(map(repr, others))} are neither Tissue nor "
+    if others and classes is None:
+        say(WarningEvent(f"{item.labels}: label class(es) {', '.join(map(repr, others))} are neither Tissue nor "
                          f"Background; this tissue model counts them as tissue"))
     return annotations
 
 
-def _class_map(job: TrainJob, annotations: list[Annotation]) -> ClassMap:
-    """The tissue model's classes, or the ones named (colours from the labels' own classes)."""
-    if job.classes is None:
+def _class_map(spec: TrainSpec, annotations: list[Annotation]) -> ClassMap:
+    """The tissue model's classes, or the ones named (colours from the labels' own classes); a label of a class
+    not named is refused here, before anything is decoded."""
+    if spec.classes is None:
         return ClassMap.tissue()
-    classes = ClassMap.named(job.classes, (a.cls for a in annotations))
-    classes.values(annotations)  # an unknown label class is refused before anything is decoded
+    classes = ClassMap.named(spec.classes, (a.cls for a in annotations))
+    classes.values(annotations)
     return classes
 
 
@@ -166,19 +198,17 @@ def _decoding(name: str, listeners: Sequence[Listener]) -> Callable[[int, int], 
     return progress
 
 
-def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: RegionData | None) -> None:
+def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val: list[RegionData]) -> None:
     geometry = model_geometry(trainer.model)
     config = {
         "version": __version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "slide": str(job.slide.resolve()),
-        "region": asdict(job.region),
-        "val_region": asdict(job.val_region) if job.val_region else None,
-        "labels": str(job.labels.resolve()) if job.labels else "auto (tissue detection)",
+        "spec": _resolved(job.spec).as_json(),
         "classes": model_info(trainer.model).classes.as_json(),
-        "sparse": job.sparse,
-        "train_pixels": train.pixels,
-        "val_pixels": val.pixels if val else None,
+        "train_regions": [r.name for r in train],
+        "val_regions": [r.name for r in val],
+        "train_pixels": sum(r.pixels for r in train),
+        "val_pixels": sum(r.pixels for r in val) or None,
         "training": asdict(trainer.config),
         "model": {"parameters": int(trainer.model.count_params()), **asdict(geometry)},
         "device": trainer.device,
@@ -188,3 +218,10 @@ def _write_config(job: TrainJob, trainer: Trainer, train: RegionData, val: Regio
     }
     with atomic_path(job.out / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=1))
+
+
+def _resolved(spec: TrainSpec) -> TrainSpec:
+    """The spec with absolute paths, so config.json says exactly which files were read."""
+    def item(i: SpecItem) -> SpecItem:
+        return replace(i, slide=i.slide.resolve(), labels=None if i.labels is None else i.labels.resolve())
+    return replace(spec, train=tuple(map(item, spec.train)), validation=tuple(map(item, spec.validation)))

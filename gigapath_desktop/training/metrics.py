@@ -9,7 +9,8 @@ from typing import Sequence
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.training.events import Event, StepEvent
 
-COLUMNS = ["step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes", "learning_rate", "recoveries"]
+COLUMNS = ["step", "loss", "dice", "val_dice", "seconds", "mpix_per_s", "rss_bytes", "learning_rate", "recoveries",
+           "region"]
 
 
 class MetricsWriter:
@@ -18,26 +19,29 @@ class MetricsWriter:
     It starts by rewriting the file, atomically, from `history` (a resumed run's checkpoint holds every step up to
     it), so rows of steps that are about to be redone go, and a damaged or deleted file comes back whole."""
 
-    def __init__(self, path: str | os.PathLike[str], history: Sequence[StepEvent] = ()) -> None:
+    def __init__(self, path: str | os.PathLike[str], history: Sequence[StepEvent] = (),
+                 details: Sequence[str] = ()) -> None:
+        """`details`: the keys of `StepEvent.val_detail` to write, each as a column of its own."""
         self.path = Path(path)
+        self.details = list(details)
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            writer.writerows(_row(event) for event in history)
+            writer.writerow(COLUMNS + self.details)
+            writer.writerows(self._row(event) for event in history)
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, StepEvent):
             return
         with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow(_row(event))
+            csv.writer(f).writerow(self._row(event))
 
-
-def _row(event: StepEvent) -> list[object]:
-    values = event.as_dict()
-    return ["" if values[c] is None else values[c] for c in COLUMNS]
+    def _row(self, event: StepEvent) -> list[object]:
+        values = {**event.as_dict(), **(event.val_detail or {})}
+        return ["" if values.get(c) is None else values[c] for c in COLUMNS + self.details]
 
 
 INTEGER_COLUMNS = ("step", "rss_bytes", "recoveries")
+TEXT_COLUMNS = ("region",)
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -49,6 +53,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return list(csv.DictReader(lines))
 
 
-def typed(row: dict[str, str]) -> dict[str, int | float | None]:
-    """A row's values as numbers (None where empty, e.g. val_dice on steps without validation)."""
-    return {k: None if not v else int(v) if k in INTEGER_COLUMNS else float(v) for k, v in row.items()}
+def typed(row: dict[str, str]) -> dict[str, int | float | str | None]:
+    """A row's values as numbers (None where empty, e.g. val_dice on steps without validation), text columns as
+    they are."""
+    return {k: v if k in TEXT_COLUMNS else None if not v else int(v) if k in INTEGER_COLUMNS else float(v)
+            for k, v in row.items()}

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
-from gigapath_desktop.model.unet import class_count, init_output_bias
+from gigapath_desktop.model.info import model_info
+from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
 from gigapath_desktop.outputs import atomic_path, pause_point, remove
 from gigapath_desktop.training.augment import Augmentation
 from gigapath_desktop.training.config import TrainConfig
@@ -73,18 +74,20 @@ class Trainer:
         self,
         model: keras.Model,
         train: Sequence[RegionData],
-        val: RegionData | None = None,
+        val: RegionData | Sequence[RegionData] | None = None,
         config: TrainConfig = TrainConfig(),
         run_dir: str | os.PathLike[str] | None = None,
         listeners: Sequence[Listener] = (),
         executor: LocalExecutor | None = None,
     ) -> None:
-        """`executor` runs the tile passes (default: this process; `RayExecutor`: N workers, the same result)."""
+        """Each step trains on one whole region of `train`, in a shuffled order drawn from the seed (the same again
+        on resume); validation runs over every region of `val`. `executor` runs the tile passes (default: this
+        process; `RayExecutor`: N workers, the same result)."""
         if not train:
             raise TrainingError("no training region given")
         self.model = model
         self.train = list(train)
-        self.val = val
+        self.val = [val] if isinstance(val, RegionData) else list(val or ())
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.listeners = list(listeners)
@@ -156,9 +159,26 @@ class Trainer:
             init_output_bias(self.model, np.mean(shares, axis=0))
         self._keep_good()
 
+    @property
+    def detail_columns(self) -> list[str]:
+        """The keys of `StepEvent.val_detail`: validation Dice per class (K-class models), per slide (several)."""
+        slides = list(dict.fromkeys(region.slide for region in self.val))
+        return [f"val_dice:{name}" for name in self._class_names + (slides if len(slides) > 1 else [])]
+
+    @property
+    def _class_names(self) -> list[str]:
+        """The classes whose Dice is reported on its own (a K-class model's; the tissue Dice is val_dice itself)."""
+        return model_info(self.model).classes.names if output_channels(self.model) > 1 else []
+
+    def region_of_step(self, step: int) -> RegionData:
+        """The training region of a step: each pass over the regions in its own seeded random order."""
+        count = len(self.train)
+        order = np.random.default_rng([self.config.seed, step // count]).permutation(count)
+        return self.train[order[step % count]]
+
     def _train_step(self) -> StepEvent | None:
         """One optimizer step, or None when the guard stepped back to the last good weights instead."""
-        region = self.train[self.step % len(self.train)]
+        region = source = self.region_of_step(self.step)
         if self.config.augment:
             region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter,
                                        self._dark_field).apply(region)
@@ -181,11 +201,12 @@ class Trainer:
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
         seconds = time.perf_counter() - start
         self.step += 1
+        val_dice, val_detail = self._validate()
         event = StepEvent(
-            step=self.step, total_steps=self.config.steps, loss=loss, dice=terms.dice, val_dice=self._validate(),
+            step=self.step, total_steps=self.config.steps, loss=loss, dice=terms.dice, val_dice=val_dice,
             seconds=seconds, mpix_per_s=region.pixels / 1e6 / seconds, rss_bytes=psutil.Process().memory_info().rss,
             device_memory_bytes=device_memory_bytes(), device=self.device, learning_rate=learning_rate,
-            recoveries=self.recoveries,
+            recoveries=self.recoveries, region=source.name, val_detail=val_detail,
         )
         self.history.append(event)
         return event
@@ -218,15 +239,26 @@ class Trainer:
                                 f"learning rate lowered to {self.schedule.scale:g}x (restart {self.recoveries} of "
                                 f"{self.config.max_recoveries})"))
 
-    def _validate(self) -> float | None:
-        """Validation Dice, or None when not due or stopped midway (the step itself is done and is recorded)."""
-        if self.val is None or self.step % self.config.validate_every:
-            return None
+    def _validate(self) -> tuple[float | None, dict[str, float] | None]:
+        """Validation Dice over all validation pixels together, and per class and per slide (`detail_columns`);
+        (None, None) when not due or stopped midway (the step itself is done and is recorded)."""
+        if not self.val or self.step % self.config.validate_every:
+            return None, None
         try:
-            return region_sums(self.model, self.val.image, self.val.labels, tile=self.config.tile,
-                               cancel=self._between_tiles, executor=self.executor).dice
+            sums = [region_sums(self.model, region.image, region.labels, tile=self.config.tile,
+                                cancel=self._between_tiles, executor=self.executor) for region in self.val]
         except Cancelled:
-            return None
+            return None, None
+        total = sum(sums[1:], sums[0])
+        detail = {}
+        for column in self.detail_columns:
+            name = column.removeprefix("val_dice:")
+            if name in self._class_names:
+                detail[column] = float(total.class_dice[self._class_names.index(name)])
+            else:
+                per_slide = [t for t, region in zip(sums, self.val) if region.slide == name]
+                detail[column] = sum(per_slide[1:], per_slide[0]).dice
+        return total.dice, detail or None
 
     def _between_tiles(self) -> bool:
         self._running.wait()

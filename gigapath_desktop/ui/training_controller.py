@@ -68,7 +68,7 @@ class TrainingController(QObject):
                         "is writable, then start again.")
             return False
         val = session.region(session.annotations.find(self.panel.val_region.currentData()))
-        self.worker = TrainingWorker(TrainJob(session.slide.path, region, run_dir, config, labels_path, val))
+        self.worker = TrainingWorker(TrainJob.one_slide(session.slide.path, region, run_dir, config, labels_path, val))
         self.worker.event.connect(self.panel.on_event)
         self.worker.event.connect(self._on_event)
         self.worker.finished_training.connect(self._on_finished)
@@ -144,7 +144,7 @@ class TrainingController(QObject):
             self.report(event.message, "Training goes on; stop it (Stop) to change the regions or labels.")
 
     def _on_finished(self, run_dir: Path) -> None:
-        model, slide = run_dir / "model.keras", self.worker.job.slide if self.worker else None
+        model, slide = run_dir / "model.keras", self.worker.job.spec.train[0].slide if self.worker else None
         self.panel.append_log(f"model saved to {model}")
         if self.session.slide is not None and self.session.slide.path == slide:
             self.session.set_model(model)

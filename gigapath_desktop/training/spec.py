@@ -1,0 +1,129 @@
+"""Training specs: which regions of which slides to train and validate on, with which labels and classes.
+
+A spec is what a project writes and `gigapath-desktop train --spec SPEC.json` reads:
+
+    {"classes": ["Background", "Tumor", "Stroma"],      (omit for the tissue model)
+     "mpp": 1.0,                                         (µm/px to train at; omit to train at each region's level)
+     "train": [{"slide": "a.svs", "labels": "a.geojson", "mode": "sparse", "regions": [[x, y, w, h], ...]}, ...],
+     "validation": [{"slide": "c.svs", "labels": "c.geojson"}]}
+
+Paths are relative to the spec's folder. Regions are level-0 [x, y, w, h] (a fifth number picks a pyramid level);
+without "regions" an item uses its labels file's own Train (or, for validation items, Validation) rectangles.
+"mode" is "dense" (pixels no label covers are the first class) or "sparse" (they are ignored). Without "labels"
+an item is labelled by tissue detection (tissue model only).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.slides import Region
+
+MODES = ("dense", "sparse")
+
+
+@dataclass(frozen=True)
+class SpecItem:
+    slide: Path
+    regions: tuple[Region, ...] = ()  # empty: the labels file's own Train / Validation rectangles
+    labels: Path | None = None  # GeoJSON; None: automatic tissue detection
+    sparse: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"slide": str(self.slide), "labels": None if self.labels is None else str(self.labels),
+                "mode": MODES[self.sparse], "regions": [[*r.as_tuple(), r.level] for r in self.regions]}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    train: tuple[SpecItem, ...]
+    validation: tuple[SpecItem, ...] = ()
+    classes: tuple[str, ...] | None = None  # class names in label order; None: the tissue model
+    mpp: float | None = None
+
+    @classmethod
+    def one_slide(cls, slide: Path, regions: tuple[Region, ...], labels: Path | None = None,
+                  val_region: Region | None = None, classes: tuple[str, ...] | None = None,
+                  sparse: bool = False) -> "TrainSpec":
+        """`train SLIDE --region R [--region R2 ...] [--val-region V]`: one slide, one labels file."""
+        validation = (SpecItem(slide, (val_region,), labels, sparse),) if val_region is not None else ()
+        return cls((SpecItem(slide, tuple(regions), labels, sparse),), validation, classes)
+
+    @property
+    def slides(self) -> list[Path]:
+        return list(dict.fromkeys(item.slide for item in self.train + self.validation))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"classes": None if self.classes is None else list(self.classes), "mpp": self.mpp,
+                "train": [i.as_json() for i in self.train], "validation": [i.as_json() for i in self.validation]}
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> "TrainSpec":
+        """Read and check a spec file; every problem is one GigaPathError naming the file and the entry."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise GigaPathError(f"{path}: cannot read the training spec ({exc.strerror})") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise GigaPathError(f"{path}: not a JSON training spec ({exc})") from None
+        try:
+            return cls._parse(data, path.parent)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise GigaPathError(f"{path}: {exc}") from None
+
+    @classmethod
+    def _parse(cls, data: Any, base: Path) -> "TrainSpec":
+        if not isinstance(data, dict):
+            raise ValueError("a training spec is a JSON object with a 'train' list")
+        unknown = set(data) - {"classes", "mpp", "train", "validation"}
+        if unknown:
+            raise ValueError(f"unknown entries {sorted(unknown)} (known: classes, mpp, train, validation)")
+        classes = data.get("classes")
+        if classes is not None:
+            names = [c["name"] if isinstance(c, dict) else c for c in classes]
+            if not all(isinstance(n, str) and n for n in names):
+                raise ValueError("'classes' must be a list of class names")
+            classes = tuple(names)
+        mpp = data.get("mpp")
+        if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp)
+                                or mpp <= 0):
+            raise ValueError(f"'mpp' must be a positive number of µm per pixel, got {mpp!r}")
+        train = tuple(_item(entry, base, f"train[{i}]") for i, entry in enumerate(_list(data, "train")))
+        if not train:
+            raise ValueError("'train' lists no item")
+        validation = tuple(_item(entry, base, f"validation[{i}]") for i, entry in enumerate(_list(data, "validation")))
+        return cls(train, validation, classes, None if mpp is None else float(mpp))
+
+
+def _list(data: dict, key: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"'{key}' must be a list of items")
+    return value
+
+
+def _item(entry: Any, base: Path, where: str) -> SpecItem:
+    if not isinstance(entry, dict) or not isinstance(entry.get("slide"), str):
+        raise ValueError(f"{where}: an item is an object with at least a 'slide' path")
+    mode = entry.get("mode", "dense")
+    if mode not in MODES:
+        raise ValueError(f"{where}: 'mode' must be 'dense' or 'sparse', got {mode!r}")
+    labels = entry.get("labels")
+    if labels is not None and not isinstance(labels, str):
+        raise ValueError(f"{where}: 'labels' must be a path")
+    regions = entry.get("regions", [])
+    if not isinstance(regions, list) or not all(_is_rect(r) for r in regions):
+        raise ValueError(f"{where}: 'regions' must be a list of [x, y, width, height] (and optionally a level)")
+    return SpecItem(base / entry["slide"], tuple(Region(*r) for r in regions),
+                    None if labels is None else base / labels, mode == "sparse")
+
+
+def _is_rect(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) in (4, 5)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
