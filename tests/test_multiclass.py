@@ -104,7 +104,8 @@ def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
                  "Background,Tumor,Stroma", "--sparse", "--steps", "2", "--tile", "1024", "--out", str(out))
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
-    assert [c["name"] for c in config["classes"]] == ["Background", "Tumor", "Stroma"] and config["sparse"] is True
+    assert [c["name"] for c in config["classes"]] == ["Background", "Tumor", "Stroma"]
+    assert config["spec"]["train"][0]["mode"] == "sparse"
     assert model_info(load_model(out / "model.keras")).classes.names == ["Background", "Tumor", "Stroma"]
 
 

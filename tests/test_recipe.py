@@ -12,6 +12,7 @@ from gigapath_desktop import TrainingError
 from gigapath_desktop.model import build_unet
 from gigapath_desktop.slides.realistic import Case, render
 from gigapath_desktop.training import RegionData, StepEvent, TrainConfig, Trainer, WarningEvent
+from gigapath_desktop.training.gradients import LossTerms
 from gigapath_desktop.training.guard import CollapseGuard
 
 # What `train` did before this recipe: ReLU, Adam at a constant 0.03, no warm-up, clipping, bias prior or augmentation.
@@ -86,3 +87,27 @@ def test_regions_of_nearly_one_class_are_warned_about(hard: RegionData) -> None:
     events.clear()
     Trainer(build_unet(), [hard], None, TrainConfig(steps=1, tile=None), listeners=[events.append]).run()
     assert not [e for e in events if isinstance(e, WarningEvent)]
+
+
+def _terms(dice: float, classes: int = 3) -> LossTerms:
+    """Global sums of a healthy K-class step with the given hard Dice on every class (1000 labelled pixels each)."""
+    truth = np.full(classes, 1000.0)
+    return LossTerms(truth * dice, truth, truth, truth * dice, truth, 0.0, truth.sum())
+
+
+def test_the_guard_trips_on_a_rising_loss_but_not_on_a_small_loss_that_doubles() -> None:
+    """Sparse labels train to tiny losses (~0.03) that double on a harder augmentation draw for a while: that is not
+    divergence. A loss that climbs far above its best is."""
+    guard = CollapseGuard(patience=5)
+    verdicts = [guard.check(loss, _terms(0.9)) for loss in [0.05, 0.027] + [0.08, 0.1, 0.09, 0.07, 0.1, 0.09]]
+    assert all(v.reason is None for v in verdicts)
+    verdicts = [guard.check(loss, _terms(0.9)) for loss in [0.4, 0.5, 0.6, 0.7, 0.8]]
+    assert verdicts[-1].reason is not None and "keeps rising" in verdicts[-1].reason
+
+
+def test_the_guard_sees_a_k_class_model_that_answers_one_class_everywhere() -> None:
+    guard = CollapseGuard(patience=3)
+    collapsed = LossTerms(np.array([900.0, 0, 0]), np.full(3, 1000.0), np.array([900.0, 600, 500]),
+                          np.array([900.0, 0, 0]), np.array([2000.0, 0, 0]), 0.0, 2000.0)
+    verdicts = [guard.check(1.0, collapsed) for _ in range(3)]
+    assert "class 0 everywhere" in verdicts[-1].reason

@@ -19,7 +19,8 @@ from gigapath_desktop.training.gradients import LossTerms
 PATIENCE = 10  # steps of degenerate output (with the loss no longer falling) that mean "collapsed"
 DEGENERATE = 0.01  # a hard Dice this close to 0 or to the all-tissue Dice, or one class on 99 %, is degenerate
 FROZEN = 0.98  # the loss fell by less than 2 % over the patience window
-RISING = 1.5  # a loss this many times the best so far, for a whole patience window, is diverging
+RISING = 1.5  # a loss this many times the best so far, for a whole patience window, is diverging ...
+RISING_BY = 0.1  # ... and this much above it: a small loss (sparse labels, ~0.03) may double on harder draws
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class CollapseGuard:
         if full and all(d for _, d in self.window) and loss > FROZEN * first and mixed:
             return Verdict(False, f"the model collapsed (it predicts {answer}; hard Dice {terms.dice:.3f} for "
                                   f"{self.patience} steps and the loss stopped falling)")
-        if full and min(l for l, _ in self.window) > RISING * self.best:
+        if full and min(l for l, _ in self.window) > max(RISING * self.best, self.best + RISING_BY):
             return Verdict(False, f"the loss keeps rising ({loss:.3f}, best {self.best:.3f})")
         good = answer is None and loss <= 1.1 * self.best
         self.best = min(self.best, loss)

@@ -121,10 +121,12 @@ def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple
                                                                                  list[Region]]]:
     """(item, role, label annotations, regions) for every item, each slide opened and each region checked."""
     checked = []
+    read: dict[tuple[Path, Path | None], list[Annotation]] = {}  # each labels file read (or tissue detected) once
     for role, items in (("training", spec.train), ("validation", spec.validation)):
         for item in items:
             with open_slide(item.slide) as slide:
-                annotations = _labels(item, slide, spec.classes, listeners)
+                key = (item.slide, item.labels)
+                annotations = read[key] = read.get(key) or _labels(item, slide, spec.classes, listeners)
                 regions = list(item.regions) or _drawn_regions(item, annotations, role, slide)
                 for region in regions:
                     slide.check_region(region)
