@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="train a K-class model: class names in label order, comma-separated, the first "
                                      "being what unlabelled area is in dense mode (e.g. Background,Tumor,Stroma); "
                                      "default: the tissue model (Background, Tissue; other label classes count as tissue)")
+    p.add_argument("--mpp", type=float, help="train at this many µm per pixel (regions are read from the best pyramid "
+                                             "level and area-resampled; prediction then reads any slide at it)")
     p.add_argument("--sparse", action="store_true",
                    help="pixels no label annotation covers are ignored (a few strokes per class are enough) instead "
                         "of being the first class")
@@ -258,7 +260,7 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
 
     if args.spec:
         if (args.slide or args.region or args.labels or args.auto_labels or args.val_region or args.demo
-                or args.classes or args.sparse):
+                or args.classes or args.sparse or args.mpp):
             raise GigaPathError("--spec names the slides, regions, labels, classes and modes; give none of them on "
                                 "the command line")
         spec = TrainSpec.read(args.spec)
@@ -274,7 +276,7 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
         classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
         labels = Path(args.labels) if args.labels else None
-        spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse)
+        spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse, args.mpp)
     options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile}
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
@@ -309,6 +311,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         result = run_predict_job(job, progress)
+    for note in result.notes:
+        print(f"warning: {note}", file=sys.stderr)
     written = ", ".join(str(p) for p in (result.out, result.png, result.geojson) if p)
     print(f"predicted {result.pixels / 1e6:.1f} MP in {result.seconds:.1f} s; wrote {written}")
     return 0

@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import tifffile
 from PIL import Image
 from shapely.geometry import box
 
-from conftest import CMU
+from conftest import CMU, TCGA
 from gigapath_desktop.annotations import (
     UNLABELLED,
     Annotation,
@@ -28,6 +29,7 @@ from gigapath_desktop.inference import PredictJob, SlideSource, predict_array, r
 from gigapath_desktop.model import build_unet, load_model, save_model
 from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides.realistic import Case, render, write_pyramid
 from gigapath_desktop.training import TrainConfig, load_region, read_metrics
 from gigapath_desktop.training.job import TrainJob, run_train_job
 from gigapath_desktop.training.metrics import typed
@@ -101,12 +103,17 @@ def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
                    Annotation(box(100, 1300, 800, 1600), AnnotationClass("Background", (160, 160, 160)))], labels)
     out = tmp_path / "run"
     result = run("train", str(CMU), "--region", "0,0,2048,1792", "--labels", str(labels), "--classes",
-                 "Background,Tumor,Stroma", "--sparse", "--steps", "2", "--tile", "1024", "--out", str(out))
+                 "Background,Tumor,Stroma", "--sparse", "--mpp", "1.0", "--steps", "2", "--tile", "1024", "--out",
+                 str(out))
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert [c["name"] for c in config["classes"]] == ["Background", "Tumor", "Stroma"]
     assert config["spec"]["train"][0]["mode"] == "sparse"
-    assert model_info(load_model(out / "model.keras")).classes.names == ["Background", "Tumor", "Stroma"]
+    info = model_info(load_model(out / "model.keras"))
+    assert info.classes.names == ["Background", "Tumor", "Stroma"] and info.mpp == 1.0
+    with open_slide(CMU) as slide:
+        mpp = slide.mpp[0]  # 0.499: the region is read at about half its level-0 size
+    assert config["train_pixels"] == round(2048 * mpp) * round(1792 * mpp)
 
 
 def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overlay(tmp_path: Path) -> None:
@@ -216,3 +223,32 @@ def test_a_bad_spec_is_one_clear_error(tmp_path: Path) -> None:
             TrainSpec.read(spec)
     result = run("train", "--spec", str(tmp_path / "missing.json"), "--out", str(tmp_path / "run"))
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None:
+    """A slide and its 2x-downsampled copy (twice the µm/px) give the same label map at the model's µm/px, on the
+    same grid registered to each slide's level 0; a slide without µm/px runs at its level with a warning."""
+    rng = np.random.default_rng(4)
+    image, _ = render(Case("mpp", width=2048, height=1536, classes=3, tissue_fraction=0.5, island_scale=400,
+                           sources=(str(CMU), str(TCGA))), rng)
+    fine, coarse = tmp_path / "fine.tif", tmp_path / "coarse.tif"
+    write_pyramid(fine, image, 0.5, jpeg_quality=95)
+    write_pyramid(coarse, cv2.resize(image, (1024, 768), interpolation=cv2.INTER_AREA), 1.0, jpeg_quality=95)
+    model = _darkness_model()
+    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"]), mpp=1.0))
+    path = save_model(model, tmp_path / "m.keras")
+    maps = []
+    for slide in (fine, coarse):
+        job = PredictJob(slide, path, tmp_path / f"{slide.stem}.labels.tif", tile=512)
+        assert run_predict_job(job).notes == ()
+        with tifffile.TiffFile(job.out) as tif:
+            maps.append(tif.pages[0].asarray())
+            assert json.loads(tif.pages[0].description)["mpp"] == pytest.approx(1.0)
+        with open_slide(job.out) as written:
+            assert written.mpp == pytest.approx((1.0, 1.0))
+    assert maps[0].shape == maps[1].shape == (768, 1024)
+    assert len(np.unique(maps[0])) == 3 and np.mean(maps[0] != maps[1]) < 0.01
+
+    write_pyramid(tmp_path / "plain.tif", image[:512, :512], None, jpeg_quality=95)
+    result = run_predict_job(PredictJob(tmp_path / "plain.tif", path, tmp_path / "plain.labels.tif", tile=512))
+    assert len(result.notes) == 1 and "records no µm/px" in result.notes[0]

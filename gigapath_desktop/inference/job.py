@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -17,7 +17,8 @@ from gigapath_desktop.inference.writers import TILE, MaskValues, write_contours,
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path, check_output
-from gigapath_desktop.slides import Region, SlideSource, open_slide
+from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
+from gigapath_desktop.slides.resample import Scale, read_at
 
 
 @dataclass
@@ -43,6 +44,7 @@ class PredictResult:
     contours: int
     pixels: int
     seconds: float
+    notes: tuple[str, ...] = ()  # what the user should know, e.g. a slide without µm/px read at its level
 
 
 def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> PredictResult:
@@ -62,14 +64,18 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         if not 0 <= job.level < slide.level_count:
             raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
-        source = SlideSource(slide, region)
-        ds = slide.level_downsamples[region.level]
-        canvas_w, canvas_h = slide.level_dimensions[region.level]
-        col, row, _, _ = slide.level_rect(region)
+        source, ds, notes = _source(slide, region, model_info(model).mpp)
+        if isinstance(source, SlideSource):  # the pyramid's own level grid
+            canvas_w, canvas_h = slide.level_dimensions[region.level]
+            col, row, _, _ = slide.level_rect(region)
+        else:  # a grid of the model's µm/px over the whole slide, the region snapped onto it
+            canvas_w, canvas_h = (max(1, round(d / ds)) for d in slide.dimensions)
+            row, col = round(region.y / ds), round(region.x / ds)
         origin = (row, col)
         description = {
             "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
             "model": str(job.model.resolve()), "region": asdict(region), "level": region.level, "downsample": ds,
+            "mpp": None if slide.mpp is None else slide.mpp[0] * ds,
             "values": {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}[
                 values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
@@ -83,7 +89,20 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, notes)
+
+
+def _source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
+    """(pixels to predict on, level-0 pixels per output pixel, notes): the region at the model's µm/px when it was
+    trained at one and the slide records its own, else at the region's level."""
+    if mpp is None:
+        return SlideSource(slide, region), slide.level_downsamples[region.level], ()
+    if slide.mpp is None:
+        note = (f"{slide.path.name} records no µm/px; the model was trained at {mpp:g} µm/px, so it runs at level "
+                f"{region.level} and may be off scale")
+        return SlideSource(slide, region), slide.level_downsamples[region.level], (note,)
+    scale = Scale.for_mpp(slide, mpp)
+    return read_at(slide, region, scale), slide.level_downsamples[scale.level] * scale.factor, ()
 
 
 def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -98,7 +117,8 @@ def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.
 def _canvas_rows(
     bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], origin: tuple[int, int]
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time."""
+    """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time; a region
+    snapped onto a resampled grid may reach a pixel past the canvas, which is cut."""
     height, width = shape
     r0, c0 = origin
     pending = np.zeros((0, width), np.uint8)
@@ -112,6 +132,7 @@ def _canvas_rows(
             pending = pending[TILE:]
 
     for y, band in bands:
+        band = band[: max(0, height - r0 - y), : width - c0]
         gap = r0 + y - (emitted + len(pending))
         rows = np.zeros((gap + band.shape[0], width), np.uint8)
         rows[gap:, c0 : c0 + band.shape[1]] = band

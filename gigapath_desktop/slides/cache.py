@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import platformdirs
@@ -21,6 +21,7 @@ import psutil
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.slides.diskarray import DiskArray
+from gigapath_desktop.slides.resample import Scale, read_at
 from gigapath_desktop.slides.slide import Region, Slide, SlideSource
 
 ProgressFn = Callable[[int, int], None]
@@ -136,28 +137,33 @@ def cached_region(
     cache: ArrayCache | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    scale: Scale | None = None,
 ) -> DiskArray:
-    """The pixels of `region` as an (h, w, 3) uint8 read-only DiskArray, decoded from the slide only the first time."""
+    """The pixels of `region` as an (h, w, 3) uint8 read-only DiskArray, decoded from the slide only the first time:
+    at the region's level, or at `scale` (another resolution, area-resampled)."""
     slide.check_region(region)
     cache = cache or ArrayCache()
-    w, h = slide.level_size(region)
     key = f"region-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}"
+    if scale is None:
+        source: Any = SlideSource(slide, region)
+    else:
+        source = read_at(slide, region, scale)
+        key += f"-S{scale.level}x{scale.factor:.12g}"
 
     def fill(out: DiskArray) -> None:
-        decode_region_into(slide, region, out, progress, cancel)
+        decode_into(source, out, progress, cancel)
 
-    return cache.get_or_build(key, (h, w, 3), np.uint8, fill)
+    return cache.get_or_build(key, source.shape, np.uint8, fill)
 
 
-def decode_region_into(
-    slide: Slide,
-    region: Region,
+def decode_into(
+    source: Any,
     out: DiskArray,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> None:
-    """Decode `region` chunk by chunk into `out` with a few reader threads, never holding more than a few chunks."""
-    source = SlideSource(slide, region)
+    """Decode a rectangle-readable `source` chunk by chunk into `out` with a few reader threads, never holding more
+    than a few chunks."""
     h, w = out.shape[:2]
     chunks = [(cy, cx) for cy in range(0, h, DECODE_CHUNK) for cx in range(0, w, DECODE_CHUNK)]
 

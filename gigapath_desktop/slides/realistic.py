@@ -86,7 +86,9 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     texture, stain = _texture(sources if case.classes == 2 else sources[:1], case, h, w, rng)
     second = None
     if case.classes == 3:
-        second = _islands(h, w, 0.5, case.island_scale, rng).astype(bool)  # where the second class lies
+        if len(sources) < 2:
+            raise ValueError("a 3-class slide takes its two tissue textures from two or more source slides")
+        second = _smooth_noise(h, w, case.island_scale, rng) > 0  # where the second class lies: smooth borders
         texture = np.where(second[..., None], _texture(sources[1:], case, h, w, rng, stain)[0], texture)
     elif case.classes != 2:
         raise ValueError(f"realistic slides have 2 or 3 classes, not {case.classes}")

@@ -15,6 +15,7 @@ from gigapath_desktop.errors import TrainingError
 from gigapath_desktop.slides import ArrayCache, Region, Slide, cached_region
 from gigapath_desktop.slides.cache import CancelFn, ProgressFn
 from gigapath_desktop.slides.diskarray import DiskArray
+from gigapath_desktop.slides.resample import Scale
 
 
 @dataclass
@@ -78,21 +79,23 @@ def load_region(
     cancel: CancelFn | None = None,
     classes: ClassMap | None = None,
     sparse: bool = False,
+    scale: Scale | None = None,
 ) -> RegionData:
     """The region's pixels (decoded once) and its labels (rasterized once), read back from the disk cache.
 
     Label annotations paint their class's value in `classes` (default: the tissue model's Background 0 / Tissue 1);
-    pixels no label covers are the first class, or UNLABELLED when `sparse` (a few strokes per class suffice)."""
+    pixels no label covers are the first class, or UNLABELLED when `sparse` (a few strokes per class suffice).
+    `scale` reads the region at another resolution than its level's (`slides.resample`), labels rasterized to match."""
     cache = cache or ArrayCache()
     classes = classes or ClassMap.tissue()
     labels = [a for a in annotations if a.role is Role.LABEL]
     values = classes.values(labels)
-    image = cached_region(slide, region, cache, progress, cancel)
+    image = cached_region(slide, region, cache, progress, cancel, scale)
     h, w = image.shape[:2]
-    key = (f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-L{region.level}-"
+    downsample = slide.level_downsamples[region.level if scale is None else scale.level] * (scale.factor if scale else 1)
+    key = (f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-D{downsample:.12g}-"
            f"{_content_digest(labels, values, sparse)}")
     origin = (float(region.x), float(region.y))
-    downsample = slide.level_downsamples[region.level]
 
     def fill(out: DiskArray) -> None:
         rasterize(labels, origin, downsample, (h, w), values=values, out=out, fill=UNLABELLED if sparse else 0)

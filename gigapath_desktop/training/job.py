@@ -18,6 +18,7 @@ from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.slides.cache import CancelFn
+from gigapath_desktop.slides.resample import Scale
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
@@ -95,8 +96,9 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     val: list[RegionData] = []
     for item, role, labels, regions in items:
         with open_slide(item.slide) as slide:
+            scale = _scale(slide, job.spec.mpp, listeners)
             for region in regions:
-                data = load_region(slide, region, labels, cancel=cancel, classes=classes, sparse=item.sparse,
+                data = load_region(slide, region, labels, cancel=cancel, classes=classes, sparse=item.sparse, scale=scale,
                                    progress=_decoding(f"{role} region {region.as_tuple()} of {slide.path.name}",
                                                       listeners))
                 (train if role == "training" else val).append(data)
@@ -110,7 +112,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))
-        attach_info(model, ModelInfo(classes))
+        attach_info(model, ModelInfo(classes, job.spec.mpp))
         trainer = Trainer(model, train, val, job.config, job.out, listeners, executor)
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
     _write_config(job, trainer, train, val)
@@ -132,6 +134,19 @@ def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple
                     slide.check_region(region)
             checked.append((item, role, annotations, regions))
     return checked
+
+
+def _scale(slide: Slide, mpp: float | None, listeners: Sequence[Listener]) -> Scale | None:
+    """How to read the slide's regions at `mpp` µm/px (None: at each region's level, also for a slide that records
+    no µm/px, with a warning)."""
+    if mpp is None:
+        return None
+    if slide.mpp is None:
+        for listener in listeners:
+            listener(WarningEvent(f"{slide.path.name} records no µm/px; its regions are read at their pyramid level, "
+                                  f"not at {mpp:g} µm/px"))
+        return None
+    return Scale.for_mpp(slide, mpp)
 
 
 def _drawn_regions(item: SpecItem, annotations: list[Annotation], role: str, slide: Slide) -> list[Region]:

@@ -49,10 +49,11 @@ class TrainSpec:
     @classmethod
     def one_slide(cls, slide: Path, regions: tuple[Region, ...], labels: Path | None = None,
                   val_region: Region | None = None, classes: tuple[str, ...] | None = None,
-                  sparse: bool = False) -> "TrainSpec":
+                  sparse: bool = False, mpp: float | None = None) -> "TrainSpec":
         """`train SLIDE --region R [--region R2 ...] [--val-region V]`: one slide, one labels file."""
         validation = (SpecItem(slide, (val_region,), labels, sparse),) if val_region is not None else ()
-        return cls((SpecItem(slide, tuple(regions), labels, sparse),), validation, classes)
+        spec = cls((SpecItem(slide, tuple(regions), labels, sparse),), validation, classes, mpp)
+        return cls._parse(spec.as_json(), Path("."))  # the same checks as a spec file's
 
     @property
     def slides(self) -> list[Path]:

@@ -1,0 +1,85 @@
+"""Slides read at a chosen resolution (µm per pixel), whatever their scanner's.
+
+`AreaResampled` is an array-like over a region read at any scale: each output pixel is the area-weighted mean of the
+source pixels its footprint covers (area averaging, as OpenCV's INTER_AREA does when shrinking). Every output pixel
+is a fixed function of the source, so any rectangle read alone equals the same rectangle of the whole resampled
+region: tiled training and prediction stay exact, and gigapixel regions are never held whole.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gigapath_desktop.errors import SlideError
+from gigapath_desktop.slides.slide import Region, Slide, SlideSource
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a region is read: from pyramid `level`, shrunk by `factor` (level pixels per output pixel)."""
+
+    level: int
+    factor: float
+
+    @classmethod
+    def for_mpp(cls, slide: Slide, mpp: float) -> "Scale":
+        """The pyramid level to read `mpp` from (the coarsest no coarser than it) and the remaining factor."""
+        if slide.mpp is None:
+            raise SlideError(f"{slide.path}: records no µm/px, so it cannot be read at {mpp:g} µm/px")
+        wanted = mpp / slide.mpp[0]  # level-0 pixels per output pixel
+        level = max((k for k, d in enumerate(slide.level_downsamples) if d <= wanted * (1 + 1e-6)), default=0)
+        return cls(level, wanted / slide.level_downsamples[level])
+
+
+class AreaResampled:
+    """`source` (rectangle-readable (H, W, C) uint8) shrunk by `factor`: shape, dtype, ndim and rectangle reads."""
+
+    def __init__(self, source: Any, factor: float) -> None:
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"the resampling factor must be a positive number, got {factor}")
+        self.source = source
+        self.factor = factor
+        h, w = source.shape[:2]
+        self.shape = (max(1, round(h / factor)), max(1, round(w / factor)), *source.shape[2:])
+        self.dtype = source.dtype
+        self.ndim = source.ndim
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        r0, r1, _ = rows.indices(self.shape[0])
+        c0, c1, _ = cols.indices(self.shape[1])
+        row_index, row_weight = _footprints(r0, r1, self.factor, self.source.shape[0])
+        col_index, col_weight = _footprints(c0, c1, self.factor, self.source.shape[1])
+        top, left = int(row_index.min()), int(col_index.min())
+        block = np.asarray(self.source[top : int(row_index.max()) + 1, left : int(col_index.max()) + 1], np.float32)
+        block = block.reshape(*block.shape[:2], -1)
+        across = sum(row_weight[:, k, None, None] * block[row_index[:, k] - top] for k in range(row_index.shape[1]))
+        out = sum(col_weight[None, :, k, None] * across[:, col_index[:, k] - left] for k in range(col_index.shape[1]))
+        return np.clip(np.rint(out), 0, 255).astype(self.dtype).reshape(r1 - r0, c1 - c0, *self.shape[2:])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[0 : self.shape[0], 0 : self.shape[1]]
+        return out if dtype is None else out.astype(dtype)
+
+
+def read_at(slide: Slide, region: Region, scale: Scale) -> AreaResampled:
+    """The level-0 rectangle `region` of `slide` read at `scale` (lazily, rectangle by rectangle)."""
+    return AreaResampled(SlideSource(slide, Region(region.x, region.y, region.width, region.height, scale.level)),
+                         scale.factor)
+
+
+def _footprints(start: int, stop: int, factor: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For output pixels start..stop-1 along one axis: the source pixels each covers (n, k) and their area weights
+    (summing to 1); footprints past the source's end are cut there."""
+    lo = np.arange(start, stop) * factor
+    hi = np.minimum(lo + factor, size)
+    first = np.minimum(np.floor(lo).astype(np.int64), size - 1)
+    count = int(np.max(np.ceil(hi) - first)) if stop > start else 1
+    index = first[:, None] + np.arange(count)[None]
+    overlap = np.clip(np.minimum(index + 1, hi[:, None]) - np.maximum(index, lo[:, None]), 0, None)
+    weight = overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-12)
+    return np.minimum(index, size - 1), weight.astype(np.float32)
