@@ -3,7 +3,10 @@
 Each case is a realistic slide (`slides.realistic`: real H&E or DAPI texture cut from the test slides, stain and
 scanner variation, holes, strands, fat, folds, pen, dust, bubbles, blur, JPEG) of 8192 x 4096 px with exact truth,
 plus one case of real slides (train on the TCGA frozen section, validate on the CMU skin slide, labels from tissue
-detection, checked by eye). Per case x seed: train with the defaults a user gets (`TrainConfig()`, 150 steps) on
+detection, checked by eye), plus two 3-class cases (background and two tissue textures, the CMU skin's and the
+TCGA frozen section's): one with dense truth, one labelled only by STROKES brush strokes per class (sparse: the
+rest of the training half is unlabelled), both validated on the dense truth of the other half (mean Dice over the
+classes; per-class Dice in the JSON). Per case x seed: train with the defaults a user gets (`TrainConfig()`, 150 steps) on
 the left half (16.8 MP), validate every 5 steps on the right half, and report the final validation Dice, the steps
 to 0.97 and 0.99, seconds, and collapses (guard restarts). Each run is its own process.
 
@@ -54,7 +57,13 @@ def cases() -> dict:
                                sources=HE[1:]),
         "fluorescence": Case("fluorescence", **size, modality="fluorescence", tissue_fraction=0.4, sources=DAPI),
         "real slides": None,
+        "3 classes, dense": Case("3 classes, dense", **size, classes=3, tissue_fraction=0.45, sources=HE),
+        "3 classes, sparse strokes": Case("3 classes, sparse strokes", **size, classes=3, tissue_fraction=0.45,
+                                          sources=HE),
     }
+
+
+STROKES = 40  # per class, on the training half of a sparse case (about a tenth of its pixels labelled)
 
 
 def main() -> None:
@@ -85,29 +94,36 @@ def run_in_process(name: str, seed: int) -> dict:
 
 def run(name: str, seed: int) -> dict:
     import keras
+    import numpy as np
 
+    from gigapath_desktop.annotations import UNLABELLED
     from gigapath_desktop.model import build_unet
     from gigapath_desktop.training import StepEvent, TrainConfig, Trainer
     from gigapath_desktop.training.gradients import region_sums
 
-    train, val = real_regions() if cases()[name] is None else synthetic_regions(name, seed)
+    case = cases()[name]
+    train, val = real_regions() if case is None else synthetic_regions(name, seed)
     keras.utils.set_random_seed(seed)
     config = TrainConfig(steps=STEPS, tile=TILE, seed=seed, validate_every=VALIDATE_EVERY)
     curve: list[tuple[int, float]] = []
     events: list = []
-    trainer = Trainer(build_unet(), [train], val, config, listeners=[events.append])
+    model = build_unet(classes=case.classes if case else 2)
+    trainer = Trainer(model, [train], val, config, listeners=[events.append])
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
     curve = [(e.step, e.val_dice) for e in events if isinstance(e, StepEvent) and e.val_dice is not None]
-    final = region_sums(trainer.model, val.image, val.labels, tile=TILE).dice
+    terms = region_sums(trainer.model, val.image, val.labels, tile=TILE)
+    final = terms.dice
 
     def first(target: float) -> int | None:
         return next((step for step, dice in curve if dice >= target), None)
 
     return {"case": name, "seed": seed, "val_dice": round(final, 4), "steps_to_0.97": first(0.97),
             "steps_to_0.99": first(0.99), "seconds": round(seconds, 1), "collapses": trainer.recoveries,
-            "train_pixels": train.pixels, "val_pixels": val.pixels, "tissue_fraction": round(train.tissue_fraction(), 3),
+            "train_pixels": train.pixels, "val_pixels": val.pixels,
+            "labelled_fraction": round(float(np.mean(np.asarray(train.labels) != UNLABELLED)), 3),
+            "class_dice": [round(d, 4) for d in terms.class_dice.tolist()],
             "curve": [(s, round(d, 4)) for s, d in curve]}
 
 
@@ -122,11 +138,14 @@ def synthetic_regions(name: str, seed: int) -> tuple:
         WORK.mkdir(parents=True, exist_ok=True)
         make_realistic_slide(slide, case, seed=seed)
     half = case.width // 2
-    return (truth_region(slide, Region(0, 0, half, case.height)),
-            truth_region(slide, Region(half, 0, case.width - half, case.height)))
+    train = truth_region(slide, Region(0, 0, half, case.height), case.classes)
+    if "sparse" in name:
+        train = strokes_only(train, seed)
+    return train, truth_region(slide, Region(half, 0, case.width - half, case.height), case.classes)
 
 
-def truth_region(slide_path: Path, region: object) -> object:
+def truth_region(slide_path: Path, region: object, classes: int = 2) -> object:
+    """The region with its exact truth: tissue {0, 1}, or class indices for more classes."""
     import numpy as np
 
     from gigapath_desktop.slides import open_slide
@@ -134,8 +153,24 @@ def truth_region(slide_path: Path, region: object) -> object:
     from gigapath_desktop.training import RegionData
 
     with open_slide(slide_path) as slide, open_slide(mask_path_for(slide_path)) as mask:
-        return RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8),
-                          name=f"{slide_path.name} {region.as_tuple()}")
+        truth = mask.read_region(region)[..., 0]
+        labels = (truth > 127).astype(np.uint8) if classes == 2 else truth.copy()
+        return RegionData(slide.read_region(region), labels, name=f"{slide_path.name} {region.as_tuple()}")
+
+
+def strokes_only(region: object, seed: int) -> object:
+    """The region labelled as a user with a brush would: STROKES short strokes inside each class, the rest unlabelled."""
+    import numpy as np
+
+    from gigapath_desktop.annotations import UNLABELLED, ClassMap, rasterize
+    from gigapath_desktop.slides.realistic import truth_strokes
+    from gigapath_desktop.training import RegionData
+
+    names = ["Background", "Class 1", "Class 2"]
+    strokes = truth_strokes(np.asarray(region.labels), names, STROKES, np.random.default_rng(seed))
+    labels = rasterize(strokes, (0.0, 0.0), 1.0, region.labels.shape, values=ClassMap.named(names).values(strokes),
+                       fill=UNLABELLED)
+    return RegionData(region.image, labels, name=region.name)
 
 
 def real_regions() -> tuple:

@@ -252,3 +252,19 @@ def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None
     write_pyramid(tmp_path / "plain.tif", image[:512, :512], None, jpeg_quality=95)
     result = run_predict_job(PredictJob(tmp_path / "plain.tif", path, tmp_path / "plain.labels.tif", tile=512))
     assert len(result.notes) == 1 and "records no µm/px" in result.notes[0]
+
+
+def test_the_app_overlays_a_three_class_prediction_in_the_class_colours(window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    from gui_helpers import wait_job
+
+    model = _darkness_model()
+    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])))
+    window.open_slide(CMU)
+    window.session.set_model(save_model(model, tmp_path / "m.keras"))
+    assert window.predict("visible")
+    wait_job(qtbot, window)
+    assert window.errors == []
+    image = window.viewer.overlay.pixmap().toImage()
+    colours = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 7)
+               for y in range(0, image.height(), 7) if image.pixelColor(x, y).alpha() > 0}
+    assert {TUMOR.color, STROMA.color} <= colours

@@ -8,6 +8,7 @@ import numpy as np
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage
 
+from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.project import Session
 from gigapath_desktop.slides import Region, SlideSource, open_slide
 from gigapath_desktop.ui.export_dialog import ExportChoice
@@ -55,12 +56,15 @@ class Prediction:
         region = Region(region.x, region.y, region.width, region.height, level)
         path = slide.path
 
-        def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple[Region, np.ndarray]:
+        def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple:
             from gigapath_desktop.inference import predict_array
             from gigapath_desktop.model import load_model
+            from gigapath_desktop.model.info import model_info
 
+            model = load_model(model_path)
             with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
-                return region, predict_array(load_model(model_path), SlideSource(own, region), 2048, progress, cancel)
+                probability = predict_array(model, SlideSource(own, region), 2048, progress, cancel)
+            return region, probability, model_info(model).classes
 
         return self.jobs.run("Predicting", work, self.jobs.for_slide(path, self._show))
 
@@ -79,19 +83,27 @@ class Prediction:
         return self.jobs.run("Exporting mask", lambda progress, cancel: run_predict_job(job, progress, cancel),
                              lambda result: self.jobs.status.showMessage(f"wrote {result.out}", 10000))
 
-    def _show(self, result: tuple[Region, np.ndarray]) -> None:
-        region, probability = result
+    def _show(self, result: tuple[Region, np.ndarray, ClassMap]) -> None:
+        region, probability, classes = result
         assert self.session.slide is not None  # (results for another slide are dropped before this)
         ds = self.session.slide.level_downsamples[region.level]  # pixel pitch, whatever `level_rect` clipped
-        self.show(region.x, region.y, ds, probability)
-        self.result = result
+        self.show(region.x, region.y, ds, probability, classes)
+        self.result = region, probability
 
-    def show(self, x: float, y: float, downsample: float, probability: np.ndarray) -> None:
-        """Overlay `probability` (0-1) with its top-left at level-0 (x, y), one value per `downsample` pixels."""
-        rgba = np.zeros((*probability.shape, 4), np.uint8)
-        rgba[..., 0], rgba[..., 1] = 255, 210  # amber: distinct from every default class colour
-        rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
-        h, w = probability.shape
+    def show(self, x: float, y: float, downsample: float, probability: np.ndarray,
+             classes: ClassMap | None = None) -> None:
+        """Overlay `probability` (0-1; (h, w, K) for a K-class model) with its top-left at level-0 (x, y), one value
+        per `downsample` pixels: tissue in amber by its probability, classes other than the first in their colours."""
+        h, w = probability.shape[:2]
+        rgba = np.zeros((h, w, 4), np.uint8)
+        if probability.ndim == 3:
+            assert classes is not None and len(classes.classes) == probability.shape[2]
+            colours = np.array([(*c.color, 200) for c in classes.classes], np.uint8)
+            colours[0, 3] = 0
+            rgba[:] = colours[probability.argmax(axis=2)]
+        else:
+            rgba[..., 0], rgba[..., 1] = 255, 210  # amber: distinct from every default class colour
+            rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         self.viewer.set_overlay(image, x, y, downsample)
         self.viewer.overlay.setOpacity(self.panel.opacity.value() / 100)
