@@ -25,11 +25,11 @@ from gigapath_desktop.training import RegionData, TrainConfig, Trainer
 @pytest.fixture(scope="module")
 def trained(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained on the shared synthetic slide (seed 7), saved as .keras."""
-    region = Region(0, 0, 3000, 2200)
+    region = Region(0, 0, 2048, 2048)
     with open_slide(synthetic_slide) as slide, open_slide(mask_path_for(synthetic_slide)) as mask:
         data = RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8))
     keras.utils.set_random_seed(0)
-    trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=60, learning_rate=0.03, tile=1024))
+    trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=30, learning_rate=0.03, tile=1024))
     trainer.run()
     return save_model(trainer.model, tmp_path_factory.mktemp("model") / "model.keras")
 
@@ -48,7 +48,7 @@ def test_tiled_prediction_equals_whole_image_prediction(trained: Path, other_sli
         whole = predict_array(model, source, tile=None)
         tiled = predict_array(model, source, tile=448)
     assert whole.shape == (1333, 1700)
-    assert np.abs(tiled - whole).max() <= 1e-6
+    assert np.abs(tiled - whole).max() <= 1e-5  # float32 rounding of the logits (exactness: test_gradients)
 
 
 def test_exports_open_in_openslide_and_tifffile_and_contours_round_trip(trained: Path, other_slide: Path, tmp_path: Path) -> None:
