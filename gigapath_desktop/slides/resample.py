@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from gigapath_desktop.errors import SlideError
+from gigapath_desktop.slides.arraylike import RectangleView
 from gigapath_desktop.slides.slide import Region, Slide, SlideSource
 
 
@@ -34,7 +35,7 @@ class Scale:
         return cls(level, wanted / slide.level_downsamples[level])
 
 
-class AreaResampled:
+class AreaResampled(RectangleView):
     """`source` (rectangle-readable (H, W, C) uint8) shrunk by `factor`: shape, dtype, ndim and rectangle reads."""
 
     def __init__(self, source: Any, factor: float) -> None:
@@ -46,12 +47,8 @@ class AreaResampled:
         self.shape = (max(1, round(h / factor)), max(1, round(w / factor)), *source.shape[2:])
         self.dtype = source.dtype
         self.ndim = source.ndim
-        self.size = int(np.prod(self.shape))
 
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = key
-        r0, r1, _ = rows.indices(self.shape[0])
-        c0, c1, _ = cols.indices(self.shape[1])
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         row_index, row_weight = _footprints(r0, r1, self.factor, self.source.shape[0])
         col_index, col_weight = _footprints(c0, c1, self.factor, self.source.shape[1])
         top, left = int(row_index.min()), int(col_index.min())
@@ -60,10 +57,6 @@ class AreaResampled:
         across = sum(row_weight[:, k, None, None] * block[row_index[:, k] - top] for k in range(row_index.shape[1]))
         out = sum(col_weight[None, :, k, None] * across[:, col_index[:, k] - left] for k in range(col_index.shape[1]))
         return np.clip(np.rint(out), 0, 255).astype(self.dtype).reshape(r1 - r0, c1 - c0, *self.shape[2:])
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[0 : self.shape[0], 0 : self.shape[1]]
-        return out if dtype is None else out.astype(dtype)
 
 
 def read_at(slide: Slide, region: Region, scale: Scale) -> AreaResampled:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from gigapath_desktop.model.tiling import mirrored
+from gigapath_desktop.slides.arraylike import RectangleView
 from gigapath_desktop.training.data import RegionData
 
 BLUR_PROBABILITY = 0.25
@@ -77,7 +78,7 @@ def dark_field_table(rng: np.random.Generator, strength: float = 1.0) -> np.ndar
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-class AugmentedRegion:
+class AugmentedRegion(RectangleView):
     """The transformed region as an array-like: shape, dtype, ndim and rectangle reads (`view[r0:r1, c0:c1]`)."""
 
     def __init__(self, source: Any, augmentation: Augmentation, pixels: bool = True, blur: bool = True) -> None:
@@ -89,22 +90,14 @@ class AugmentedRegion:
         self.shape = (w, h, *source.shape[2:]) if augmentation.transpose else tuple(source.shape)
         self.dtype = source.dtype
         self.ndim = source.ndim
-        self.size = int(np.prod(self.shape))
 
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = key
-        r0, r1, _ = rows.indices(self.shape[0])
-        c0, c1, _ = cols.indices(self.shape[1])
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         if self._blurred:
             return self._blur(r0, r1, c0, c1)
         out = self._dihedral(r0, r1, c0, c1)
         if self.pixels and self.aug.lut is not None:
             out = cv2.LUT(out, self.aug.lut.reshape(1, 256, 3))
         return out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[0 : self.shape[0], 0 : self.shape[1]]
-        return out if dtype is None else out.astype(dtype)
 
     def _dihedral(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Rows r0:r1, columns c0:c1 of the transformed region, read from the source rectangle they come from."""

@@ -18,7 +18,7 @@ result is closer to the float64 truth than one long float32 reduction over the w
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -252,21 +252,10 @@ def region_sums(
                                                     _counter(progress, len(plan))))
 
 
-def region_gradients(
-    model: keras.Model,
-    image: np.ndarray,
-    labels: np.ndarray,
-    *,
-    tile: int | None = None,
-    dtype: str = "float32",
-    bce_weight: float = BCE_WEIGHT,
-    cancel: CancelFn | None = None,
-    progress: TileProgressFn | None = None,
-    executor: LocalExecutor | None = None,
-) -> tuple[float, float, list[np.ndarray]]:
-    """(loss, Dice, gradients) of `model` on one whole region (see `region_step`)."""
-    loss, terms, grads = region_step(model, image, labels, tile=tile, dtype=dtype, bce_weight=bce_weight,
-                                     cancel=cancel, progress=progress, executor=executor)
+def region_gradients(model: keras.Model, image: np.ndarray, labels: np.ndarray,
+                     **options: Any) -> tuple[float, float, list[np.ndarray]]:
+    """(loss, Dice, gradients) of `model` on one whole region; `options` as for `region_step`."""
+    loss, terms, grads = region_step(model, image, labels, **options)
     return loss, terms.dice, grads
 
 
