@@ -56,6 +56,8 @@ def test_bad_train_arguments_exit_nonzero_with_one_line(tmp_path: Path) -> None:
         "not recognised as a slide": ["train", str(tmp_path / "broken.svs"), "--region", "0,0,10,10", "--auto-labels"],
         "--labels FILE.geojson or --auto-labels": ["train", str(CMU), "--region", "0,0,100,100"],
         "four integers": ["train", str(CMU), "--region", "0,0,100", "--auto-labels"],
+        "positive number": ["train", str(CMU), "--region", "0,0,100,100", "--auto-labels", "--mpp", "nan"],
+        "class names": ["train", str(CMU), "--region", "0,0,100,100", "--labels", "x.geojson", "--classes", "A,,B"],
     }
     (tmp_path / "broken.svs").write_bytes(CMU.read_bytes()[:5000])
     running = {message: subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *args], stdout=subprocess.PIPE,

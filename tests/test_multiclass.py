@@ -114,6 +114,11 @@ def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
     with open_slide(CMU) as slide:
         mpp = slide.mpp[0]  # 0.499: the region is read at about half its level-0 size
     assert config["train_pixels"] == round(2048 * mpp) * round(1792 * mpp)
+    other_scale = run("train", str(CMU), "--region", "0,0,2048,1792", "--labels", str(labels), "--classes",
+                      "Background,Tumor,Stroma", "--sparse", "--mpp", "2.0", "--steps", "3", "--out", str(out),
+                      "--resume")
+    last = other_scale.stderr.strip().splitlines()[-1]
+    assert other_scale.returncode == 2 and last.startswith("error:") and "1 µm/px, not 2 µm/px" in last
 
 
 def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overlay(tmp_path: Path) -> None:
@@ -202,8 +207,8 @@ def test_a_spec_trains_across_slides_in_a_seeded_order_validates_per_slide_and_c
     rows = [typed(r) for r in read_metrics(tmp_path / "whole" / "metrics.csv")]
     regions = [r["region"] for r in rows]
     assert len(set(regions)) == 3 and {r.split(" ")[0] for r in regions} == {CMU.name, synthetic_slide.name}
-    assert all(0 <= rows[-1][f"val_dice:{name}"] <= 1 for name in ("Background", "Tumor", "Stroma", CMU.name,
-                                                                     synthetic_slide.name))
+    assert all(0 <= rows[-1][f"val_dice:{name}"] <= 1 for name in ("Background", CMU.name, synthetic_slide.name))
+    assert rows[-1]["val_dice:Tumor"] is None, "no Tumor in the validation labels: no Tumor Dice"
 
     run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", replace(config, steps=2)))
     resumed = run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", config, resume=True))

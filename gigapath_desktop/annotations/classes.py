@@ -20,6 +20,7 @@ class ClassMap:
     """Classes in label-value order; the first is what `dense` labels paint where no annotation lies."""
 
     classes: tuple[AnnotationClass, ...]
+    lenient: bool = False  # the tissue model's rule: every label class but Background paints tissue
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.classes]
@@ -30,7 +31,7 @@ class ClassMap:
 
     @classmethod
     def tissue(cls) -> "ClassMap":
-        return cls((BACKGROUND, TISSUE))
+        return cls((BACKGROUND, TISSUE), lenient=True)
 
     @classmethod
     def named(cls, names: Sequence[str], known: Iterable[AnnotationClass] = ()) -> "ClassMap":
@@ -42,20 +43,23 @@ class ClassMap:
     def names(self) -> list[str]:
         return [c.name for c in self.classes]
 
-    @property
-    def is_tissue(self) -> bool:
-        return self.names == [BACKGROUND.name, TISSUE.name]
-
     def values(self, annotations: Iterable[Annotation]) -> dict[str, int]:
         """The label value each label annotation's class paints; a class this map does not know is an error."""
         names = {a.cls.name for a in annotations if a.role is Role.LABEL}
-        if self.is_tissue:
+        if self.lenient:
             return {name: int(name != BACKGROUND.name) for name in names}
         unknown = sorted(names - set(self.names))
         if unknown:
             raise AnnotationError(f"label class(es) {', '.join(map(repr, unknown))} are not among the model's "
                                   f"classes ({', '.join(self.names)})")
         return {name: self.names.index(name) for name in names}
+
+    def __eq__(self, other: object) -> bool:
+        """Two maps are the same classes (names and colours), whichever rule made them."""
+        return isinstance(other, ClassMap) and self.classes == other.classes
+
+    def __hash__(self) -> int:
+        return hash(self.classes)
 
     def as_json(self) -> list[dict[str, Any]]:
         return [{"name": c.name, "color": list(c.color)} for c in self.classes]

@@ -56,7 +56,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     for path in outputs:
         check_output(path, inputs=(job.slide, job.model))
     model = load_model(job.model)
-    classes = model_info(model).classes
+    info = model_info(model)
+    classes = info.classes
     labels = len(classes.classes) > 2
     threshold = int(round(job.threshold * 255))
     values = MaskValues("labels" if labels else "binary" if job.binary else "probability", classes, threshold)
@@ -64,7 +65,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         if not 0 <= job.level < slide.level_count:
             raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
-        source, ds, notes = _source(slide, region, model_info(model).mpp)
+        source, ds, notes = prediction_source(slide, region, info.mpp)
         if isinstance(source, SlideSource):  # the pyramid's own level grid
             canvas_w, canvas_h = slide.level_dimensions[region.level]
             col, row, _, _ = slide.level_rect(region)
@@ -74,7 +75,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         origin = (row, col)
         description = {
             "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
-            "model": str(job.model.resolve()), "region": asdict(region), "level": region.level, "downsample": ds,
+            "model": str(job.model.resolve()), "region": asdict(region), "downsample": ds,
             "mpp": None if slide.mpp is None else slide.mpp[0] * ds,
             "values": {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}[
                 values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
@@ -92,7 +93,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                          time.perf_counter() - start, notes)
 
 
-def _source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
+def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
     """(pixels to predict on, level-0 pixels per output pixel, notes): the region at the model's µm/px when it was
     trained at one and the slide records its own, else at the region's level."""
     if mpp is None:

@@ -60,15 +60,16 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
     if job.out.exists() and (not job.out.is_dir() or any(job.out.iterdir())):
         raise GigaPathError(f"{job.out}: not an empty folder; choose another --out for the downloaded run")
     spec = job.spec
-    if (len(spec.train) != 1 or len(spec.train[0].regions) != 1 or len(spec.validation) > 1 or spec.classes
-            or spec.train[0].sparse):
-        raise GigaPathError("--remote trains the tissue model on one region of one slide (with dense labels); "
-                            "train several regions, classes or sparse labels locally")
-    item, region = spec.train[0], spec.train[0].regions[0]
+    item = spec.train[0]
+    if (args.spec or len(spec.train) != 1 or len(item.regions) != 1 or spec.classes or item.sparse or spec.mpp
+            or len(spec.validation) > 1 or any(v.slide != item.slide for v in spec.validation)):
+        raise GigaPathError("--remote trains the tissue model on one region of one slide (dense labels, the slide's "
+                            "own levels); train specs, several regions, classes, sparse labels or --mpp run locally")
+    region = item.regions[0]
     val_region = spec.validation[0].regions[0] if spec.validation else None
     labels = to_geojson(read_geojson(item.labels)) if item.labels else None
     c = job.config
-    request = {"slide": str(args.slide), "region": list(region.as_tuple()), "level": region.level,
+    request = {"slide": str(item.slide), "region": list(region.as_tuple()), "level": region.level,
                "val_region": list(val_region.as_tuple()) if val_region else None, "labels": labels,
                "steps": c.steps, "learning_rate": c.learning_rate, "tile": c.tile, "seed": c.seed,
                "augment": c.augment, "checkpoint_every": c.checkpoint_every}

@@ -18,6 +18,9 @@ from gigapath_desktop.slides.arraylike import RectangleView
 from gigapath_desktop.slides.slide import Region, Slide, SlideSource
 
 
+STRIP = 128  # output rows resampled at a time
+
+
 @dataclass(frozen=True)
 class Scale:
     """How a region is read: from pyramid `level`, shrunk by `factor` (level pixels per output pixel)."""
@@ -49,14 +52,22 @@ class AreaResampled(RectangleView):
         self.ndim = source.ndim
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        row_index, row_weight = _footprints(r0, r1, self.factor, self.source.shape[0])
+        """Output rows r0:r1, columns c0:c1, STRIP output rows at a time (memory ~ STRIP x source width)."""
         col_index, col_weight = _footprints(c0, c1, self.factor, self.source.shape[1])
-        top, left = int(row_index.min()), int(col_index.min())
-        block = np.asarray(self.source[top : int(row_index.max()) + 1, left : int(col_index.max()) + 1], np.float32)
-        block = block.reshape(*block.shape[:2], -1)
-        across = sum(row_weight[:, k, None, None] * block[row_index[:, k] - top] for k in range(row_index.shape[1]))
-        out = sum(col_weight[None, :, k, None] * across[:, col_index[:, k] - left] for k in range(col_index.shape[1]))
-        return np.clip(np.rint(out), 0, 255).astype(self.dtype).reshape(r1 - r0, c1 - c0, *self.shape[2:])
+        left, right = int(col_index.min()), int(col_index.max()) + 1
+        out = np.empty((r1 - r0, c1 - c0, *self.shape[2:]), self.dtype)
+        for s0 in range(r0, r1, STRIP):
+            s1 = min(s0 + STRIP, r1)
+            row_index, row_weight = _footprints(s0, s1, self.factor, self.source.shape[0])
+            top = int(row_index.min())
+            block = np.asarray(self.source[top : int(row_index.max()) + 1, left:right])
+            block = block.reshape(*block.shape[:2], -1)
+            across = sum(row_weight[:, k, None, None] * block[row_index[:, k] - top]
+                         for k in range(row_index.shape[1]))
+            strip = sum(col_weight[None, :, k, None] * across[:, col_index[:, k] - left]
+                        for k in range(col_index.shape[1]))
+            out[s0 - r0 : s1 - r0] = np.clip(np.rint(strip), 0, 255).astype(self.dtype).reshape(out[s0 - r0 : s1 - r0].shape)
+        return out
 
 
 def read_at(slide: Slide, region: Region, scale: Scale) -> AreaResampled:

@@ -103,12 +103,14 @@ class Slide:
 
     @property
     def mpp(self) -> tuple[float, float] | None:
-        """Microns per level-0 pixel (x, y), or None when the file does not record it."""
+        """Microns per level-0 pixel (x, y), or None when the file does not record it (or records nonsense: 0,
+        negative, NaN, infinite)."""
         props = self._osr.properties
         try:
-            return (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
+            mpp = (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
         except (KeyError, ValueError):
             return None
+        return mpp if all(math.isfinite(v) and v > 0 for v in mpp) else None
 
     @property
     def associated_image_names(self) -> list[str]:

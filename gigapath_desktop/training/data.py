@@ -27,7 +27,7 @@ class RegionData:
     image: np.ndarray | DiskArray
     labels: np.ndarray | DiskArray
     name: str = ""
-    slide: str = ""  # the slide's file name, to report validation per slide
+    slide: str = ""  # the slide's path, to report validation per slide
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
@@ -65,10 +65,6 @@ class RegionData:
             raise TrainingError(f"{self.name or 'a region'} has no labelled pixel")
         return counts[:classes] / labelled
 
-    def tissue_fraction(self) -> float:
-        """Share of labelled pixels that are tissue (class 1)."""
-        return float(self.class_shares(2)[1])
-
 
 def load_region(
     slide: Slide,
@@ -101,7 +97,8 @@ def load_region(
         rasterize(labels, origin, downsample, (h, w), values=values, out=out, fill=UNLABELLED if sparse else 0)
 
     mask = cache.get_or_build(key, (h, w), np.uint8, fill)
-    return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}", slide=slide.path.name)
+    return RegionData(image, mask, name=f"{slide.path.name} {region.as_tuple()} L{region.level}",
+                      slide=str(slide.path))
 
 
 def _content_digest(labels: list[Annotation], values: dict[str, int], sparse: bool) -> str:

@@ -22,7 +22,7 @@ class StepEvent:
     learning_rate: float = 0.0
     recoveries: int = 0
     region: str = ""  # the training region of this step
-    val_detail: dict[str, float] | None = None  # validation Dice per class and per slide, with the step's val_dice
+    val_detail: dict[str, float | None] | None = None  # validation Dice per class and per slide (None: class absent)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

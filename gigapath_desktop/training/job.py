@@ -106,9 +106,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
         trainer = Trainer.from_checkpoint(job.out, train, val, listeners, changes, executor)
-        if model_info(trainer.model).classes.names != classes.names:
-            raise GigaPathError(f"{job.out}: its model has the classes {', '.join(model_info(trainer.model).classes.names)}"
-                                f", not {', '.join(classes.names)}")
+        _check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))
@@ -117,6 +115,19 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
     _write_config(job, trainer, train, val)
     return trainer
+
+
+def _check_resumable(job: TrainJob, saved: ModelInfo, wanted: ModelInfo) -> None:
+    """A run continues only with the classes and resolution it started with (another µm/px would train the weights
+    on another scale while the model file kept saying the first)."""
+    if saved.classes.names != wanted.classes.names:
+        raise GigaPathError(f"{job.out}: its model has the classes {', '.join(saved.classes.names)}, not "
+                            f"{', '.join(wanted.classes.names)}")
+    if saved.mpp != wanted.mpp:
+        def say(mpp: float | None) -> str:
+            return "the regions' own levels" if mpp is None else f"{mpp:g} µm/px"
+        raise GigaPathError(f"{job.out}: the run trains at {say(saved.mpp)}, not {say(wanted.mpp)}; resume it with "
+                            f"the same --mpp")
 
 
 def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple[SpecItem, str, list[Annotation],
@@ -178,8 +189,9 @@ def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
             listener(event)
 
     if item.labels is None:
-        if classes is not None:
-            raise GigaPathError(f"{item.slide}: a {len(classes)}-class model needs labels for every item")
+        if classes is not None and list(classes) != ClassMap.tissue().names:
+            raise GigaPathError(f"{item.slide}: a model of the classes {', '.join(classes)} needs labels for every "
+                                f"item (tissue detection labels only Background and Tissue)")
         annotations = detect_tissue(slide)
         say(LogEvent(f"{slide.path.name}: detected {len(annotations)} tissue polygon(s) as labels"))
         return annotations

@@ -53,11 +53,10 @@ class TrainSpec:
         """`train SLIDE --region R [--region R2 ...] [--val-region V]`: one slide, one labels file."""
         validation = (SpecItem(slide, (val_region,), labels, sparse),) if val_region is not None else ()
         spec = cls((SpecItem(slide, tuple(regions), labels, sparse),), validation, classes, mpp)
-        return cls._parse(spec.as_json(), Path("."))  # the same checks as a spec file's
-
-    @property
-    def slides(self) -> list[Path]:
-        return list(dict.fromkeys(item.slide for item in self.train + self.validation))
+        try:
+            return cls._parse(spec.as_json(), Path("."))  # the same checks as a spec file's
+        except (TypeError, KeyError, ValueError) as exc:
+            raise GigaPathError(f"training settings: {exc}") from None
 
     def as_json(self) -> dict[str, Any]:
         return {"classes": None if self.classes is None else list(self.classes), "mpp": self.mpp,
@@ -87,9 +86,9 @@ class TrainSpec:
             raise ValueError(f"unknown entries {sorted(unknown)} (known: classes, mpp, train, validation)")
         classes = data.get("classes")
         if classes is not None:
-            names = [c["name"] if isinstance(c, dict) else c for c in classes]
-            if not all(isinstance(n, str) and n for n in names):
-                raise ValueError("'classes' must be a list of class names")
+            names = [c.get("name") if isinstance(c, dict) else c for c in classes] if isinstance(classes, list) else []
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ValueError("'classes' must be a list of class names (or of {\"name\": ...} objects)")
             classes = tuple(names)
         mpp = data.get("mpp")
         if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp)

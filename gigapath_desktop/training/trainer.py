@@ -162,13 +162,18 @@ class Trainer:
     @property
     def detail_columns(self) -> list[str]:
         """The keys of `StepEvent.val_detail`: validation Dice per class (K-class models), per slide (several)."""
-        slides = list(dict.fromkeys(region.slide for region in self.val))
-        return [f"val_dice:{name}" for name in self._class_names + (slides if len(slides) > 1 else [])]
+        return list(self._details())
 
-    @property
-    def _class_names(self) -> list[str]:
-        """The classes whose Dice is reported on its own (a K-class model's; the tissue Dice is val_dice itself)."""
-        return model_info(self.model).classes.names if output_channels(self.model) > 1 else []
+    def _details(self) -> dict[str, tuple[str, int | str]]:
+        """column -> ("class", index) or ("slide", slide path); a slide's column is its file name, or its whole
+        path where two validation slides share a name."""
+        classes = model_info(self.model).classes.names if output_channels(self.model) > 1 else []
+        details: dict[str, tuple[str, int | str]] = {f"val_dice:{name}": ("class", k) for k, name in enumerate(classes)}
+        slides = list(dict.fromkeys(region.slide for region in self.val))
+        names = [Path(slide).name for slide in slides]
+        for slide, name in zip(slides if len(slides) > 1 else [], names):
+            details[f"val_dice:{name if names.count(name) == 1 and name not in classes else slide}"] = ("slide", slide)
+        return details
 
     def region_of_step(self, step: int) -> RegionData:
         """The training region of a step: each pass over the regions in its own seeded random order."""
@@ -250,13 +255,12 @@ class Trainer:
         except Cancelled:
             return None, None
         total = sum(sums[1:], sums[0])
-        detail = {}
-        for column in self.detail_columns:
-            name = column.removeprefix("val_dice:")
-            if name in self._class_names:
-                detail[column] = float(total.class_dice[self._class_names.index(name)])
+        detail: dict[str, float | None] = {}
+        for column, (kind, key) in self._details().items():
+            if kind == "class":  # a class absent from the validation labels has no Dice
+                detail[column] = float(total.class_dice[key]) if total.truth[key] > 0 else None
             else:
-                per_slide = [t for t, region in zip(sums, self.val) if region.slide == name]
+                per_slide = [t for t, region in zip(sums, self.val) if region.slide == key]
                 detail[column] = sum(per_slide[1:], per_slide[0]).dice
         return total.dice, detail or None
 
@@ -304,7 +308,7 @@ class Trainer:
         cls,
         run_dir: str | os.PathLike[str],
         train: Sequence[RegionData],
-        val: RegionData | None = None,
+        val: RegionData | Sequence[RegionData] | None = None,
         listeners: Sequence[Listener] = (),
         changes: dict[str, object] | None = None,
         executor: LocalExecutor | None = None,
@@ -330,8 +334,8 @@ class Trainer:
         raise TrainingError(f"{run_dir}: no checkpoint to resume from ({'; '.join(problems) or 'none saved'})")
 
     @classmethod
-    def _load(cls, folder: Path, train: Sequence[RegionData], val: RegionData | None, listeners: Sequence[Listener],
-              changes: dict[str, object], executor: LocalExecutor | None) -> "Trainer":
+    def _load(cls, folder: Path, train: Sequence[RegionData], val: RegionData | Sequence[RegionData] | None,
+              listeners: Sequence[Listener], changes: dict[str, object], executor: LocalExecutor | None) -> "Trainer":
         state = json.loads((folder / "state.json").read_text())
         previous = TrainConfig.from_dict(state["config"])
         config = replace(previous, **changes)

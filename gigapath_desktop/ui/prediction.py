@@ -9,8 +9,9 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage
 
 from gigapath_desktop.annotations import ClassMap
+from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Session
-from gigapath_desktop.slides import Region, SlideSource, open_slide
+from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.results_panel import ResultsPanel
@@ -58,13 +59,21 @@ class Prediction:
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple:
             from gigapath_desktop.inference import predict_array
+            from gigapath_desktop.inference.job import prediction_source
             from gigapath_desktop.model import load_model
             from gigapath_desktop.model.info import model_info
 
             model = load_model(model_path)
+            info = model_info(model)
             with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
-                probability = predict_array(model, SlideSource(own, region), 2048, progress, cancel)
-            return region, probability, model_info(model).classes
+                # at the model's µm/px when it has one (as the exported mask), else at the overlay's level
+                source, downsample, _ = prediction_source(own, region, info.mpp)
+                if max(source.shape[:2]) > 4 * OVERLAY_MAX_SIDE:
+                    raise GigaPathError(f"at the model's {info.mpp:g} µm/px this area is {source.shape[1]} x "
+                                        f"{source.shape[0]} px, too large to show; select a smaller region, or "
+                                        f"export the mask (File > Export mask…)")
+                probability = predict_array(model, source, 2048, progress, cancel)
+            return region, downsample, probability, info.classes
 
         return self.jobs.run("Predicting", work, self.jobs.for_slide(path, self._show))
 
@@ -83,11 +92,9 @@ class Prediction:
         return self.jobs.run("Exporting mask", lambda progress, cancel: run_predict_job(job, progress, cancel),
                              lambda result: self.jobs.status.showMessage(f"wrote {result.out}", 10000))
 
-    def _show(self, result: tuple[Region, np.ndarray, ClassMap]) -> None:
-        region, probability, classes = result
-        assert self.session.slide is not None  # (results for another slide are dropped before this)
-        ds = self.session.slide.level_downsamples[region.level]  # pixel pitch, whatever `level_rect` clipped
-        self.show(region.x, region.y, ds, probability, classes)
+    def _show(self, result: tuple[Region, float, np.ndarray, ClassMap]) -> None:
+        region, downsample, probability, classes = result  # downsample: the pixel pitch, whatever was clipped
+        self.show(region.x, region.y, downsample, probability, classes)
         self.result = region, probability
 
     def show(self, x: float, y: float, downsample: float, probability: np.ndarray,
