@@ -119,6 +119,7 @@ def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
                       "--resume")
     last = other_scale.stderr.strip().splitlines()[-1]
     assert other_scale.returncode == 2 and last.startswith("error:") and "1 µm/px, not 2 µm/px" in last
+    assert "decoding" not in other_scale.stdout, "refused before the region is decoded at the other scale"
 
 
 def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overlay(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningE
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
-from gigapath_desktop.training.trainer import Trainer, has_checkpoint
+from gigapath_desktop.training.trainer import Trainer, checkpoint_info, has_checkpoint
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.ray_executor import RayExecutor
@@ -92,6 +92,9 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     _check_out(job)
     items = _checked_items(job.spec, listeners)
     classes = _class_map(job.spec, [a for _, _, annotations, _ in items for a in annotations])
+    saved = checkpoint_info(job.out) if job.resume else None
+    if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
+        _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
     train: list[RegionData] = []
     val: list[RegionData] = []
     for item, role, labels, regions in items:
@@ -106,7 +109,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
         trainer = Trainer.from_checkpoint(job.out, train, val, listeners, changes, executor)
-        _check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))
+        _check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))  # the one it resumed
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))

@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+import zipfile
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -21,9 +22,10 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
+from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
-from gigapath_desktop.model.info import model_info
+from gigapath_desktop.model.info import ModelInfo, model_info, read_info
 from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
 from gigapath_desktop.outputs import atomic_path, pause_point, remove
 from gigapath_desktop.training.augment import Augmentation
@@ -363,6 +365,17 @@ def has_checkpoint(run_dir: Path) -> bool:
     """Whether `run_dir` holds a run to resume (a `latest` pointer or any checkpoint folder)."""
     root = run_dir / CHECKPOINTS
     return (root / "latest").exists() or bool(_checkpoints(root))
+
+
+def checkpoint_info(run_dir: Path) -> ModelInfo | None:
+    """The classes and µm/px of the run's newest readable checkpoint, read from its model file without loading it
+    (so a resume that cannot continue is refused before its regions are decoded); None if none can be read."""
+    for folder in _checkpoints(run_dir / CHECKPOINTS):
+        try:
+            return read_info(folder / "model.keras") or ModelInfo(ClassMap.tissue())
+        except (OSError, zipfile.BadZipFile, GigaPathError):
+            continue
+    return None
 
 
 def _checkpoints(root: Path) -> list[Path]:
