@@ -103,7 +103,7 @@ def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[
                 f"{region.level} and may be off scale")
         return SlideSource(slide, region), slide.level_downsamples[region.level], (note,)
     scale = Scale.for_mpp(slide, mpp)
-    return read_at(slide, region, scale), slide.level_downsamples[scale.level] * scale.factor, ()
+    return read_at(slide, region, scale), scale.downsample, ()
 
 
 def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.ndarray]:

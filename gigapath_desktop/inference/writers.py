@@ -21,7 +21,16 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from gigapath_desktop.annotations import TISSUE, Annotation, AnnotationClass, ClassMap, Kind, Role, mask_to_polygons, write_geojson
+from gigapath_desktop.annotations import (
+    TISSUE,
+    Annotation,
+    AnnotationClass,
+    ClassMap,
+    Kind,
+    Role,
+    mask_to_polygons,
+    write_geojson,
+)
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides.diskarray import DiskArray
 

@@ -23,10 +23,12 @@ STRIP = 128  # output rows resampled at a time
 
 @dataclass(frozen=True)
 class Scale:
-    """How a region is read: from pyramid `level`, shrunk by `factor` (level pixels per output pixel)."""
+    """How a region is read: from pyramid `level`, shrunk by `factor` (level pixels per output pixel);
+    `downsample` is the product: level-0 pixels per output pixel."""
 
     level: int
     factor: float
+    downsample: float
 
     @classmethod
     def for_mpp(cls, slide: Slide, mpp: float) -> "Scale":
@@ -35,7 +37,7 @@ class Scale:
             raise SlideError(f"{slide.path}: records no µm/px, so it cannot be read at {mpp:g} µm/px")
         wanted = mpp / slide.mpp[0]  # level-0 pixels per output pixel
         level = max((k for k, d in enumerate(slide.level_downsamples) if d <= wanted * (1 + 1e-6)), default=0)
-        return cls(level, wanted / slide.level_downsamples[level])
+        return cls(level, wanted / slide.level_downsamples[level], wanted)
 
 
 class AreaResampled(RectangleView):

@@ -88,7 +88,7 @@ def load_region(
     values = classes.values(labels)
     image = cached_region(slide, region, cache, progress, cancel, scale)
     h, w = image.shape[:2]
-    downsample = slide.level_downsamples[region.level if scale is None else scale.level] * (scale.factor if scale else 1)
+    downsample = slide.level_downsamples[region.level] if scale is None else scale.downsample
     key = (f"labels-{slide.identity}-{region.x}-{region.y}-{region.width}-{region.height}-D{downsample:.12g}-"
            f"{_content_digest(labels, values, sparse)}")
     origin = (float(region.x), float(region.y))
