@@ -17,8 +17,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m gigapath_desktop
 
+# Two pytest workers, a test file each: the suite waits on subprocesses and servers as much as it computes.
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_synthetic_slide.py
