@@ -15,10 +15,13 @@ from tqdm import tqdm
 from gigapath_desktop import __version__
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.outputs import check_output
+from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
 
 if TYPE_CHECKING:
+    from gigapath_desktop.training.config import TrainConfig
     from gigapath_desktop.training.job import TrainJob
+    from gigapath_desktop.training.trainer import Trainer
 
 Command = Callable[[argparse.Namespace], int]
 EXIT_WITH_PARENT = "GIGAPATH_EXIT_WITH_PARENT"  # a pid: when that process is gone, stop as on SIGTERM (server jobs)
@@ -106,21 +109,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="pixels no label annotation covers are ignored (a few strokes per class are enough) instead "
                         "of being the first class")
     p.add_argument("--val-region", help="X,Y,W,H (level-0 pixels) to report validation Dice on")
-    p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
     p.add_argument("--out", help="run folder for model.keras, config.json, metrics.csv (default runs/<time>)")
-    p.add_argument("--tile", type=int, help="output tile side in pixels, 0 = whole region at once (default 2048; "
-                                             "with --resume: the run's own)")
-    p.add_argument("--lr", type=float,
-                   help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
-                        "with --resume: the run's own unless given)")
-    p.add_argument("--no-augment", action="store_true",
-                   help="train on the region as it is (default: a random flip/rotation and colour change per step)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--workers", type=int, default=1,
-                   help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); same result")
-    p.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. HEAD:6379) instead of a local Ray")
+    add_training_options(p)
     add_remote_options(p)
     p.set_defaults(command=cmd_train)
 
@@ -146,8 +136,27 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command=cmd_detect_tissue)
     p = sub.add_parser("self-test", help="check this install: demo slide, OpenSlide, TensorFlow, a step, a prediction")
     p.set_defaults(command=cmd_self_test)
+    add_project_commands(sub)
     add_commands(sub)
     return parser
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options of a training run, shared by `train` and `project train`."""
+    p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
+    p.add_argument("--tile", type=int, help="output tile side in pixels, 0 = whole region at once (default 2048; "
+                                             "with --resume: the run's own)")
+    p.add_argument("--lr", type=float,
+                   help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
+                        "with --resume: the run's own unless given)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train on the region as it is (default: a random flip/rotation and colour change per step)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--workers", type=int, default=1,
+                   help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); same result")
+    p.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. HEAD:6379) instead of a local Ray")
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -226,14 +235,21 @@ def _write_truth_geojson(mask_path: Path, out: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gigapath_desktop.training.events import Event, LogEvent, StepEvent, WarningEvent
-    from gigapath_desktop.training.job import run_train_job
-
     job = _train_job(args)
     if args.remote:
         from gigapath_desktop.remote.commands import train_remote
 
         return train_remote(args, job)
+    trainer = train_with_progress(job)
+    print(f"step {trainer.step}: wrote {job.out / 'model.keras'}, config.json and metrics.csv")
+    return 0
+
+
+def train_with_progress(job: "TrainJob") -> "Trainer":
+    """Run a training job with a progress bar of its steps; warnings go to stderr."""
+    from gigapath_desktop.training.events import Event, LogEvent, StepEvent, WarningEvent
+    from gigapath_desktop.training.job import run_train_job
+
     with tqdm(total=job.config.steps, unit="step", desc="train", disable=None) as bar:
         def show(event: Event) -> None:
             if isinstance(event, StepEvent):
@@ -245,16 +261,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif isinstance(event, WarningEvent):
                 bar.write(f"warning: {event.message}", file=sys.stderr)
 
-        trainer = run_train_job(job, [show])
-    print(f"step {trainer.step}: wrote {job.out / 'model.keras'}, config.json and metrics.csv")
-    return 0
+        return run_train_job(job, [show])
 
 
 def _train_job(args: argparse.Namespace) -> "TrainJob":
     """Turn `train` arguments into a TrainJob, with one-line errors for what is missing."""
     from gigapath_desktop.resources import demo_slide
     from gigapath_desktop.slides import Region
-    from gigapath_desktop.training.config import TrainConfig
     from gigapath_desktop.training.job import TrainJob
     from gigapath_desktop.training.spec import TrainSpec
 
@@ -277,6 +290,13 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
         labels = Path(args.labels) if args.labels else None
         spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse, args.mpp)
+    return TrainJob(spec, *run_settings(args))
+
+
+def run_settings(args: argparse.Namespace) -> tuple[Path, "TrainConfig", bool, tuple[str, ...], int, str | None]:
+    """(out, config, resume, resume changes, workers, Ray address) of the training options."""
+    from gigapath_desktop.training.config import TrainConfig
+
     options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile}
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
@@ -285,7 +305,7 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if not 1 <= args.workers <= 1024:
         raise GigaPathError(f"--workers must be between 1 and 1024, got {args.workers}")
-    return TrainJob(spec, out, config, args.resume, tuple(given), args.workers, args.ray_address)
+    return out, config, args.resume, tuple(given), args.workers, args.ray_address
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

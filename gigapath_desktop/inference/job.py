@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,17 +45,29 @@ class PredictResult:
     pixels: int
     seconds: float
     notes: tuple[str, ...] = ()  # what the user should know, e.g. a slide without µm/px read at its level
+    class_pixels: dict[str, int] = field(default_factory=dict)  # predicted pixels of each class in the region
+    pixel_area: float | None = None  # µm² per predicted pixel; None when the slide records no µm/px
+    downsample: float = 1.0  # slide level-0 pixels per mask pixel
+    values: MaskValues | None = None  # what the mask's values mean
+
+    def areas(self) -> tuple[dict[str, float], str]:
+        """Each class's area and its unit: mm² where the slide records its µm/px, else px² of the mask."""
+        if self.pixel_area is None:
+            return {name: float(n) for name, n in self.class_pixels.items()}, "px²"
+        return {name: n * self.pixel_area / 1e6 for name, n in self.class_pixels.items()}, "mm²"
 
 
-def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> PredictResult:
-    """Predict and write every requested output; on any failure no partial output file is left behind."""
+def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                    model: Any = None) -> PredictResult:
+    """Predict and write every requested output; on any failure no partial output file is left behind. `model`:
+    `job.model` already loaded (a batch loads it once)."""
     start = time.perf_counter()
     outputs = [p for p in (job.out, job.png, job.geojson) if p is not None]
     if len(set(map(os.path.abspath, outputs))) < len(outputs):
         raise GigaPathError("the mask, PNG and GeoJSON outputs must be different files")
     for path in outputs:
         check_output(path, inputs=(job.slide, job.model))
-    model = load_model(job.model)
+    model = model if model is not None else load_model(job.model)
     info = model_info(model)
     classes = info.classes
     labels = len(classes.classes) > 2
@@ -81,16 +93,19 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                 values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
         # every output is written under a temporary name; all are renamed together once the last one is done
+        pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds
         tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
+        counts = np.zeros(len(classes.classes), np.int64)
         bands = predict_bands(model, source, job.tile, progress, cancel, _encoder(values, job.threshold))
-        rows = _canvas_rows(bands, (canvas_h, canvas_w), origin)
+        rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
             contours = write_contours(tmp[job.geojson], levels, values, cancel) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
-                         time.perf_counter() - start, notes)
+                         time.perf_counter() - start, notes, dict(zip(classes.names, map(int, counts))), pixel_area,
+                         ds, values)
 
 
 def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
@@ -113,6 +128,14 @@ def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.
     if values.kind == "binary":
         return lambda p: np.where(p >= threshold, 255, 0).astype(np.uint8)
     return lambda p: np.round(p * 255).astype(np.uint8)
+
+
+def _counted(bands: Iterator[tuple[int, np.ndarray]], values: MaskValues,
+             counts: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass the bands on, adding each class's pixels to `counts`."""
+    for y, band in bands:
+        counts += values.counts(band)
+        yield y, band
 
 
 def _canvas_rows(

@@ -53,6 +53,13 @@ class MaskValues:
             return [(self.classes.classes[1], lambda mask: mask >= self.threshold)]
         return [(cls, lambda mask, k=k: mask == k) for k, cls in enumerate(self.classes.classes) if k]
 
+    def counts(self, mask: np.ndarray) -> np.ndarray:
+        """How many pixels of `mask` each class has, in class order."""
+        if self.kind == "labels":
+            return np.bincount(mask.ravel(), minlength=len(self.classes.classes))[: len(self.classes.classes)]
+        tissue = np.count_nonzero(mask >= self.threshold)
+        return np.array([mask.size - tissue, tissue])
+
     def halve(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
         """One coarser pixel from four: the mean of probabilities, the majority of 0/255 tissue, the most frequent
         class (ties: the first of a, b, c, d)."""

@@ -1,5 +1,5 @@
 """The session model: one open slide, its annotations (undoable, autosaved), classes, the model, training settings,
-the selection and the session folder.
+the selection, the session folder and the open project.
 
 Setters check, change state, then emit an event (napari's way); Qt widgets subscribe and never hold state of their
 own. What a relaunch needs comes back with the slide: its annotations (with their train / validation roles) from the
@@ -16,13 +16,14 @@ import numpy as np
 from shapely.affinity import translate
 from shapely.geometry.base import BaseGeometry
 
-from gigapath_desktop.annotations import DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet
+from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet
 from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.events import Emitter
 from gigapath_desktop.project.history import History
+from gigapath_desktop.project.manifest import Project
 from gigapath_desktop.project.settings import TrainingChoice, data_dir
 from gigapath_desktop.slides import Region, Slide
 
@@ -60,12 +61,13 @@ class SavedSession:
 
 class SessionEvents:
     """slide(Slide), model(Path | None), classes(list), selection(tuple of ids), training(TrainingChoice),
-    folder(Path | None), problem(str: something the user must read), autosave_failed(str: from the autosave
-    thread, once per failed write)."""
+    folder(Path | None), project(Project | None: opened, closed or changed), problem(str: something the user must
+    read), autosave_failed(str: from the autosave thread, once per failed write)."""
 
     def __init__(self) -> None:
         self.slide, self.model, self.classes, self.selection = Emitter(), Emitter(), Emitter(), Emitter()
         self.training, self.folder, self.problem, self.autosave_failed = Emitter(), Emitter(), Emitter(), Emitter()
+        self.project = Emitter()
 
 
 class Session:
@@ -77,6 +79,7 @@ class Session:
         self.slide: Slide | None = None
         self.folder: Path | None = None
         self.model_path: Path | None = None
+        self.project: Project | None = None
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
         self.selection: tuple[str, ...] = ()
         self.training = training or TrainingChoice()
@@ -85,10 +88,13 @@ class Session:
     # --- slide ----------------------------------------------------------------------------------------------------
     def set_slide(self, slide: Slide, restore: bool = True, folder: Path | None = None) -> None:
         """Show `slide` with its saved annotations and model (restore=False: start empty); `folder`: as the slide of
-        that session folder. Listeners of `slide` switch over before the previous slide is closed, so none of them
-        reads a closed file."""
+        that session folder. A slide of the open project keeps its annotations in the project. Listeners of `slide`
+        switch over before the previous slide is closed, so none of them reads a closed file."""
         previous, self.slide = self.slide, slide
-        if folder is not None:
+        if self.project is not None and folder is None:
+            entry = self.project.slide(slide.fingerprint)
+            self.folder = self.project.slide_folder(entry.id) if entry else None
+        elif folder is not None:
             self.folder = folder
         self.history.clear()
         self.select([])
@@ -134,10 +140,27 @@ class Session:
             self.events.training.emit(choice)
 
     def add_class(self, name: str, color: tuple[int, int, int]) -> AnnotationClass:
+        """A class to draw labels of (and, with a project open, one of the project's classes)."""
         cls = AnnotationClass(name, color)
         self.classes = [c for c in self.classes if c.name != name] + [cls]
         self.events.classes.emit(self.classes)
+        if self.project is not None and cls.name not in {c.name for c in self.project.classes}:
+            if not self.project.classes:  # a project's first class is what unlabelled area is
+                self.project.add_class(BACKGROUND)
+            self.project.add_class(cls)
+            self.events.project.emit(self.project)
         return cls
+
+    # --- projects -------------------------------------------------------------------------------------------------
+    def use_project(self, project: Project | None) -> None:
+        """Open (or with None close) a project: its classes join the session's; its slides keep their annotations
+        in it (the slide open now stays as it is until another is opened)."""
+        self.project = project
+        if project is not None:
+            names = {c.name for c in self.classes}
+            self.classes += [c for c in project.classes if c.name not in names]
+            self.events.classes.emit(self.classes)
+        self.events.project.emit(project)
 
     # --- edits (all undoable) ---------------------------------------------------------------------------------------
     def apply(self, text: str, before: list[Annotation], after: list[Annotation]) -> None:

@@ -27,6 +27,7 @@ from gigapath_desktop.ui.jobs import JobRunner
 from gigapath_desktop.ui.menus import build_menus, fill_classes
 from gigapath_desktop.ui.overview import Overview
 from gigapath_desktop.ui.prediction import Prediction
+from gigapath_desktop.ui.project_controller import ProjectController
 from gigapath_desktop.ui.remote_panel import RemotePanel
 from gigapath_desktop.ui.results_panel import ResultsPanel
 from gigapath_desktop.ui.slide_opener import SlideOpener
@@ -66,15 +67,21 @@ class MainWindow(QMainWindow):
         self.remote = RemotePanel(session, self.settings, self.panel, self.show_error,
                                   self.panel.train_region.currentData, self.panel.val_region.currentData,
                                   self.prediction.show)
+        self.projects = ProjectController(self, session, self.opener, self.prediction, self.show_error)
         self.docks = [self._dock("Overview", self.overview, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Annotations", self.annotation_list, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Properties", self.properties, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Results", self.results, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Training", self.panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                      self._dock("Remote", self.remote, Qt.DockWidgetArea.LeftDockWidgetArea)]
+                      self._dock("Remote", self.remote, Qt.DockWidgetArea.LeftDockWidgetArea),
+                      self._dock("Project", self.projects.panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+                      self._dock("Batch", self.projects.batch_panel, Qt.DockWidgetArea.RightDockWidgetArea)]
         self.tabifyDockWidget(self.docks[2], self.docks[3])  # properties, results, remote share a tab: the viewer
         self.tabifyDockWidget(self.docks[3], self.docks[5])  # gets the room
-        self.docks[3].raise_()
+        self.tabifyDockWidget(self.docks[1], self.docks[6])  # annotations and the project's slides
+        self.tabifyDockWidget(self.docks[4], self.docks[7])  # training and batch prediction
+        for dock in (self.docks[1], self.docks[3], self.docks[4]):
+            dock.raise_()
         self.resizeDocks([self.docks[0], self.docks[4]], [260, 340], Qt.Orientation.Horizontal)
         self.menus = build_menus(self)
         self.cursor_label, self.zoom_label = QLabel(), QLabel()
@@ -109,6 +116,7 @@ class MainWindow(QMainWindow):
         self.menus.class_box.currentIndexChanged.connect(self._on_class_chosen)
         self.results.export_clicked.connect(self.export_mask_dialog)
         s.events.selection.connect(v.select_ids)
+        s.events.project.connect(lambda project: project and self.docks[6].raise_())
         s.events.slide.connect(self._on_slide)
         s.events.classes.connect(self._on_classes)
         s.events.problem.connect(lambda m: self.show_error(m, "Nothing is lost: files that could not be read stay "
@@ -378,6 +386,7 @@ class MainWindow(QMainWindow):
             self.trainer.worker.stop()
             self.trainer.worker.wait()
         self.jobs.cancel_and_wait()
+        self.projects.batch.cancel_and_wait()
         self.remote.close_down()
         if self.viewer.loader is not None:
             self.viewer.loader.close()

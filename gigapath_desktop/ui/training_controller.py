@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QComboBox
@@ -11,12 +12,18 @@ from PySide6.QtWidgets import QComboBox
 from gigapath_desktop.annotations import Annotation, Role, write_geojson
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Session
+from gigapath_desktop.project.manifest import now
 from gigapath_desktop.project.settings import data_dir
+from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.spec import TrainSpec
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
 from gigapath_desktop.ui.jobs import Report
 from gigapath_desktop.ui.training_panel import TrainingPanel
 from gigapath_desktop.ui.workers import TrainingWorker
+
+if TYPE_CHECKING:
+    from gigapath_desktop.training.job import TrainJob
 
 
 class TrainingController(QObject):
@@ -44,41 +51,69 @@ class TrainingController(QObject):
         return self.worker is not None and self.worker.isRunning()
 
     def start(self) -> bool:
-        from gigapath_desktop.training.job import TrainJob
-
+        """Train on the chosen region of this slide, or on the Train regions of every slide of the project."""
         if self.running():
             return False
-        session = self.session
-        if session.slide is None:
+        project = self.panel.scope.currentData() == "project"
+        if project and self.session.project is None:
+            self.report("no project is open", "Open a project (File > Open project…), or train on this slide.")
+            return False
+        if not project and self.session.slide is None:
             self.report("no slide is open", "Open a slide first (File > Open slide).")
             return False
-        region = session.region(session.annotations.find(self.panel.train_region.currentData()))
-        if region is None:
-            self.report("no training region", "Draw a rectangle (Rectangle tool, R) around the area to train on; "
-                        "its role is Train (change it in the Annotations list).")
-            return False
-        run_dir = self.runs_dir() / time.strftime("%Y%m%d-%H%M%S")
+        runs = self.session.project.folder / "runs" if project else self.runs_dir()
+        run_dir = runs / time.strftime("%Y%m%d-%H%M%S")
         try:
-            config = session.training.config(checkpoint_every=10)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            labels = session.annotations.labels()
-            labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
+            config = self.session.training.config(checkpoint_every=10)
+            job, note = self._project_job(run_dir, config) if project else self._slide_job(run_dir, config)
         except (OSError, GigaPathError) as exc:
-            self.report(f"cannot start training: {exc}", "Check the training settings and that the data folder "
-                        "is writable, then start again.")
+            self.report(f"cannot start training: {exc}", "Check the regions, labels and training settings, and that "
+                        "the data folder is writable, then start again.")
             return False
-        val = session.region(session.annotations.find(self.panel.val_region.currentData()))
-        self.worker = TrainingWorker(TrainJob.one_slide(session.slide.path, region, run_dir, config, labels_path, val))
+        if job is None:
+            return False
+        self.worker = TrainingWorker(job)
         self.worker.event.connect(self.panel.on_event)
         self.worker.event.connect(self._on_event)
         self.worker.finished_training.connect(self._on_finished)
         self.worker.failed.connect(lambda m: self.report(m, "Check the regions and labels, then start again."))
         self.worker.finished.connect(self._on_stopped)
         self.panel.begin(config.steps)
-        self.panel.append_log(f"run folder {run_dir}; labels: {'drawn' if labels else 'automatic tissue detection'}")
+        self.panel.append_log(f"run folder {run_dir}; {note}")
         self.panel.set_running(True)
         self.worker.start()
         return True
+
+    def _slide_job(self, run_dir: Path, config: TrainConfig) -> tuple[TrainJob | None, str]:
+        from gigapath_desktop.training.job import TrainJob
+
+        session = self.session
+        region = session.region(session.annotations.find(self.panel.train_region.currentData()))
+        if region is None:
+            self.report("no training region", "Draw a rectangle (Rectangle tool, R) around the area to train on; "
+                        "its role is Train (change it in the Annotations list).")
+            return None, ""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        labels = session.annotations.labels()
+        labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
+        val = session.region(session.annotations.find(self.panel.val_region.currentData()))
+        sparse = bool(labels) and self.panel.sparse.isChecked()
+        job = TrainJob(TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, sparse=sparse), run_dir,
+                       config)
+        return job, f"labels: {('sparse' if sparse else 'drawn') if labels else 'automatic tissue detection'}"
+
+    def _project_job(self, run_dir: Path, config: TrainConfig) -> tuple[TrainJob, str]:
+        """Every project slide with a Train region trains, every one with a Validation region validates; the
+        project's classes (the tissue model while it has none but Tissue)."""
+        from gigapath_desktop.training.job import TrainJob
+
+        project = self.session.project
+        self.session.autosave.flush()  # the open slide's latest edits are in its annotations file
+        spec = project.spec(sparse=self.panel.sparse.isChecked())
+        project.add_run(run_dir, started=now(), status="running from the app", classes=spec.classes)
+        classes = ", ".join(spec.classes) if spec.classes else "tissue"
+        return TrainJob(spec, run_dir, config), (f"{len(spec.train)} training and {len(spec.validation)} validation "
+                                                 f"slides of the project; classes: {classes}")
 
     def toggle_pause(self) -> None:
         trainer = self.worker.trainer if self.worker else None
@@ -144,12 +179,21 @@ class TrainingController(QObject):
             self.report(event.message, "Training goes on; stop it (Stop) to change the regions or labels.")
 
     def _on_finished(self, run_dir: Path) -> None:
-        model, slide = run_dir / "model.keras", self.worker.job.spec.train[0].slide if self.worker else None
+        """The model is offered for the slides it was trained on (for every slide when trained on the project)."""
+        model, slides = run_dir / "model.keras", {i.slide for i in self.worker.job.spec.train} if self.worker else set()
+        project = self.session.project
+        of_project = project is not None and run_dir.parent == project.folder / "runs"
         self.panel.append_log(f"model saved to {model}")
-        if self.session.slide is not None and self.session.slide.path == slide:
+        if of_project:
+            trainer = self.worker.trainer
+            last = trainer.history[-1] if trainer and trainer.history else None
+            project.add_run(run_dir, finished=now(), status="finished", steps=trainer.step if trainer else None,
+                            val_dice=last and last.val_dice)
+        if of_project or (self.session.slide is not None and self.session.slide.path in slides):
             self.session.set_model(model)
         else:  # another slide is open now: the model is not offered for it
-            self.panel.append_log(f"(trained on {slide}; open that slide, then File > Open run, to use it)")
+            self.panel.append_log(f"(trained on {', '.join(sorted(p.name for p in slides))}; open that slide, then "
+                                  f"File > Open run, to use it)")
 
     def _on_stopped(self) -> None:
         self.panel.set_running(False)

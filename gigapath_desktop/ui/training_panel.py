@@ -13,6 +13,7 @@ import psutil
 import pyqtgraph as pg
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -40,6 +41,12 @@ class TrainingPanel(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
+        self.scope = QComboBox(toolTip="Train on this slide's regions, or on the Train regions of every slide of "
+                                       "the open project (validated on their Validation regions)")
+        self.scope.addItem("this slide", "slide")
+        self.scope.addItem("all project slides", "project")
+        self.sparse = QCheckBox("Sparse labels", toolTip="Pixels no label covers are ignored (a few strokes per "
+                                                         "class are enough), instead of being the first class")
         self.train_region = QComboBox()
         self.val_region = QComboBox()
         self.tile = QSpinBox(minimum=TILES[0], maximum=TILES[1], singleStep=64, value=2048, suffix=" px")
@@ -48,7 +55,8 @@ class TrainingPanel(QWidget):
         self.steps = QSpinBox(minimum=1, maximum=100000, value=TrainConfig.steps)
         self.device = QComboBox()
         form = QFormLayout()
-        for label, widget in (("Training region", self.train_region), ("Validation region", self.val_region),
+        for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
+                              ("Training region", self.train_region), ("Validation region", self.val_region),
                               ("Tile size", self.tile), ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
             form.addRow(label, widget)

@@ -1,0 +1,191 @@
+"""Batch prediction: one model, loaded once, over many slides; a slide that fails is recorded and the rest go on.
+
+For each slide OUT/<slide stem>.tif (and .geojson, .png when asked), and OUT/summary.csv with one row per slide:
+status (ok / error / skipped), the error, the seconds it took, each class's area (mm², or px² of the mask where
+the slide records no µm/px) and, for slides with label annotations (a project's), the Dice of the prediction over
+the labelled pixels. The summary is rewritten (under a temporary name) after every slide, so a stopped batch
+keeps the rows of the slides it finished; a slide whose outputs all exist is skipped unless `overwrite`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import shapely
+import tifffile
+
+from gigapath_desktop.annotations import UNLABELLED, Annotation, ClassMap, Role, rasterize, read_geojson
+from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.inference.job import PredictJob, PredictResult, run_predict_job
+from gigapath_desktop.inference.predictor import CancelFn
+from gigapath_desktop.model import load_model
+from gigapath_desktop.model.info import model_info
+from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.slides import Region, open_slide
+
+SUMMARY = "summary.csv"
+DICE_MAX_PIXELS = 64_000_000  # mask pixels of the labels' bounding box read back to compare
+BatchProgress = Callable[[int, int, int, int], None]  # (slide index, slides, tiles done, tiles of this slide)
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    model: Path
+    out: Path  # a folder, created if missing
+    slides: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...] = ()  # (path, why): files a folder held that are not slides
+    geojson: bool = False
+    png: bool = False
+    overwrite: bool = False
+    tile: int = 2048
+    threshold: float = 0.5
+    binary: bool = False
+    downsample: float = 32.0  # of the PNG previews
+    labels: dict[Path, Path] = field(default_factory=dict)  # slide -> its annotations (GeoJSON), to report Dice
+
+    def outputs(self, slide: Path) -> list[Path]:
+        mask = self.out / f"{slide.stem}.tif"
+        return [mask] + [mask.with_suffix(s) for s, wanted in ((".geojson", self.geojson), (".png", self.png)) if wanted]
+
+
+@dataclass
+class BatchRow:
+    slide: Path
+    status: str  # ok / error / skipped
+    message: str = ""
+    seconds: float = 0.0
+    areas: dict[str, float] = field(default_factory=dict)
+    unit: str = ""
+    outputs: tuple[Path, ...] = ()
+    dice: float | None = None  # mean over the labelled classes; None: no labels
+
+
+def run_batch(job: BatchJob, on_row: Callable[[BatchRow], None] | None = None, progress: BatchProgress | None = None,
+              cancel: CancelFn | None = None) -> list[BatchRow]:
+    """Predict every slide of `job`; raises GigaPathError only for what stops the whole batch (model, out folder)
+    and `Cancelled` when stopped (the summary then holds the slides done)."""
+    try:
+        job.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GigaPathError(f"{job.out}: cannot create the output folder ({exc.strerror})") from None
+    model = load_model(job.model)
+    classes = model_info(model).classes.names
+    rows: list[BatchRow] = []
+
+    def record(row: BatchRow) -> None:
+        rows.append(row)
+        write_summary(job.out / SUMMARY, rows, classes)
+        if on_row:
+            on_row(row)
+
+    for path, why in job.skipped:
+        record(BatchRow(path, "skipped", why))
+    stems: dict[str, Path] = {}
+    for index, slide in enumerate(job.slides):
+        outputs = job.outputs(slide)
+        if stems.setdefault(slide.stem, slide) != slide:
+            record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
+        elif not job.overwrite and all(p.exists() for p in outputs):
+            record(BatchRow(slide, "skipped", "outputs exist (overwrite to predict again)", outputs=tuple(outputs)))
+        else:
+            record(_predict(job, slide, outputs, model, cancel,
+                            lambda done, total: progress and progress(index, len(job.slides), done, total)))
+    return rows
+
+
+def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,
+             progress: Callable[[int, int], None]) -> BatchRow:
+    start = time.perf_counter()
+    predict = PredictJob(slide, job.model, outputs[0], png=outputs[-1] if job.png else None,
+                         downsample=job.downsample, geojson=outputs[1] if job.geojson else None,
+                         threshold=job.threshold, binary=job.binary, tile=job.tile)
+    try:
+        result = run_predict_job(predict, progress, cancel, model)
+    except Cancelled:
+        raise
+    except (GigaPathError, OSError) as exc:
+        return BatchRow(slide, "error", _one_line(exc), time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001  (a decoder failure deep in one slide must not stop the others)
+        return BatchRow(slide, "error", f"{type(exc).__name__}: {_one_line(exc)}", time.perf_counter() - start)
+    areas, unit = result.areas()
+    notes = list(result.notes)
+    dice = None
+    if slide in job.labels and job.labels[slide].is_file():
+        try:
+            dice = label_dice(result, read_geojson(job.labels[slide], report=lambda _: None))
+        except GigaPathError as exc:
+            notes.append(f"no Dice: {exc}")
+    return BatchRow(slide, "ok", "; ".join(notes), result.seconds, areas, unit, tuple(outputs), dice)
+
+
+def label_dice(result: PredictResult, annotations: list[Annotation]) -> float | None:
+    """The mean Dice over the classes the label annotations hold, counted on the labelled pixels only (as sparse
+    labels), read back from the written mask; None without labels. Raises GigaPathError for labels spanning more
+    than DICE_MAX_PIXELS of the mask or of classes the model does not know."""
+    labels = [a for a in annotations if a.role is Role.LABEL]
+    values = result.values
+    if not labels or values is None:
+        return None
+    ds = result.downsample
+    with open_slide(result.out) as mask:
+        x0, y0, x1, y1 = shapely.unary_union([a.geometry for a in labels]).bounds
+        box = Region.around((x0 / ds, y0 / ds, x1 / ds, y1 / ds), mask.dimensions)
+        if box is None:
+            return None
+        if box.width * box.height > DICE_MAX_PIXELS:
+            raise GigaPathError(f"the labels span {box.width} x {box.height} mask pixels, too many to compare")
+        predicted = mask.read_region(box)[..., 0]
+    truth = rasterize(labels, (box.x * ds, box.y * ds), ds, predicted.shape, values.classes.values(labels),
+                      fill=UNLABELLED)
+    labelled = truth != UNLABELLED
+    if values.kind != "labels":
+        predicted = (predicted >= values.threshold).astype(np.uint8)
+    scores = []
+    for k in np.unique(truth[labelled]):
+        p, t = predicted[labelled] == k, truth[labelled] == k
+        scores.append(2 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t)))
+    return float(np.mean(scores)) if scores else None
+
+
+def write_summary(path: Path, rows: list[BatchRow], classes: list[str]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["slide", "status", "error", "seconds", "dice", "area_unit", *(f"area:{c}" for c in classes)])
+        for row in rows:
+            areas = [_number(row.areas[c]) if c in row.areas else "" for c in classes]
+            writer.writerow([str(row.slide), row.status, row.message, f"{row.seconds:.1f}" if row.seconds else "",
+                             "" if row.dice is None else f"{row.dice:.4f}", row.unit, *areas])
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or 'file system'}: {exc.strerror}"
+    return " ".join(str(exc).split())
+
+
+def mask_overview(path: Path, max_side: int) -> tuple[float, np.ndarray, ClassMap]:
+    """A written mask at most `max_side` px a side, to overlay on its slide: (slide level-0 px per value, values
+    as probabilities (h, w) or one-hot classes (h, w, K), the classes); GigaPathError if it is not this app's mask."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            description = json.loads(tif.pages[0].description)
+        downsample, kind = float(description["downsample"]), description["values"]
+        classes = ClassMap.from_json(description["classes"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, tifffile.TiffFileError) as exc:
+        raise GigaPathError(f"{path}: not a mask written by this app ({type(exc).__name__})") from None
+    with open_slide(path) as mask:
+        level = mask.best_level_for_downsample(max(mask.dimensions) / max_side)
+        values = mask.read_region(Region(0, 0, *mask.dimensions, level))[..., 0]
+        downsample *= mask.level_downsamples[level]
+    if kind == "class index":
+        return downsample, np.eye(len(classes.classes), dtype=np.uint8)[values], classes
+    return downsample, values / 255.0, classes

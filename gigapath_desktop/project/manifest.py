@@ -1,0 +1,327 @@
+"""Projects: a study's slides in one folder, as QuPath keeps them.
+
+    DIR/project.json                      the manifest: classes, slides (path, identity, µm/px, size), runs
+    DIR/slides/<id>/annotations.geojson   each slide's annotations (autosaved by the app)
+    DIR/slides/<id>/thumbnail.png         its thumbnail
+
+A slide's id is its content fingerprint (`Slide.fingerprint`): it survives a `touch`, a copy or a move, so a slide
+found elsewhere can be relinked and the same slide is never added twice. Every change re-reads the manifest under
+the folder's lock and writes it back under a temporary name, so the app and the command line can share a project.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from PIL import Image
+
+from gigapath_desktop.annotations import TISSUE, Annotation, AnnotationClass, Role, read_geojson, write_geojson
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.locks import FolderLock
+from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.slides import open_slide
+from gigapath_desktop.training.spec import SpecItem, TrainSpec
+
+MANIFEST = "project.json"
+FORMAT = "gigapath-project"
+# what OpenSlide reads, by extension: a folder's other files (notes, GeoJSON, CSV) are not slides
+SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+                            ".dcm", ".czi"})
+THUMBNAIL_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ProjectSlide:
+    id: str  # content fingerprint
+    path: Path
+    name: str
+    dimensions: tuple[int, int]
+    size: int  # bytes: a cheap first test when looking for a moved slide
+    mpp: float | None = None
+
+    def as_json(self, base: Path) -> dict[str, Any]:
+        return {"id": self.id, "path": str(self.path), "relative": os.path.relpath(self.path, base), "name": self.name,
+                "dimensions": list(self.dimensions), "size": self.size, "mpp": self.mpp}
+
+
+@dataclass
+class AddReport:
+    """What `Project.add` did with each path it was given."""
+
+    added: list[ProjectSlide] = field(default_factory=list)
+    known: list[ProjectSlide] = field(default_factory=list)  # already in the project (same content)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, why)
+
+
+class Project:
+    """A project folder. `Project.create(DIR)` or `Project.open(DIR)`; every method that changes it saves it."""
+
+    def __init__(self, folder: Path, data: dict[str, Any]) -> None:
+        self.folder = folder
+        self.classes: list[AnnotationClass] = []
+        self.slides: list[ProjectSlide] = []
+        self.runs: list[dict[str, Any]] = []
+        self._load(data)
+
+    # --- opening --------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str], classes: Iterable[AnnotationClass] = ()) -> "Project":
+        folder = Path(folder).absolute()
+        if (folder / MANIFEST).exists():
+            raise GigaPathError(f"{folder}: is a project already")
+        if folder.exists() and not folder.is_dir():
+            raise GigaPathError(f"{folder}: is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GigaPathError(f"{folder}: cannot create the project folder ({exc.strerror})") from None
+        project = cls(folder, {"format": FORMAT, "classes": [_class_json(c) for c in classes]})
+        with project._changing():
+            pass
+        return project
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike[str]) -> "Project":
+        folder = Path(folder).absolute()
+        return cls(folder, _read_manifest(folder))
+
+    def reload(self) -> None:
+        self._load(_read_manifest(self.folder))
+
+    # --- slides ---------------------------------------------------------------------------------------------------
+    def add(self, paths: Iterable[str | os.PathLike[str]]) -> AddReport:
+        """Add slides and the slides in folders (not recursing); what cannot be added is skipped, saying why."""
+        report = AddReport()
+        with self._changing():
+            for path in expand(paths, report.skipped, exclude=self.folder):
+                try:
+                    entry, thumbnail = _describe(path)
+                except GigaPathError as exc:
+                    report.skipped.append((path, str(exc)))
+                    continue
+                known = self.slide(entry.id)
+                if known is not None:
+                    report.known.append(known)
+                    continue
+                self.slide_folder(entry.id).mkdir(parents=True, exist_ok=True)
+                with atomic_path(self.thumbnail_path(entry.id)) as tmp:
+                    thumbnail.save(tmp, format="PNG")
+                self.slides.append(entry)
+                report.added.append(entry)
+        return report
+
+    def slide(self, key: str) -> ProjectSlide | None:
+        """The slide with this id, file name or name stem."""
+        for entry in self.slides:
+            if key in (entry.id, entry.name, entry.path.name, entry.path.stem):
+                return entry
+        return None
+
+    def missing(self) -> list[ProjectSlide]:
+        return [s for s in self.slides if not s.path.is_file()]
+
+    def relink(self, key: str, path: str | os.PathLike[str]) -> ProjectSlide:
+        """Point slide `key` at `path`, which must hold the same slide (the same content fingerprint)."""
+        with self._changing():
+            entry = self._need(key)
+            found, _ = _describe(Path(path))
+            if found.id != entry.id:
+                raise GigaPathError(f"{path}: is not the slide {entry.name} (its content differs)")
+            return self._replace(entry, replace(entry, path=found.path))
+
+    def relink_from(self, folder: str | os.PathLike[str]) -> list[ProjectSlide]:
+        """Relink every missing slide whose file (same content) lies in `folder` or below it."""
+        relinked = []
+        with self._changing():
+            wanted = {s.id: s for s in self.missing()}
+            sizes = {s.size for s in wanted.values()}
+            for path in sorted(Path(folder).rglob("*")):
+                if not wanted:
+                    break
+                if path.suffix.lower() not in SLIDE_SUFFIXES or not path.is_file() or path.stat().st_size not in sizes:
+                    continue
+                try:
+                    found, _ = _describe(path)
+                except GigaPathError:
+                    continue
+                entry = wanted.pop(found.id, None)
+                if entry is not None:
+                    relinked.append(self._replace(entry, replace(entry, path=found.path)))
+        return relinked
+
+    # --- annotations ----------------------------------------------------------------------------------------------
+    def slide_folder(self, slide_id: str) -> Path:
+        return self.folder / "slides" / slide_id
+
+    def annotations_path(self, slide_id: str) -> Path:
+        return self.slide_folder(slide_id) / "annotations.geojson"
+
+    def thumbnail_path(self, slide_id: str) -> Path:
+        return self.slide_folder(slide_id) / "thumbnail.png"
+
+    def annotations(self, slide_id: str) -> list[Annotation]:
+        path = self.annotations_path(slide_id)
+        return read_geojson(path, report=lambda _: None) if path.exists() else []
+
+    def import_geojson(self, path: str | os.PathLike[str], key: str | None = None) -> tuple[ProjectSlide, int]:
+        """Add a GeoJSON file's annotations (QuPath's per-image export, named after its image unless `key` names the
+        slide) to that slide's; returns the slide and how many were new. New label classes join the project's."""
+        path = Path(path)
+        with self._changing():
+            entry = self._need(key) if key else self._for_export(path)
+            imported = read_geojson(path)
+            current = self.annotations(entry.id)
+            ids = {a.id for a in current}
+            new = [a for a in imported if a.id not in ids]
+            write_geojson(current + new, self.annotations_path(entry.id))
+            names = {c.name for c in self.classes}
+            for annotation in new:
+                if annotation.role is Role.LABEL and annotation.cls.name not in names:
+                    self.classes.append(annotation.cls)
+                    names.add(annotation.cls.name)
+        return entry, len(new)
+
+    def add_class(self, cls: AnnotationClass) -> None:
+        with self._changing():
+            if cls.name not in {c.name for c in self.classes}:
+                self.classes.append(cls)
+
+    # --- training ---------------------------------------------------------------------------------------------------
+    def spec(self, classes: list[str] | None = None, sparse: bool = False, mpp: float | None = None) -> TrainSpec:
+        """The training spec of the project's Train and Validation rectangles, each slide with its annotations.
+
+        `classes`: the model's classes in label order (default: the project's; the tissue model when it has no
+        classes but Tissue)."""
+        names = classes if classes is not None else [c.name for c in self.classes]
+        train, validation = [], []
+        for entry in self.slides:
+            roles = {a.role for a in self.annotations(entry.id)}
+            item = SpecItem(entry.path, (), self.annotations_path(entry.id), sparse)
+            if Role.REGION in roles:
+                train.append(item)
+            if Role.VALIDATION in roles:
+                validation.append(item)
+        if not train:
+            raise GigaPathError(f"{self.folder}: no slide has a Train region; draw one or import them")
+        missing = [i.slide.name for i in (*train, *validation) if not i.slide.is_file()]
+        if missing:
+            raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
+        tissue = names in ([], [TISSUE.name])
+        return TrainSpec(tuple(train), tuple(validation), None if tissue else tuple(names), mpp)
+
+    def add_run(self, out: Path, **facts: Any) -> None:
+        """Record a training run (or update the record of the run in `out`)."""
+        with self._changing():
+            record = {"out": str(Path(out).absolute()), **facts}
+            self.runs = [r for r in self.runs if r.get("out") != record["out"]] + [record]
+
+    # --- internals --------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Change under the folder's lock, from the manifest as it is on disk; saved when the block succeeds."""
+        with FolderLock(self.folder):
+            if (self.folder / MANIFEST).exists():
+                self.reload()
+            yield
+            with atomic_path(self.folder / MANIFEST) as tmp:
+                tmp.write_text(json.dumps(self._as_json(), indent=1), encoding="utf-8")
+
+    def _as_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": 1, "classes": [_class_json(c) for c in self.classes],
+                "slides": [s.as_json(self.folder) for s in self.slides], "runs": self.runs}
+
+    def _load(self, data: dict[str, Any]) -> None:
+        try:
+            self.classes = [AnnotationClass(str(c["name"]), tuple(c["color"])) for c in data.get("classes", [])]
+            self.slides = [self._entry(s) for s in data.get("slides", [])]
+            self.runs = [dict(r) for r in data.get("runs", [])]
+        except (KeyError, TypeError, ValueError, AttributeError, GigaPathError) as exc:
+            raise GigaPathError(f"{self.folder / MANIFEST}: not a readable project ({type(exc).__name__}: {exc})") from None
+
+    def _entry(self, data: dict[str, Any]) -> ProjectSlide:
+        """A manifest entry; a slide moved together with the project is found by its relative path."""
+        path = Path(data["path"])
+        moved_along = self.folder / data.get("relative", "")
+        if not path.is_file() and data.get("relative") and moved_along.is_file():
+            path = moved_along.resolve()
+        mpp = data.get("mpp")
+        return ProjectSlide(str(data["id"]), path, str(data["name"]), tuple(int(d) for d in data["dimensions"]),
+                            int(data["size"]), None if mpp is None else float(mpp))
+
+    def _need(self, key: str) -> ProjectSlide:
+        entry = self.slide(key)
+        if entry is None:
+            raise GigaPathError(f"{self.folder}: no slide {key!r} in the project")
+        return entry
+
+    def _for_export(self, path: Path) -> ProjectSlide:
+        """The slide a QuPath export is named after: IMAGE.geojson with IMAGE the slide's file name or stem."""
+        stem = path.name.removesuffix(".geojson").removesuffix(".json")
+        entry = self.slide(stem) or self.slide(Path(stem).stem)
+        if entry is None:
+            raise GigaPathError(f"{path}: no slide of the project is named {stem!r}; name the slide to import into")
+        return entry
+
+    def _replace(self, old: ProjectSlide, new: ProjectSlide) -> ProjectSlide:
+        self.slides = [new if s.id == old.id else s for s in self.slides]
+        return new
+
+
+def expand(paths: Iterable[str | os.PathLike[str]], skipped: list[tuple[Path, str]],
+           exclude: Path | None = None) -> list[Path]:
+    """Files as given, and a folder's files with a slide extension (its other files go to `skipped`, as do paths
+    that do not exist); files under `exclude` (a project's or a batch's own outputs) are left out."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.name.startswith(".") or not child.is_file() or _under(child, exclude):
+                    continue
+                if child.suffix.lower() in SLIDE_SUFFIXES:
+                    files.append(child)
+                else:
+                    skipped.append((child, "not a slide file"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            skipped.append((path, "no such file or folder"))
+    return list(dict.fromkeys(files))
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder.resolve())
+
+
+def _describe(path: Path) -> tuple[ProjectSlide, Image.Image]:
+    """The manifest entry of the slide at `path` and its thumbnail; GigaPathError if it is not a readable slide."""
+    with open_slide(path) as slide:
+        mpp = slide.mpp[0] if slide.mpp else None
+        thumbnail = Image.fromarray(slide.thumbnail(THUMBNAIL_SIZE))
+        entry = ProjectSlide(slide.fingerprint, path.resolve(), path.name, slide.dimensions, path.stat().st_size, mpp)
+        return entry, thumbnail
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GigaPathError(f"{folder}: not a project (no {MANIFEST}); create one with `project create`") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise GigaPathError(f"{path}: not a readable project ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise GigaPathError(f"{path}: not a GigaPath project manifest")
+    return data
+
+
+def _class_json(cls: AnnotationClass) -> dict[str, Any]:
+    return {"name": cls.name, "color": list(cls.color)}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")

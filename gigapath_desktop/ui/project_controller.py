@@ -1,0 +1,137 @@
+"""Projects from the window: create, open, add slides, relink, open a project slide with its own annotations, and
+show a batch result over its slide. The project itself is the Qt-free `Project` the session holds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.project import Project, Session
+from gigapath_desktop.ui.batch_panel import BatchController, BatchPanel
+from gigapath_desktop.ui.jobs import Report
+from gigapath_desktop.ui.prediction import OVERLAY_MAX_SIDE, Prediction
+from gigapath_desktop.ui.project_panel import ProjectPanel
+from gigapath_desktop.ui.slide_opener import SlideOpener
+
+if TYPE_CHECKING:
+    from gigapath_desktop.inference.batch import BatchRow
+
+SLIDE_FILES = "Slides (*.svs *.ndpi *.mrxs *.tif *.tiff *.scn *.vms *.vmu *.bif *.dcm *.svslide *.czi);;All files (*)"
+
+
+class ProjectController:
+    def __init__(self, parent: QWidget, session: Session, opener: SlideOpener, prediction: Prediction,
+                 report: Report) -> None:
+        self.parent, self.session, self.opener, self.prediction, self.report = parent, session, opener, prediction, report
+        self.panel = ProjectPanel(session)
+        self.batch_panel = BatchPanel()
+        self.batch = BatchController(session, self.batch_panel, report)
+        self.panel.slide_chosen.connect(self.open_slide)
+        self.panel.add_clicked.connect(self.add_dialog)
+        self.batch_panel.row_activated.connect(self.show_result)
+
+    # --- plain methods (menus call them after asking; tests call them directly) ---------------------------------------
+    def create(self, folder: str | Path) -> bool:
+        """A new project with the classes the user added (after Background, what unlabelled area is)."""
+        added = [c for c in self.session.classes if c not in DEFAULT_CLASSES]
+        return self._use(lambda: Project.create(folder, [BACKGROUND, *added] if added else []),
+                         "Choose an empty or new folder.")
+
+    def open(self, folder: str | Path) -> bool:
+        return self._use(lambda: Project.open(folder), "Choose a folder made with File > New project… (it holds "
+                         "project.json); nothing was changed.")
+
+    def add(self, paths: list[str | Path]) -> bool:
+        project = self.session.project
+        if project is None:
+            self.report("no project is open", "Open or create a project first (File menu).")
+            return False
+        try:
+            report = project.add(paths)
+        except GigaPathError as exc:
+            self.report(str(exc), "Nothing was added.")
+            return False
+        self.session.events.project.emit(project)
+        if report.skipped:
+            self.report("some files were not added:\n" + "\n".join(f"{p.name}: {why}" for p, why in report.skipped),
+                        "The other slides were added.")
+        return bool(report.added or report.known)
+
+    def relink(self, folder: str | Path) -> bool:
+        """Find the project's missing slides (the same content) in `folder` and below."""
+        project = self.session.project
+        if project is None:
+            return False
+        try:
+            project.relink_from(folder)
+        except GigaPathError as exc:
+            self.report(str(exc), "Nothing was changed.")
+            return False
+        self.session.events.project.emit(project)
+        still = project.missing()
+        if still:
+            self.report(f"still missing: {', '.join(s.name for s in still)}", "Relink from the folder that holds them.")
+        return not still
+
+    def open_slide(self, slide_id: str) -> bool:
+        """Open a project slide with its own annotations (kept in the project)."""
+        project = self.session.project
+        entry = project.slide(slide_id) if project else None
+        if entry is None:
+            return False
+        if not entry.path.is_file():
+            self.report(f"{entry.name} is not at {entry.path} any more", "File > Relink project slides… and choose "
+                        "the folder it moved to.")
+            return False
+        return self.opener.open(entry.path, folder=project.slide_folder(entry.id))
+
+    def show_result(self, row: BatchRow) -> bool:
+        """Open a batch result's slide with its mask overlaid."""
+        if not row.outputs or not row.outputs[0].is_file():
+            self.report(f"{row.slide.name}: no mask ({row.status}: {row.message})", "Run the batch again.")
+            return False
+        entry = self.session.project.slide(row.slide.name) if self.session.project else None
+        if not (self.open_slide(entry.id) if entry else self.opener.open(row.slide)):
+            return False
+        from gigapath_desktop.inference.batch import mask_overview
+
+        try:
+            downsample, values, classes = mask_overview(row.outputs[0], OVERLAY_MAX_SIDE)
+        except GigaPathError as exc:
+            self.report(str(exc), "Predict the slide again (tick 'Predict again where masks exist').")
+            return False
+        self.prediction.show(0, 0, downsample, values, classes if values.ndim == 3 else None)
+        return True
+
+    # --- dialogs ------------------------------------------------------------------------------------------------------
+    def create_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.parent, "New project: choose an empty folder")
+        if folder:
+            self.create(folder)
+
+    def open_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.parent, "Open project folder")
+        if folder:
+            self.open(folder)
+
+    def add_dialog(self) -> None:
+        paths = QFileDialog.getOpenFileNames(self.parent, "Add slides to the project", "", SLIDE_FILES)[0]
+        if paths:
+            self.add(paths)
+
+    def relink_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.parent, "Relink: the folder the missing slides moved to")
+        if folder:
+            self.relink(folder)
+
+    def _use(self, make: Callable[[], Project], what_next: str) -> bool:
+        try:
+            project = make()
+        except GigaPathError as exc:
+            self.report(str(exc), what_next)
+            return False
+        self.session.use_project(project)
+        return True

@@ -1,0 +1,221 @@
+"""Projects and batch prediction: a study's slides in one folder, trained on across slides, predicted in one go."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shapely.geometry import box
+
+from conftest import CMU, TCGA
+from gigapath_desktop.annotations import Annotation, AnnotationClass, Role, write_geojson
+from gigapath_desktop.cli import main
+from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.inference.batch import BatchJob, run_batch
+from gigapath_desktop.model import build_unet, save_model
+from gigapath_desktop.project.manifest import Project
+from gigapath_desktop.slides import open_slide
+from gigapath_desktop.slides.realistic import Case, render, truth_strokes, write_pyramid
+
+CLASSES = ["Background", "Tumor", "Stroma"]
+REGION = AnnotationClass("Region", (0, 120, 255))
+
+
+def _realistic(path: Path, seed: int) -> list[Annotation]:
+    """A 3-class realistic slide (0.5 µm/px) and sparse strokes of its truth."""
+    rng = np.random.default_rng(seed)
+    image, truth = render(Case("project", width=1536, height=1024, classes=3, tissue_fraction=0.45,
+                               sources=(str(CMU), str(TCGA))), rng)
+    write_pyramid(path, image, 0.5)
+    return truth_strokes(truth, CLASSES, 6, rng)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _summary(folder: Path) -> dict[str, dict[str, str]]:
+    with (folder / "summary.csv").open() as f:
+        return {Path(row["slide"]).name: row for row in csv.DictReader(f)}
+
+
+def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_a_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """create, add a folder (a real and two synthetic slides, and a note), import QuPath-style per-image GeoJSON,
+    train a 3-class sparse model on two slides and validate on the third; then predict a folder that also holds a
+    corrupt slide and a non-slide file: outputs for the good ones, a summary row for each file, exit 1; a second run
+    skips what exists."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(CMU, slides / CMU.name)
+    strokes = {name: _realistic(slides / f"{name}.tif", seed) for seed, name in enumerate(("a", "b"))}
+    (slides / "notes.txt").write_text("scanned 2026-11-20")
+    project_dir = tmp_path / "study"
+    assert _cli(capsys, "project", "create", str(project_dir), "--classes", ",".join(CLASSES))[0] == 0
+    code, out, err = _cli(capsys, "project", "add", str(project_dir), str(slides))
+    assert code == 0 and out.count("added") == 3 and "notes.txt: not a slide file" in err
+
+    tumor, stroma = AnnotationClass("Tumor", (200, 0, 0)), AnnotationClass("Stroma", (150, 200, 150))
+    exports = tmp_path / "qupath-export"
+    exports.mkdir()
+    write_geojson([Annotation(box(0, 0, 1024, 1024), REGION, Role.REGION),
+                   Annotation(box(100, 100, 500, 400), tumor), Annotation(box(600, 500, 700, 900), stroma),
+                   Annotation(box(100, 700, 400, 1000), AnnotationClass("Background", (160, 160, 160)))],
+                  exports / f"{CMU.name}.geojson")  # QuPath names an export after its image, extension and all
+    write_geojson([Annotation(box(0, 0, 1536, 1024), REGION, Role.REGION), *strokes["a"]], exports / "a.geojson")
+    write_geojson([Annotation(box(0, 0, 1536, 1024), REGION, Role.VALIDATION), *strokes["b"]], exports / "b.geojson")
+    code, out, _ = _cli(capsys, "project", "import", str(project_dir), *map(str, sorted(exports.iterdir())))
+    assert code == 0 and out.count("annotations added") == 3
+    assert _cli(capsys, "project", "import", str(project_dir), str(exports / "a.geojson"))[1].startswith(
+        f"{exports / 'a.geojson'}: 0 annotations added"), "importing the same export twice adds nothing"
+
+    run = tmp_path / "run"
+    code, out, err = _cli(capsys, "project", "train", str(project_dir), "--out", str(run), "--sparse", "--mpp", "2",
+                          "--steps", "2", "--tile", "256")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert [Path(i["slide"]).name for i in config["spec"]["train"]] == [CMU.name, "a.tif"]
+    assert [Path(i["slide"]).name for i in config["spec"]["validation"]] == ["b.tif"]
+    assert {i["mode"] for i in config["spec"]["train"]} == {"sparse"}
+    recorded = Project.open(project_dir).runs[-1]
+    assert recorded["status"] == "finished" and recorded["steps"] == 2 and 0 <= recorded["val_dice"] <= 1
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in (CMU.name, "a.tif"):
+        shutil.copy(slides / name, batch / name)
+    (batch / "broken.svs").write_bytes((slides / "b.tif").read_bytes()[:20000])  # a slide cut short in a copy
+    (batch / "readme.md").write_text("these are the slides of the pilot")
+    out_dir = tmp_path / "masks"
+    code, out, err = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out", str(out_dir),
+                          str(batch), "--geojson")
+    assert code == 1 and "2 predicted, 1 skipped, 1 failed" in out and "error: " in err
+    rows = _summary(out_dir)
+    assert {name: row["status"] for name, row in rows.items()} == {
+        CMU.name: "ok", "a.tif": "ok", "broken.svs": "error", "readme.md": "skipped"}
+    assert rows["broken.svs"]["error"] and rows[CMU.name]["area_unit"] == "mm²"
+    with open_slide(CMU) as slide:
+        slide_mm2 = slide.dimensions[0] * slide.dimensions[1] * slide.mpp[0] * slide.mpp[1] / 1e6
+    total = sum(float(rows[CMU.name][f"area:{c}"]) for c in CLASSES)
+    assert total == pytest.approx(slide_mm2, rel=0.01), "the class areas add up to the slide's"
+    for name in (CMU.name, "a.tif"):
+        with open_slide(batch / name) as slide, open_slide(out_dir / f"{Path(name).stem}.tif") as mask:
+            scale = slide.mpp[0] / 2  # the model's 2 µm/px
+            assert mask.dimensions == pytest.approx((slide.dimensions[0] * scale, slide.dimensions[1] * scale), abs=1)
+        assert (out_dir / f"{Path(name).stem}.geojson").is_file()
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        ["summary.csv", "CMU-1-Small-Region.tif", "CMU-1-Small-Region.geojson", "a.tif", "a.geojson"])
+
+    written = (out_dir / "a.tif").stat().st_mtime_ns
+    code, out, _ = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out", str(out_dir),
+                        str(batch), "--geojson")
+    assert code == 1 and "0 predicted, 3 skipped, 1 failed" in out
+    assert _summary(out_dir)["a.tif"]["status"] == "skipped" and (out_dir / "a.tif").stat().st_mtime_ns == written
+
+
+def test_a_moved_slide_is_relinked_by_its_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slides, moved = tmp_path / "slides", tmp_path / "archive" / "2026"
+    slides.mkdir()
+    moved.mkdir(parents=True)
+    shutil.copy(CMU, slides / "case1.svs")
+    project = Project.create(tmp_path / "study")
+    project.add([slides / "case1.svs"])
+    os.utime(slides / "case1.svs", (1, 1))  # a touch keeps the identity
+    assert project.add([slides / "case1.svs"]).known, "the same slide is not added twice"
+    shutil.copy(CMU, tmp_path / "copy.svs")
+    assert project.add([tmp_path / "copy.svs"]).known, "nor a copy of it"
+    (slides / "case1.svs").rename(moved / "case1.svs")
+    code, out, _ = _cli(capsys, "project", "list", str(project.folder))
+    assert "MISSING" in out
+    write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "other.geojson")
+    (tmp_path / "other.svs").write_bytes(b"not a slide")
+    code, _, err = _cli(capsys, "project", "relink", str(project.folder), "case1", str(tmp_path / "other.svs"))
+    assert code == 2 and err.startswith("error:")
+    code, out, _ = _cli(capsys, "project", "relink", str(project.folder), "--search", str(tmp_path / "archive"))
+    assert code == 0 and "relinked case1.svs" in out
+    assert Project.open(project.folder).slide("case1").path == (moved / "case1.svs").resolve()
+
+
+def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifest(tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "study")
+    with pytest.raises(GigaPathError, match="a project already"):
+        Project.create(tmp_path / "study")
+    with pytest.raises(GigaPathError, match="not a project"):
+        Project.open(tmp_path)
+    project.add([CMU])
+    with pytest.raises(GigaPathError, match="no slide of the project is named 'unknown'"):
+        write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "unknown.geojson")
+        project.import_geojson(tmp_path / "unknown.geojson")
+    with pytest.raises(GigaPathError, match="no slide has a Train region"):
+        project.spec()
+    manifest = project.folder / "project.json"
+    manifest.write_text('{"format": "gigapath-project", "slides": [{"id": 1}]}')
+    before = manifest.read_bytes()
+    with pytest.raises(GigaPathError, match="not a readable project"):
+        Project.open(project.folder)
+    with pytest.raises(GigaPathError, match="not a readable project"):
+        project.add([CMU])
+    assert manifest.read_bytes() == before
+
+
+def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tmp_path: Path) -> None:
+    model = save_model(build_unet(), tmp_path / "m.keras")
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("one.svs", "two.svs"):
+        shutil.copy(CMU, slides / name)
+    tiles = []
+
+    def progress(index: int, count: int, done: int, total: int) -> None:
+        tiles.append((index, done))
+
+    job = BatchJob(model, tmp_path / "out", (slides / "one.svs", slides / "two.svs"), png=True, tile=512)
+    with pytest.raises(Cancelled):
+        run_batch(job, progress=progress, cancel=lambda: any(index == 1 and done for index, done in tiles))
+    assert sorted(p.name for p in job.out.iterdir()) == ["one.png", "one.tif", "summary.csv"]
+    assert [row["status"] for row in _summary(job.out).values()] == ["ok"]
+
+
+def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_results(
+        window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    """Open a project in the app, switch slides: each keeps its own annotations (in the project, across a reopen);
+    batch prediction over the project fills the results table, with Dice where a slide has labels, and a result
+    opens its slide with the mask overlaid."""
+    shutil.copy(CMU, tmp_path / "cmu.svs")
+    _realistic(tmp_path / "pilot.tif", seed=3)
+    assert window.projects.create(tmp_path / "study") and window.projects.add([tmp_path / "cmu.svs", tmp_path / "pilot.tif"])
+    panel, project = window.projects.panel, window.session.project
+    cmu, pilot = (project.slide(name) for name in ("cmu", "pilot"))
+    assert panel.slides.count() == 2 and panel.count(cmu.id) == 0
+
+    assert window.projects.open_slide(cmu.id)
+    window.session.apply("draw", [], [Annotation(box(200, 200, 900, 700), name="cmu tissue")])
+    assert panel.count(cmu.id) == 1
+    assert window.projects.open_slide(pilot.id)
+    assert len(window.session.annotations) == 0
+    window.session.apply("draw", [], [Annotation(box(0, 0, 300, 300)), Annotation(box(400, 400, 600, 700))])
+    assert window.projects.open_slide(cmu.id)
+    assert [a.name for a in window.session.annotations] == ["cmu tissue"]
+    window.session.autosave.flush()
+    assert window.projects.open(tmp_path / "study")
+    assert (panel.count(cmu.id), panel.count(pilot.id)) == (1, 2)
+
+    window.session.set_model(save_model(build_unet(), tmp_path / "m.keras"))
+    assert window.projects.batch.start(tmp_path / "masks")
+    qtbot.waitUntil(lambda: not window.projects.batch.running(), timeout=120_000)
+    qtbot.wait(50)
+    table = window.projects.batch_panel.table
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    cells = {table.item(r, 0).text(): {h: table.item(r, c).text() for c, h in enumerate(headers)}
+             for r in range(table.rowCount())}
+    assert set(cells) == {"cmu.svs", "pilot.tif"} and all(c["status"] == "ok" for c in cells.values())
+    assert 0 <= float(cells["pilot.tif"]["Dice"]) <= 1 and float(cells["cmu.svs"]["area: Tissue"]) >= 0
+    assert window.errors == []
+    assert window.projects.show_result(window.projects.batch_panel.rows[1])
+    assert window.session.slide.path.name == "pilot.tif" and window.viewer.overlay is not None
