@@ -37,9 +37,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--calibrate", action="store_true",
+                        help="measure the step planner's constants (training/plan.py, Calibration) on this machine")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one)))
+        return
+    if args.calibrate:
+        prepare(["16 MP"])
+        print(json.dumps(calibrate(), indent=1))
         return
     sizes = list(SIZES)[:2] if args.quick else list(SIZES)
     prepare(sizes)
@@ -158,6 +164,42 @@ def measure(mode: str, size: str) -> dict:
     seconds = float(np.median(times))
     return {"mode": mode, "size": size, "pixels": data.pixels, "seconds": round(seconds, 2),
             "mpix_per_s": round(data.pixels / 1e6 / seconds, 2), "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
+
+
+def calibrate() -> dict:
+    """Seconds per step of the 16 MP region with tiles of 1024 to 4032 px and as one tensor, in one process (time
+    only; peak memory per input pixel comes from the 'tiled' and 'whole' rows), fitted to the planner's model:
+    input pixels per second = rate * (2048 / input side) ** exponent, the one-tensor plan `whole_speedup` faster."""
+    import keras
+    import numpy as np
+
+    from gigapath_desktop.model import build_unet
+    from gigapath_desktop.training import region_step
+    from gigapath_desktop.training.plan import estimate
+
+    data = load("16 MP")
+    keras.utils.set_random_seed(0)
+    model = build_unet()
+    h, w = data.labels.shape
+    rows = []
+    for tile in (1024, 2048, 3072, 4032, None):
+        region_step(model, data.image, data.labels, tile=tile)  # trace and warm up
+        times = []
+        for _ in range(REPEATS):
+            start = time.perf_counter()
+            region_step(model, data.image, data.labels, tile=tile)
+            times.append(time.perf_counter() - start)
+        plan = estimate(h, w, tile)
+        side = (min(tile, max(h, w)) + 2 * 164) if tile else plan.input_pixels ** 0.5
+        rows.append({"tile": tile, "seconds": round(float(np.median(times)), 3), "input_side": round(side),
+                     "input_mpix_per_s": round(plan.input_pixels / 1e6 / float(np.median(times)), 2)})
+    tiled = [r for r in rows if r["tile"]]
+    slope, intercept = np.polyfit(np.log([r["input_side"] / 2048 for r in tiled]),
+                                  np.log([r["input_mpix_per_s"] for r in tiled]), 1)
+    whole = rows[-1]
+    at_side = np.exp(intercept) * (whole["input_side"] / 2048) ** slope
+    return {"rows": rows, "tiled_rate": round(float(np.exp(intercept)) * 1e6), "size_exponent": round(-float(slope), 2),
+            "whole_speedup": round(whole["input_mpix_per_s"] / float(at_side), 2)}
 
 
 def naive_step(data, mode: str):  # -> Callable[[], None]

@@ -122,11 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=0, help="pyramid level to predict at (default 0)")
     p.add_argument("--out", required=True, help="output pyramidal TIFF mask")
     p.add_argument("--png", help="also write a PNG preview (the slide with the mask overlaid)")
-    p.add_argument("--downsample", type=float, default=32.0, help="PNG preview downsample (default 32)")
     p.add_argument("--geojson", help="also write the mask's contours as QuPath GeoJSON")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
-    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    add_predict_options(p)
     add_remote_options(p)
     p.set_defaults(command=cmd_predict)
 
@@ -144,8 +141,13 @@ def _parser() -> argparse.ArgumentParser:
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """The options of a training run, shared by `train` and `project train`."""
     p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
-    p.add_argument("--tile", type=int, help="output tile side in pixels, 0 = whole region at once (default 2048; "
-                                             "with --resume: the run's own)")
+    p.add_argument("--tile", type=_tile, help="'auto' (the default: the fastest exact plan that fits "
+                                              "--memory-budget), an output tile side in pixels, or 0 = the whole "
+                                              "region at once (with --resume: the run's own)")
+    p.add_argument("--memory-budget", type=float, metavar="GIB",
+                   help="process memory the 'auto' plan may use, in GiB (default 3)")
+    p.add_argument("--plan", action="store_true", help="print each region's step plan (tiles, peak memory, seconds "
+                                                       "per step) and exit")
     p.add_argument("--lr", type=float,
                    help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
                         "with --resume: the run's own unless given)")
@@ -157,6 +159,28 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); same result")
     p.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. HEAD:6379) instead of a local Ray")
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    """The options of a prediction, shared by `predict` and `predict-batch` (checked by `check_predict_options`)."""
+    p.add_argument("--downsample", type=float, default=32.0, help="PNG preview downsample (default 32)")
+    p.add_argument("--threshold", type=float, default=0.5, help="tissue at or above this probability (default 0.5)")
+    p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
+    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+
+
+def check_predict_options(args: argparse.Namespace) -> None:
+    if not (1 / 255 <= args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
+        raise GigaPathError("--threshold must lie in [1/255, 1), --downsample be >= 1 and --tile >= 64")
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'auto' or a number of pixels, not {text!r}") from None
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -236,6 +260,8 @@ def _write_truth_geojson(mask_path: Path, out: Path) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     job = _train_job(args)
+    if args.plan:
+        return print_plans(job)
     if args.remote:
         from gigapath_desktop.remote.commands import train_remote
 
@@ -245,8 +271,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_with_progress(job: "TrainJob") -> "Trainer":
-    """Run a training job with a progress bar of its steps; warnings go to stderr."""
+def print_plans(job: "TrainJob") -> int:
+    """`--plan`: each region's step plan under the job's settings, without training."""
+    from gigapath_desktop.training.job import job_plans
+
+    print(f"memory budget {job.config.memory_budget:g} GiB, tile {job.config.tile or 'whole region'}")
+    for name, plan in job_plans(job):
+        print(f"{name}: {plan.describe()}")
+    return 0
+
+
+def train_with_progress(job: "TrainJob", started: Callable[["Trainer"], None] | None = None) -> "Trainer":
+    """Run a training job with a progress bar of its steps; warnings go to stderr. `started(trainer)`: called once
+    training is about to begin (the run folder checked and locked)."""
     from gigapath_desktop.training.events import Event, LogEvent, StepEvent, WarningEvent
     from gigapath_desktop.training.job import run_train_job
 
@@ -261,7 +298,7 @@ def train_with_progress(job: "TrainJob") -> "Trainer":
             elif isinstance(event, WarningEvent):
                 bar.write(f"warning: {event.message}", file=sys.stderr)
 
-        return run_train_job(job, [show])
+        return run_train_job(job, [show], started)
 
 
 def _train_job(args: argparse.Namespace) -> "TrainJob":
@@ -297,7 +334,8 @@ def run_settings(args: argparse.Namespace) -> tuple[Path, "TrainConfig", bool, t
     """(out, config, resume, resume changes, workers, Ray address) of the training options."""
     from gigapath_desktop.training.config import TrainConfig
 
-    options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile}
+    options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile,
+               "memory_budget": args.memory_budget}
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
         given["tile"] = given["tile"] or None  # 0: the whole region as one tile
@@ -312,8 +350,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.inference import PredictJob, run_predict_job
     from gigapath_desktop.slides import Region
 
-    if not (0 < args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
-        raise GigaPathError("--threshold must lie in (0, 1), --downsample >= 1 and --tile >= 64")
+    check_predict_options(args)
     if args.remote:
         from gigapath_desktop.remote.commands import predict_remote
 

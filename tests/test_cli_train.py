@@ -19,7 +19,7 @@ from test_cli import run
 def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", str(CMU), "--region", "0,0,2220,1800", "--val-region", "0,1800,2220,1100", "--auto-labels",
-            "--tile", "1024", "--checkpoint-every", "2"]
+            "--tile", "2240", "--checkpoint-every", "2"]
     first = run(*args, "--steps", "3", "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "decoding the training region (0, 0, 2220, 1800) of CMU-1-Small-Region.svs into the cache: 100%" in first.stdout

@@ -238,13 +238,13 @@ def test_a_damaged_autosave_is_kept_aside_and_never_overwritten(window: MainWind
 def test_damaged_settings_start_the_app_with_defaults_and_say_so(qtbot, content: str) -> None:  # noqa: ANN001
     import os
 
-    from gigapath_desktop.project.settings import config_dir
+    from gigapath_desktop.project.settings import AUTO, config_dir
 
     folder = config_dir()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(content)
     win = MainWindow()
-    assert win.settings.tile == 2048 and "could not be read" in win.error_box.text()
+    assert win.settings.tile == AUTO and "could not be read" in win.error_box.text()
     (aside,) = folder.glob("settings.unreadable-*.json")
     assert aside.read_text() == content and not (folder / "settings.json").exists()
     win.settings.save()

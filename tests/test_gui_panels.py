@@ -230,4 +230,4 @@ def test_a_session_or_settings_file_with_a_bad_tile_changes_nothing(window: Main
     (folder / "session.json").write_text(json.dumps({"slide": str(TCGA), "settings": {"tile": None}}))
     assert not window.open_session(folder)
     assert "not a readable session" in window.error_box.text() and window.session.slide.path == CMU
-    assert window.session.folder is None and window.panel.tile.value() == 2048
+    assert window.session.folder is None and window.panel.tile.text() == "auto"

@@ -29,7 +29,7 @@ def trained(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with open_slide(synthetic_slide) as slide, open_slide(mask_path_for(synthetic_slide)) as mask:
         data = RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8))
     keras.utils.set_random_seed(0)
-    trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=30, learning_rate=0.03, tile=1024))
+    trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=30, learning_rate=0.03, tile=None))
     trainer.run()
     return save_model(trainer.model, tmp_path_factory.mktemp("model") / "model.keras")
 

@@ -16,9 +16,10 @@ from gigapath_desktop.annotations import Annotation, AnnotationClass, Role, writ
 from gigapath_desktop.cli import main
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.inference.batch import BatchJob, run_batch
+from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import build_unet, save_model
 from gigapath_desktop.project.manifest import Project
-from gigapath_desktop.slides import open_slide
+from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.slides.realistic import Case, render, truth_strokes, write_pyramid
 
 CLASSES = ["Background", "Tumor", "Stroma"]
@@ -109,14 +110,68 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
             scale = slide.mpp[0] / 2  # the model's 2 µm/px
             assert mask.dimensions == pytest.approx((slide.dimensions[0] * scale, slide.dimensions[1] * scale), abs=1)
         assert (out_dir / f"{Path(name).stem}.geojson").is_file()
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+    assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == sorted(
         ["summary.csv", "CMU-1-Small-Region.tif", "CMU-1-Small-Region.geojson", "a.tif", "a.geojson"])
 
     written = (out_dir / "a.tif").stat().st_mtime_ns
     code, out, _ = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out", str(out_dir),
                         str(batch), "--geojson")
     assert code == 1 and "0 predicted, 3 skipped, 1 failed" in out
-    assert _summary(out_dir)["a.tif"]["status"] == "skipped" and (out_dir / "a.tif").stat().st_mtime_ns == written
+    again = _summary(out_dir)["a.tif"]
+    assert again["status"] == "skipped" and (out_dir / "a.tif").stat().st_mtime_ns == written
+    assert again["area:Tumor"] == rows["a.tif"]["area:Tumor"], "a skipped slide keeps the figures of its run"
+
+    code, out, err = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out",
+                          str(tmp_path / "project-masks"), "--project", str(project_dir))
+    assert code == 0, err
+    dice = {name: row["dice"] for name, row in _summary(tmp_path / "project-masks").items()}
+    assert all(0 <= float(dice[name]) <= 1 for name in (CMU.name, "a.tif", "b.tif")), "Dice where labels exist"
+
+
+def test_batch_areas_and_dice_are_those_of_the_written_mask(tmp_path: Path) -> None:
+    """The class areas are the mask's pixels of each class times the pixel area, and labels traced from the mask
+    itself score a Dice of 1."""
+    from test_multiclass import _darkness_model
+
+    from gigapath_desktop.annotations import ClassMap, mask_to_polygons
+    from gigapath_desktop.inference import PredictJob, run_predict_job
+    from gigapath_desktop.inference.batch import label_dice
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+
+    model = _darkness_model()
+    classes = ClassMap.named(CLASSES)
+    attach_info(model, ModelInfo(classes))
+    path = save_model(model, tmp_path / "m.keras")
+    result = run_predict_job(PredictJob(CMU, path, tmp_path / "m.tif", tile=1024))
+    with open_slide(result.out) as mask, open_slide(CMU) as slide:
+        values = mask.read_region(Region(0, 0, *mask.dimensions))[..., 0]
+        mpp = slide.mpp
+    assert values.size == sum(result.class_pixels.values())
+    areas, unit = result.areas()
+    for k, name in enumerate(CLASSES):
+        assert result.class_pixels[name] == np.count_nonzero(values == k)
+        assert areas[name] == pytest.approx(np.count_nonzero(values == k) * mpp[0] * mpp[1] / 1e6) and unit == "mm²"
+    traced = [Annotation(p, classes.classes[k]) for k in (1, 2) for p in mask_to_polygons(values == k)]
+    assert label_dice(result, traced) == pytest.approx(1.0, abs=1e-3)
+    wrong = [Annotation(a.geometry, classes.classes[3 - CLASSES.index(a.cls.name)]) for a in traced]
+    assert label_dice(result, wrong) < 0.1, "swapped classes score low"
+
+
+def test_predict_batch_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = save_model(build_unet(), tmp_path / "m.keras")
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(CMU, tmp_path / folder / "slide.svs")
+    base = ["predict-batch", "--model", str(model)]
+    for args, message in [([*base, "--out", str(tmp_path / "o"), str(tmp_path / "one"), "--threshold", "nan"], "--threshold"),
+                          ([*base, "--out", str(tmp_path / "one"), str(tmp_path / "one")], "no slides to predict"),
+                          ([*base, "--out", str(tmp_path / "o")], "needs slides")]:
+        code, _, err = _cli(capsys, *args)
+        assert code == 2 and err.startswith("error:") and message in err, err
+    code, _, err = _cli(capsys, *base, "--out", str(tmp_path / "o"), str(tmp_path / "one"), str(tmp_path / "two"),
+                        "--tile", "1024")
+    rows = [row for row in csv.DictReader((tmp_path / "o" / "summary.csv").open())]
+    assert code == 1 and [r["status"] for r in rows] == ["ok", "error"] and "same name" in rows[1]["error"]
 
 
 def test_a_moved_slide_is_relinked_by_its_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,9 +204,16 @@ def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifes
     with pytest.raises(GigaPathError, match="not a project"):
         Project.open(tmp_path)
     project.add([CMU])
+    write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "unknown.geojson")
     with pytest.raises(GigaPathError, match="no slide of the project is named 'unknown'"):
-        write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "unknown.geojson")
         project.import_geojson(tmp_path / "unknown.geojson")
+    tumor = [Annotation(box(0, 0, 10, 10), AnnotationClass("Tumor", (200, 0, 0)))]
+    write_geojson(tumor, tmp_path / f"{CMU.stem}.geojson")
+    project.import_geojson(tmp_path / f"{CMU.stem}.geojson")
+    assert [c.name for c in project.classes] == ["Background", "Tumor"], "learnt classes start with Background"
+    with FolderLock(project.slide_folder(project.slides[0].id)):  # the slide is open in the app
+        with pytest.raises(GigaPathError, match="in use"):
+            project.import_geojson(tmp_path / f"{CMU.stem}.geojson")
     with pytest.raises(GigaPathError, match="no slide has a Train region"):
         project.spec()
     manifest = project.folder / "project.json"
@@ -178,7 +240,8 @@ def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tm
     job = BatchJob(model, tmp_path / "out", (slides / "one.svs", slides / "two.svs"), png=True, tile=512)
     with pytest.raises(Cancelled):
         run_batch(job, progress=progress, cancel=lambda: any(index == 1 and done for index, done in tiles))
-    assert sorted(p.name for p in job.out.iterdir()) == ["one.png", "one.tif", "summary.csv"]
+    assert sorted(p.name for p in job.out.iterdir() if not p.name.startswith(".")) == ["one.png", "one.tif",
+                                                                                       "summary.csv"]
     assert [row["status"] for row in _summary(job.out).values()] == ["ok"]
 
 
@@ -187,9 +250,12 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     """Open a project in the app, switch slides: each keeps its own annotations (in the project, across a reopen);
     batch prediction over the project fills the results table, with Dice where a slide has labels, and a result
     opens its slide with the mask overlaid."""
+    from gui_helpers import wait_job
+
     shutil.copy(CMU, tmp_path / "cmu.svs")
     _realistic(tmp_path / "pilot.tif", seed=3)
     assert window.projects.create(tmp_path / "study") and window.projects.add([tmp_path / "cmu.svs", tmp_path / "pilot.tif"])
+    wait_job(qtbot, window)
     panel, project = window.projects.panel, window.session.project
     cmu, pilot = (project.slide(name) for name in ("cmu", "pilot"))
     assert panel.slides.count() == 2 and panel.count(cmu.id) == 0
@@ -198,7 +264,7 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     window.session.apply("draw", [], [Annotation(box(200, 200, 900, 700), name="cmu tissue")])
     assert panel.count(cmu.id) == 1
     assert window.projects.open_slide(pilot.id)
-    assert len(window.session.annotations) == 0
+    assert len(window.session.annotations) == 0 and (panel.count(cmu.id), panel.count(pilot.id)) == (1, 0)
     window.session.apply("draw", [], [Annotation(box(0, 0, 300, 300)), Annotation(box(400, 400, 600, 700))])
     assert window.projects.open_slide(cmu.id)
     assert [a.name for a in window.session.annotations] == ["cmu tissue"]
@@ -218,4 +284,5 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     assert 0 <= float(cells["pilot.tif"]["Dice"]) <= 1 and float(cells["cmu.svs"]["area: Tissue"]) >= 0
     assert window.errors == []
     assert window.projects.show_result(window.projects.batch_panel.rows[1])
+    wait_job(qtbot, window)
     assert window.session.slide.path.name == "pilot.tif" and window.viewer.overlay is not None

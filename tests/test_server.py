@@ -50,7 +50,7 @@ def client(server: Server):  # noqa: ANN201
 
 def _train(client: Client, setup: dict, steps: int, **extra: object) -> dict:
     return client.submit_train(slide="sub/slide.tif", region=[0, 0, *SIZE], val_region=[SIZE[0], 0, *SIZE],
-                               labels=setup["labels"], steps=steps, tile=256, **extra)
+                               labels=setup["labels"], steps=steps, tile=SIZE[0], **extra)
 
 
 def _follow(client: Client, job_id: str) -> tuple[list[dict], dict]:
@@ -173,7 +173,7 @@ def test_train_and_predict_remote_from_the_command_line(server: Server, setup: d
     common = [sys.executable, "-m", "gigapath_desktop"]
     remote = ["--remote", server.url, "--token-file", str(setup["token"])]
     out = subprocess.run(common + ["train", "sub/slide.tif", "--region", f"0,0,{SIZE[0]},{SIZE[1]}", "--labels",
-                                   str(labels), "--steps", "2", "--tile", "256", "--out", str(tmp_path / "run"), *remote],
+                                   str(labels), "--steps", "2", "--tile", str(SIZE[0]), "--out", str(tmp_path / "run"), *remote],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.keras", "metrics.csv", "config.json"}

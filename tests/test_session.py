@@ -122,7 +122,8 @@ def test_a_saved_session_reads_back_and_bad_ones_are_refused(session: Session, t
 
 def test_bad_training_values_are_refused_without_a_change(session: Session) -> None:
     seen = record(session)
-    for bad in ({"steps": 0}, {"learning_rate": float("nan")}, {"tile": 10}, {"steps": True}):
+    for bad in ({"steps": 0}, {"learning_rate": float("nan")}, {"tile": 10}, {"steps": True},
+                {"memory_budget": float("inf")}, {"memory_budget": 0.1}):
         with pytest.raises(GigaPathError):
             session.set_training(**bad)
     assert session.training == TrainingChoice() and seen == []

@@ -44,7 +44,7 @@ def test_short_run_lowers_loss_and_raises_dice(regions: tuple, tmp_path: Path) -
     train, val = regions
     events: list = []
     metrics = MetricsWriter(tmp_path / "metrics.csv")
-    trainer = Trainer(_model(), [train], val, TrainConfig(steps=25, learning_rate=0.03, tile=512),
+    trainer = Trainer(_model(), [train], val, TrainConfig(steps=25, learning_rate=0.03, tile=1408),
                       listeners=[events.append, metrics])
     history = trainer.run()
     assert [e.step for e in history] == list(range(1, 26))
@@ -54,7 +54,7 @@ def test_short_run_lowers_loss_and_raises_dice(regions: tuple, tmp_path: Path) -
     step = history[-1]
     assert step.seconds > 0 and step.mpix_per_s > 0 and step.rss_bytes > 50e6 and step.device
     tiles = [e for e in events if isinstance(e, TileEvent) and e.step == 1]
-    assert tiles[-1].done == tiles[-1].total == 2 * 3 * 3  # 1400 x 1100 -> 3 x 3 tiles of 512, two passes
+    assert tiles[-1].done == tiles[-1].total == 2  # 1400 x 1100 -> one tile of 1408, two passes
     rows = read_metrics(tmp_path / "metrics.csv")
     assert len(rows) == 25 and float(rows[-1]["loss"]) == pytest.approx(step.loss)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ from gigapath_desktop.annotations import UNLABELLED, Annotation, ClassMap, Role,
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.inference.job import PredictJob, PredictResult, run_predict_job
 from gigapath_desktop.inference.predictor import CancelFn
+from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path
@@ -67,14 +68,21 @@ class BatchRow:
 
 def run_batch(job: BatchJob, on_row: Callable[[BatchRow], None] | None = None, progress: BatchProgress | None = None,
               cancel: CancelFn | None = None) -> list[BatchRow]:
-    """Predict every slide of `job`; raises GigaPathError only for what stops the whole batch (model, out folder)
-    and `Cancelled` when stopped (the summary then holds the slides done)."""
+    """Predict every slide of `job`, holding the output folder's lock; raises GigaPathError only for what stops the
+    whole batch (model, out folder) and `Cancelled` when stopped (the summary then holds the slides done)."""
     try:
         job.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GigaPathError(f"{job.out}: cannot create the output folder ({exc.strerror})") from None
+    with FolderLock(job.out):
+        return _run(job, on_row, progress, cancel)
+
+
+def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: BatchProgress | None,
+         cancel: CancelFn | None) -> list[BatchRow]:
     model = load_model(job.model)
     classes = model_info(model).classes.names
+    earlier = _earlier_rows(job.out / SUMMARY, classes)
     rows: list[BatchRow] = []
 
     def record(row: BatchRow) -> None:
@@ -91,7 +99,9 @@ def run_batch(job: BatchJob, on_row: Callable[[BatchRow], None] | None = None, p
         if stems.setdefault(slide.stem, slide) != slide:
             record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
         elif not job.overwrite and all(p.exists() for p in outputs):
-            record(BatchRow(slide, "skipped", "outputs exist (overwrite to predict again)", outputs=tuple(outputs)))
+            before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
+            record(replace(before, status="skipped", message="outputs exist (overwrite to predict again)",
+                           outputs=tuple(outputs)))
         else:
             record(_predict(job, slide, outputs, model, cancel,
                             lambda done, total: progress and progress(index, len(job.slides), done, total)))
@@ -120,6 +130,8 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
             dice = label_dice(result, read_geojson(job.labels[slide], report=lambda _: None))
         except GigaPathError as exc:
             notes.append(f"no Dice: {exc}")
+        except Exception as exc:  # noqa: BLE001  (the mask is written: a failed comparison must not lose it)
+            notes.append(f"no Dice: {type(exc).__name__}: {_one_line(exc)}")
     return BatchRow(slide, "ok", "; ".join(notes), result.seconds, areas, unit, tuple(outputs), dice)
 
 
@@ -160,6 +172,19 @@ def write_summary(path: Path, rows: list[BatchRow], classes: list[str]) -> None:
             areas = [_number(row.areas[c]) if c in row.areas else "" for c in classes]
             writer.writerow([str(row.slide), row.status, row.message, f"{row.seconds:.1f}" if row.seconds else "",
                              "" if row.dice is None else f"{row.dice:.4f}", row.unit, *areas])
+
+
+def _earlier_rows(path: Path, classes: list[str]) -> dict[str, BatchRow]:
+    """The rows of an earlier summary in this folder, by slide path (skipped slides keep their figures); {} when
+    there is none or it cannot be read (it is rewritten either way)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return {row["slide"]: BatchRow(Path(row["slide"]), row["status"], row["error"], float(row["seconds"] or 0),
+                                           {c: float(row[f"area:{c}"]) for c in classes if row.get(f"area:{c}")},
+                                           row["area_unit"], dice=float(row["dice"]) if row["dice"] else None)
+                    for row in csv.DictReader(f) if row.get("status") != "error"}
+    except (OSError, KeyError, ValueError, TypeError, csv.Error):
+        return {}
 
 
 def _number(value: float) -> str:

@@ -12,7 +12,7 @@ from gigapath_desktop.errors import GigaPathError
 
 
 def add_project_commands(sub: Any) -> None:
-    from gigapath_desktop.cli import add_training_options
+    from gigapath_desktop.cli import add_predict_options, add_training_options
 
     project = sub.add_parser("project", help="a study's slides, annotations, classes and runs in one folder")
     psub = project.add_subparsers(title="project commands", required=True)
@@ -55,11 +55,8 @@ def add_project_commands(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder: <slide stem>.tif for each slide, and summary.csv")
     p.add_argument("--geojson", action="store_true", help="also write <slide stem>.geojson contours")
     p.add_argument("--png", action="store_true", help="also write <slide stem>.png previews")
-    p.add_argument("--downsample", type=float, default=32.0, help="PNG preview downsample (default 32)")
     p.add_argument("--overwrite", action="store_true", help="predict slides whose outputs exist again")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
-    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    add_predict_options(p)
     p.set_defaults(command=cmd_predict_batch)
 
 
@@ -83,7 +80,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"already in the project: {entry.name}")
     for path, why in report.skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    return 0
+    return 0 if report.added or report.known or not report.skipped else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -93,8 +90,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"classes: {', '.join(c.name for c in project.classes) or 'none yet'}")
     for entry in project.slides:
         found = "" if entry.path.is_file() else "   MISSING: relink it"
-        print(f"{entry.name}  {entry.dimensions[0]} x {entry.dimensions[1]}  "
-              f"{len(project.annotations(entry.id))} annotations  {entry.path}{found}")
+        try:
+            count = f"{len(project.annotations(entry.id))} annotations"
+        except GigaPathError as exc:
+            count = f"annotations unreadable ({exc})"
+        print(f"{entry.name}  {entry.dimensions[0]} x {entry.dimensions[1]}  {count}  {entry.path}{found}")
     return 0
 
 
@@ -137,11 +137,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise GigaPathError(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
     spec = project.spec(_names(args.classes) if args.classes else None, args.sparse, args.mpp)
     job = TrainJob(spec, *run_settings(args))
-    project.add_run(job.out, started=now(), status="running", classes=spec.classes, sparse=args.sparse)
+    started = []
+
+    def record(trainer: object) -> None:  # once the run folder is checked and locked, and training begins
+        started.append(trainer)
+        project.add_run(job.out, started=now(), status="running", classes=spec.classes, sparse=args.sparse)
+
     try:
-        trainer = train_with_progress(job)
+        trainer = train_with_progress(job, record)
     except BaseException as exc:
-        project.add_run(job.out, stopped=now(), status=f"stopped: {exc or type(exc).__name__}")
+        if started:
+            project.add_run(job.out, stopped=now(), status=f"stopped: {exc or type(exc).__name__}")
         raise
     last = trainer.history[-1] if trainer.history else None
     project.add_run(job.out, finished=now(), status="finished", steps=trainer.step,
@@ -151,20 +157,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_batch(args: argparse.Namespace) -> int:
+    from gigapath_desktop.cli import check_predict_options
     from gigapath_desktop.inference.batch import SUMMARY, BatchJob, run_batch
     from gigapath_desktop.project.manifest import Project, expand
 
-    if not (0 < args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
-        raise GigaPathError("--threshold must lie in (0, 1), --downsample >= 1 and --tile >= 64")
+    check_predict_options(args)
     if not args.paths and not args.project:
         raise GigaPathError("predict-batch needs slides or folders, or --project DIR")
     skipped: list[tuple[Path, str]] = []
-    slides = expand(args.paths, skipped, exclude=Path(args.out))
+    slides = expand(args.paths, skipped, exclude=[Path(args.out)])
     labels = {}
     if args.project:
         project = Project.open(args.project)
         slides += [s.path for s in project.slides]
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
+    if not slides:
+        raise GigaPathError(f"no slides to predict ({len(skipped)} files skipped: "
+                            f"{'; '.join(f'{p.name}: {why}' for p, why in skipped[:3])})")
     job = BatchJob(Path(args.model), Path(args.out), tuple(dict.fromkeys(slides)), tuple(skipped), args.geojson,
                    args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels)
     with tqdm(total=len(job.slides), unit="slide", desc="slides", disable=None) as slides_bar, \

@@ -16,23 +16,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from PIL import Image
 
-from gigapath_desktop.annotations import TISSUE, Annotation, AnnotationClass, Role, read_geojson, write_geojson
-from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.locks import FolderLock
+from gigapath_desktop.annotations import BACKGROUND, TISSUE, Annotation, AnnotationClass, Role, read_geojson, write_geojson
+from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.locks import FolderInUse, FolderLock
 from gigapath_desktop.outputs import atomic_path
-from gigapath_desktop.slides import open_slide
+from gigapath_desktop.slides import SLIDE_SUFFIXES, open_slide
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
 
 MANIFEST = "project.json"
 FORMAT = "gigapath-project"
-# what OpenSlide reads, by extension: a folder's other files (notes, GeoJSON, CSV) are not slides
-SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
-                            ".dcm", ".czi"})
 THUMBNAIL_SIZE = 256
+LOCK_WAIT_SECONDS = 5.0  # a manifest edit takes milliseconds: another one in progress is waited for, not refused
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -94,16 +94,26 @@ class Project:
         self._load(_read_manifest(self.folder))
 
     # --- slides ---------------------------------------------------------------------------------------------------
-    def add(self, paths: Iterable[str | os.PathLike[str]]) -> AddReport:
-        """Add slides and the slides in folders (not recursing); what cannot be added is skipped, saying why."""
+    def add(self, paths: Iterable[str | os.PathLike[str]], progress: Progress | None = None,
+            cancel: Cancel | None = None) -> AddReport:
+        """Add slides and the slides in folders (not recursing); what cannot be added is skipped, saying why. The
+        slides are opened and thumbnailed first (seconds each on a network share; `cancel` stops between slides),
+        then added under the lock."""
         report = AddReport()
+        own = [self.folder / name for name in ("slides", "runs", "predictions")]
+        files = expand(paths, report.skipped, exclude=own)
+        described = []
+        for done, path in enumerate(files):
+            if cancel is not None and cancel():
+                raise Cancelled("adding slides was stopped; none was added")
+            try:
+                described.append(_describe(path))
+            except GigaPathError as exc:
+                report.skipped.append((path, str(exc)))
+            if progress is not None:
+                progress(done + 1, len(files))
         with self._changing():
-            for path in expand(paths, report.skipped, exclude=self.folder):
-                try:
-                    entry, thumbnail = _describe(path)
-                except GigaPathError as exc:
-                    report.skipped.append((path, str(exc)))
-                    continue
+            for entry, thumbnail in described:
                 known = self.slide(entry.id)
                 if known is not None:
                     report.known.append(known)
@@ -116,11 +126,18 @@ class Project:
         return report
 
     def slide(self, key: str) -> ProjectSlide | None:
-        """The slide with this id, file name or name stem."""
-        for entry in self.slides:
-            if key in (entry.id, entry.name, entry.path.name, entry.path.stem):
-                return entry
-        return None
+        """The slide with this id, file name or name stem; GigaPathError when several slides have that name."""
+        found = [s for s in self.slides if s.id == key] or [
+            s for s in self.slides if key in (s.name, s.path.name, s.path.stem)]
+        if len(found) > 1:
+            raise GigaPathError(f"several slides of the project are named {key!r}: "
+                                f"{', '.join(str(s.path) for s in found)}; name one by its id ({found[0].id} ...)")
+        return found[0] if found else None
+
+    def slide_at(self, path: str | os.PathLike[str]) -> ProjectSlide | None:
+        """The slide whose file is `path`."""
+        path = Path(path).resolve()
+        return next((s for s in self.slides if s.path == path), None)
 
     def missing(self) -> list[ProjectSlide]:
         return [s for s in self.slides if not s.path.is_file()]
@@ -136,6 +153,8 @@ class Project:
 
     def relink_from(self, folder: str | os.PathLike[str]) -> list[ProjectSlide]:
         """Relink every missing slide whose file (same content) lies in `folder` or below it."""
+        if not Path(folder).is_dir():
+            raise GigaPathError(f"{folder}: no such folder to look for the missing slides in")
         relinked = []
         with self._changing():
             wanted = {s.id: s for s in self.missing()}
@@ -170,26 +189,33 @@ class Project:
 
     def import_geojson(self, path: str | os.PathLike[str], key: str | None = None) -> tuple[ProjectSlide, int]:
         """Add a GeoJSON file's annotations (QuPath's per-image export, named after its image unless `key` names the
-        slide) to that slide's; returns the slide and how many were new. New label classes join the project's."""
+        slide) to that slide's; returns the slide and how many were new. New label classes join the project's.
+        Refused while the app has that slide open (its autosave would write over the import)."""
         path = Path(path)
         with self._changing():
             entry = self._need(key) if key else self._for_export(path)
             imported = read_geojson(path)
-            current = self.annotations(entry.id)
-            ids = {a.id for a in current}
-            new = [a for a in imported if a.id not in ids]
-            write_geojson(current + new, self.annotations_path(entry.id))
-            names = {c.name for c in self.classes}
+            with FolderLock(self.slide_folder(entry.id)):
+                current = self.annotations(entry.id)
+                ids = {a.id for a in current}
+                new = [a for a in imported if a.id not in ids]
+                write_geojson(current + new, self.annotations_path(entry.id))
             for annotation in new:
-                if annotation.role is Role.LABEL and annotation.cls.name not in names:
-                    self.classes.append(annotation.cls)
-                    names.add(annotation.cls.name)
+                if annotation.role is Role.LABEL:
+                    self._add_class(annotation.cls)
         return entry, len(new)
 
     def add_class(self, cls: AnnotationClass) -> None:
         with self._changing():
-            if cls.name not in {c.name for c in self.classes}:
-                self.classes.append(cls)
+            self._add_class(cls)
+
+    def _add_class(self, cls: AnnotationClass) -> None:
+        """A new class joins the list; the first one brings Background before it (a K-class model's first class is
+        what unlabelled area is in dense mode)."""
+        if not self.classes and cls.name != BACKGROUND.name:
+            self.classes.append(BACKGROUND)
+        if cls.name not in {c.name for c in self.classes}:
+            self.classes.append(cls)
 
     # --- training ---------------------------------------------------------------------------------------------------
     def spec(self, classes: list[str] | None = None, sparse: bool = False, mpp: float | None = None) -> TrainSpec:
@@ -211,20 +237,21 @@ class Project:
         missing = [i.slide.name for i in (*train, *validation) if not i.slide.is_file()]
         if missing:
             raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
-        tissue = names in ([], [TISSUE.name])
+        tissue = names in ([], [TISSUE.name], [BACKGROUND.name, TISSUE.name])
         return TrainSpec(tuple(train), tuple(validation), None if tissue else tuple(names), mpp)
 
     def add_run(self, out: Path, **facts: Any) -> None:
-        """Record a training run (or update the record of the run in `out`)."""
+        """Record a training run, or add `facts` to the record of the run in `out`."""
         with self._changing():
-            record = {"out": str(Path(out).absolute()), **facts}
-            self.runs = [r for r in self.runs if r.get("out") != record["out"]] + [record]
+            key = str(Path(out).absolute())
+            old = next((r for r in self.runs if r.get("out") == key), {})
+            self.runs = [r for r in self.runs if r.get("out") != key] + [{**old, "out": key, **facts}]
 
     # --- internals --------------------------------------------------------------------------------------------------
     @contextmanager
     def _changing(self) -> Iterator[None]:
         """Change under the folder's lock, from the manifest as it is on disk; saved when the block succeeds."""
-        with FolderLock(self.folder):
+        with _waiting_lock(self.folder):
             if (self.folder / MANIFEST).exists():
                 self.reload()
             yield
@@ -272,29 +299,45 @@ class Project:
         return new
 
 
+@contextmanager
+def _waiting_lock(folder: Path) -> Iterator[None]:
+    """The folder's lock, waited for a few seconds (another manifest edit ends in milliseconds)."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            lock = FolderLock(folder).acquire()
+            break
+        except FolderInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def expand(paths: Iterable[str | os.PathLike[str]], skipped: list[tuple[Path, str]],
-           exclude: Path | None = None) -> list[Path]:
+           exclude: Iterable[Path] = ()) -> list[Path]:
     """Files as given, and a folder's files with a slide extension (its other files go to `skipped`, as do paths
-    that do not exist); files under `exclude` (a project's or a batch's own outputs) are left out."""
+    that do not exist and files under `exclude`: a project's or a batch's own folder). Paths come back resolved, each
+    once."""
     files: list[Path] = []
+    excluded = [folder.resolve() for folder in exclude]
     for path in map(Path, paths):
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.name.startswith(".") or not child.is_file() or _under(child, exclude):
-                    continue
-                if child.suffix.lower() in SLIDE_SUFFIXES:
-                    files.append(child)
-                else:
-                    skipped.append((child, "not a slide file"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            skipped.append((path, "no such file or folder"))
+        children = sorted(c for c in path.iterdir() if not c.name.startswith(".")) if path.is_dir() else []
+        for child in children if path.is_dir() else [path]:
+            if not child.exists():
+                skipped.append((child, "no such file or folder"))
+            elif child.is_dir():
+                continue
+            elif any(child.resolve().is_relative_to(folder) for folder in excluded):
+                skipped.append((child, "lies in this command's own output folder"))
+            elif path.is_dir() and child.suffix.lower() not in SLIDE_SUFFIXES:
+                skipped.append((child, "not a slide file"))
+            else:
+                files.append(child.resolve())
     return list(dict.fromkeys(files))
-
-
-def _under(path: Path, folder: Path | None) -> bool:
-    return folder is not None and path.resolve().is_relative_to(folder.resolve())
 
 
 def _describe(path: Path) -> tuple[ProjectSlide, Image.Image]:

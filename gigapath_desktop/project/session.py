@@ -16,10 +16,11 @@ import numpy as np
 from shapely.affinity import translate
 from shapely.geometry.base import BaseGeometry
 
-from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet
+from gigapath_desktop.annotations import DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet
 from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.events import Emitter
 from gigapath_desktop.project.history import History
@@ -80,6 +81,7 @@ class Session:
         self.folder: Path | None = None
         self.model_path: Path | None = None
         self.project: Project | None = None
+        self._slide_lock: FolderLock | None = None  # a project slide's folder, held while the slide is open
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
         self.selection: tuple[str, ...] = ()
         self.training = training or TrainingChoice()
@@ -96,6 +98,7 @@ class Session:
             self.folder = self.project.slide_folder(entry.id) if entry else None
         elif folder is not None:
             self.folder = folder
+        self._lock_project_slide()
         self.history.clear()
         self.select([])
         problem = self.autosave.attach(self.autosave_path() if restore else None)
@@ -123,6 +126,7 @@ class Session:
 
     def close(self) -> None:
         self.autosave.close()
+        self._release_slide_lock()
 
     # --- model and settings ---------------------------------------------------------------------------------------
     def set_model(self, path: Path | None) -> None:
@@ -145,9 +149,10 @@ class Session:
         self.classes = [c for c in self.classes if c.name != name] + [cls]
         self.events.classes.emit(self.classes)
         if self.project is not None and cls.name not in {c.name for c in self.project.classes}:
-            if not self.project.classes:  # a project's first class is what unlabelled area is
-                self.project.add_class(BACKGROUND)
-            self.project.add_class(cls)
+            try:
+                self.project.add_class(cls)
+            except (OSError, GigaPathError) as exc:
+                self.events.problem.emit(f"the class {name} was not added to the project: {exc}")
             self.events.project.emit(self.project)
         return cls
 
@@ -244,6 +249,22 @@ class Session:
         self.events.folder.emit(folder)
 
     # --- internals ----------------------------------------------------------------------------------------------------
+    def _lock_project_slide(self) -> None:
+        """Hold the open project slide's folder, so `project import` from the command line cannot be overwritten
+        by this slide's autosave (it is refused, naming this app, until another slide is opened)."""
+        self._release_slide_lock()
+        if self.project is None or self.folder is None or not self.folder.is_relative_to(self.project.folder):
+            return
+        try:
+            self._slide_lock = FolderLock(self.folder).acquire()
+        except GigaPathError as exc:
+            self.events.problem.emit(f"{exc}: edits to this slide's annotations may be written over")
+
+    def _release_slide_lock(self) -> None:
+        if self._slide_lock is not None:
+            self._slide_lock.release()
+            self._slide_lock = None
+
     def _saved(self) -> SavedSession:
         return SavedSession(str(self.slide.path.resolve()) if self.slide else None,
                             str(self.model_path.resolve()) if self.model_path else None, self.training, self.classes)

@@ -27,33 +27,43 @@ def data_dir() -> Path:
     return Path(env) if env else platformdirs.user_data_path("gigapath-desktop")
 
 
-TILES = (64, 8192)  # the tile sizes the app offers (TrainConfig also takes None: the whole region)
+TILES = (64, 8192)  # the tile sizes the app offers, and 0: "auto" (TrainConfig also takes None: the whole region)
+AUTO = 0
 
 
 @dataclass(frozen=True)
 class TrainingChoice:
     """The training settings a user picks in the app (checked like every TrainConfig, the tile as the app offers)."""
 
-    tile: int = 2048
+    tile: int = AUTO  # AUTO: planned from the memory budget
     learning_rate: float = TrainConfig.learning_rate
     steps: int = TrainConfig.steps
+    memory_budget: float = TrainConfig.memory_budget  # GiB
 
     def __post_init__(self) -> None:
-        if isinstance(self.tile, bool) or not isinstance(self.tile, int) or not TILES[0] <= self.tile <= TILES[1]:
-            raise GigaPathError(f"tile must be a whole number of pixels from {TILES[0]} to {TILES[1]}, got {self.tile!r}")
+        if (isinstance(self.tile, bool) or not isinstance(self.tile, int)
+                or not (self.tile == AUTO or TILES[0] <= self.tile <= TILES[1])):
+            raise GigaPathError(f"tile must be auto or a whole number of pixels from {TILES[0]} to {TILES[1]}, got "
+                                f"{self.tile!r}")
         self.config()
 
+    @property
+    def config_tile(self) -> int | str:
+        return "auto" if self.tile == AUTO else self.tile
+
     def config(self, **extra: object) -> TrainConfig:
-        return TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.tile, **extra)  # type: ignore[arg-type]
+        return TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.config_tile,
+                           memory_budget=self.memory_budget, **extra)  # type: ignore[arg-type]
 
 
 @dataclass
 class Settings:
     recent_slides: list[str] = field(default_factory=list)
     last_folder: str = ""
-    tile: int = 2048
+    tile: int = AUTO
     learning_rate: float = TrainConfig.learning_rate
     steps: int = TrainConfig.steps
+    memory_budget: float = TrainConfig.memory_budget
     remote_url: str = ""  # the job server last used (its token is in the keyring, see credentials.py)
 
     def __post_init__(self) -> None:
@@ -63,7 +73,7 @@ class Settings:
             raise GigaPathError(f"recent_slides must be a list of paths, got {self.recent_slides!r}")
         if not isinstance(self.last_folder, str):
             raise GigaPathError(f"last_folder must be a path, got {self.last_folder!r}")
-        TrainingChoice(self.tile, self.learning_rate, self.steps)  # the same checks as the app's choices
+        TrainingChoice(self.tile, self.learning_rate, self.steps, self.memory_budget)  # the app's choices' checks
 
     @classmethod
     def load(cls) -> tuple["Settings", str | None]:

@@ -27,7 +27,6 @@ from gigapath_desktop.remote.store import LIVE, Job, JobStore
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.metrics import read_metrics, typed
 
-SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".tif", ".tiff", ".scn", ".vms", ".vmu", ".bif", ".dcm", ".svslide"}
 POLL_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 5.0  # a comment line this often, so clients notice a dead connection and can stop reading
 
@@ -50,7 +49,7 @@ class TrainRequest(BaseModel):
     labels: Any = Field(None, description="GeoJSON (FeatureCollection); none: automatic tissue detection")
     steps: int = TrainConfig.steps
     learning_rate: float = TrainConfig.learning_rate
-    tile: int | None = 2048
+    tile: int | str | None = TrainConfig.tile  # "auto": planned on the server, within its default memory budget
     seed: int = 0
     augment: bool = True
     checkpoint_every: int = 10
@@ -110,7 +109,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @api.get("/slides")
     def slides() -> list[dict[str, Any]]:
-        from gigapath_desktop.slides import open_slide
+        from gigapath_desktop.slides import SLIDE_SUFFIXES, open_slide
 
         found = []
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file()):

@@ -21,6 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from gigapath_desktop.errors import SlideError
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+# what OpenSlide reads, by extension: a folder's other files (notes, GeoJSON, CSV) are not slides
+SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+                            ".dcm", ".czi"})
 _T = TypeVar("_T")
 
 

@@ -16,7 +16,9 @@ class TrainConfig:
 
     steps: int = 150
     learning_rate: float = 0.02  # peak Adam learning rate, reached after `warmup_steps`
-    tile: int | None = 2048  # output tile side in pixels; None trains on each region as one tensor
+    tile: int | str | None = "auto"  # "auto": planned from the memory budget (training/plan.py); an output tile side
+    # in pixels; None trains on each region as one tensor
+    memory_budget: float = 3.0  # GiB of process memory an "auto" plan may use
     bce_weight: float = BCE_WEIGHT
     checkpoint_every: int = 10
     validate_every: int = 1
@@ -40,7 +42,9 @@ class TrainConfig:
         problems = [
             (self.steps < 1, "steps must be >= 1"),
             (not 0 < self.learning_rate < 1, "the learning rate must lie in (0, 1)"),
-            (self.tile is not None and self.tile < 64, "the tile must be >= 64 pixels (or none)"),
+            (isinstance(self.tile, str) and self.tile != "auto", "the tile must be a number of pixels, 'auto' or none"),
+            (isinstance(self.tile, int) and self.tile < 64, "the tile must be >= 64 pixels (or 'auto', or none)"),
+            (not 0.25 <= self.memory_budget <= 4096, "the memory budget must lie in [0.25, 4096] GiB"),
             (self.bce_weight < 0, "the BCE weight must be >= 0"),
             (self.checkpoint_every < 1 or self.validate_every < 1, "checkpoint and validation intervals must be >= 1"),
             (self.warmup_steps < 0 or self.max_recoveries < 0 or self.seed < 0,
@@ -69,5 +73,5 @@ def _is_a(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    names = {int: "a whole number", float: "a number", bool: "true or false", type(None): "none"}
+    names = {int: "a whole number", float: "a number", bool: "true or false", type(None): "none", str: "'auto'"}
     return " or ".join(names.get(t, t.__name__) for t in (get_args(hint) or (hint,)))

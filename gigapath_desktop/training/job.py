@@ -18,11 +18,12 @@ from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.slides.cache import CancelFn
-from gigapath_desktop.slides.resample import Scale
+from gigapath_desktop.slides.resample import Scale, read_at
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
 from gigapath_desktop.training.trainer import Trainer, checkpoint_info, has_checkpoint
 
@@ -95,6 +96,8 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     saved = checkpoint_info(job.out) if job.resume else None
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
+    if job.config.tile == "auto":
+        _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
     train: list[RegionData] = []
     val: list[RegionData] = []
     for item, role, labels, regions in items:
@@ -118,6 +121,25 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
     _write_config(job, trainer, train, val)
     return trainer
+
+
+def job_plans(job: TrainJob) -> list[tuple[str, StepPlan]]:
+    """(region, the plan of its steps) for every region of the job, without decoding any (`train --plan`): the
+    "auto" plan (a budget too small for a region is a GigaPathError), or the estimate of the configured tile."""
+    return _plans(job, _checked_items(job.spec, []))
+
+
+def _plans(job: TrainJob, items: list) -> list[tuple[str, StepPlan]]:
+    budget, plans = job.config.memory_budget * GIB, []
+    for item, role, _, regions in items:
+        with open_slide(item.slide) as slide:
+            scale = _scale(slide, job.spec.mpp, [])
+            for region in regions:
+                width, height = slide.level_size(region) if scale is None else read_at(slide, region, scale).shape[1::-1]
+                plan = (plan_step(height, width, budget) if job.config.tile == "auto"
+                        else estimate(height, width, job.config.tile))
+                plans.append((f"{role} {slide.path.name} {region.as_tuple()}", plan))
+    return plans
 
 
 def _check_resumable(job: TrainJob, saved: ModelInfo, wanted: ModelInfo) -> None:

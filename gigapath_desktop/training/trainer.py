@@ -34,6 +34,7 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
+from gigapath_desktop.training.plan import GIB, plan_step, step_tile
 from gigapath_desktop.training.schedule import LearningRate
 
 CHECKPOINTS = "checkpoints"
@@ -134,6 +135,10 @@ class Trainer:
         pixels = sum(r.pixels for r in self.train)
         self._emit(LogEvent(f"training on {self.device}: {len(self.train)} region(s), {pixels / 1e6:.1f} MP, "
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
+        if self.config.tile == "auto":
+            for region in {r.name: r for r in self.train + self.val}.values():
+                plan = plan_step(*region.labels.shape, self.config.memory_budget * GIB)
+                self._emit(LogEvent(f"plan for {region.name}: {plan.describe()}"))
         self._prepare()
         try:
             while self.step < self.config.steps and not self._stop.is_set():
@@ -191,7 +196,7 @@ class Trainer:
                                        self._dark_field).apply(region)
         start = time.perf_counter()
         loss, terms, grads = region_step(
-            self.model, region.image, region.labels, tile=self.config.tile, bce_weight=self.config.bce_weight,
+            self.model, region.image, region.labels, tile=self._tile(region), bce_weight=self.config.bce_weight,
             cancel=self._between_tiles, progress=lambda done, total: self._emit(TileEvent(self.step + 1, done, total)),
             executor=self.executor,
         )
@@ -252,7 +257,7 @@ class Trainer:
         if not self.val or self.step % self.config.validate_every:
             return None, None
         try:
-            sums = [region_sums(self.model, region.image, region.labels, tile=self.config.tile,
+            sums = [region_sums(self.model, region.image, region.labels, tile=self._tile(region),
                                 cancel=self._between_tiles, executor=self.executor) for region in self.val]
         except Cancelled:
             return None, None
@@ -265,6 +270,11 @@ class Trainer:
                 per_slide = [t for t, region in zip(sums, self.val) if region.slide == key]
                 detail[column] = sum(per_slide[1:], per_slide[0]).dice
         return total.dice, detail or None
+
+    def _tile(self, region: RegionData) -> int | None:
+        """The tile side of a step on `region` (as augmented: a quarter turn swaps its sides)."""
+        return step_tile(self.config.tile, region.labels.shape, self.config.memory_budget,
+                         distributed=self.executor is not None)
 
     def _between_tiles(self) -> bool:
         self._running.wait()

@@ -119,18 +119,19 @@ class BatchController:
             self.report("no model", "Train a model or open a run (File > Open run…) first.")
             return False
         self.session.autosave.flush()  # the open slide's latest labels count in its Dice
-        from gigapath_desktop.inference.batch import BatchJob, run_batch
-
         out = out or project.folder / "predictions" / model.parent.name
-        job = BatchJob(model, out, tuple(s.path for s in project.slides), geojson=self.panel.geojson.isChecked(),
-                       png=self.panel.png.isChecked(), overwrite=self.panel.overwrite.isChecked(),
-                       labels={s.path: project.annotations_path(s.id) for s in project.slides})
+        slides = tuple(s.path for s in project.slides)
+        labels = {s.path: project.annotations_path(s.id) for s in project.slides}
+        options = {"geojson": self.panel.geojson.isChecked(), "png": self.panel.png.isChecked(),
+                   "overwrite": self.panel.overwrite.isChecked()}
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> list[BatchRow]:
+            from gigapath_desktop.inference.batch import BatchJob, run_batch  # TensorFlow loads here, off the GUI
+
             def each(index: int, count: int, done: int, total: int) -> None:
                 progress(index * 100 + 100 * done // max(total, 1), count * 100)
 
-            return run_batch(job, self.worker.row.emit, each, cancel)
+            return run_batch(BatchJob(model, out, slides, labels=labels, **options), self.worker.row.emit, each, cancel)
 
         self.worker = BatchWorker(work)
         self.worker.row.connect(self.panel.add_row)
@@ -138,8 +139,8 @@ class BatchController:
         self.worker.succeeded.connect(lambda rows: self.panel.status.setText(_summary(rows, out)))
         self.worker.failed.connect(lambda message: self._failed(message, out))
         self.worker.finished.connect(lambda: self.panel.set_running(False))
-        self.panel.begin(len(job.slides))
-        self.panel.status.setText(f"predicting {len(job.slides)} slides into {out}")
+        self.panel.begin(len(slides))
+        self.panel.status.setText(f"predicting {len(slides)} slides into {out}")
         self.worker.start()
         return True
 

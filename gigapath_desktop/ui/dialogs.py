@@ -1,4 +1,5 @@
-"""Small dialogs: the keyboard shortcuts, About with the licences of the bundled slides, a new class."""
+"""Small dialogs: the keyboard shortcuts, About with the licences of the bundled slides, a new class; the file
+filters of slide dialogs."""
 from __future__ import annotations
 
 from PySide6.QtGui import QAction, QColor
@@ -6,7 +7,11 @@ from PySide6.QtWidgets import QColorDialog, QInputDialog, QMessageBox, QTableWid
 
 from gigapath_desktop import __version__
 from gigapath_desktop.resources import ROOT
+from gigapath_desktop.slides.slide import PLAIN_IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
+SLIDE_FILES = "Slides ({});;All files (*)".format(" ".join(f"*{s}" for s in sorted(SLIDE_SUFFIXES)))
+SLIDE_OR_IMAGE_FILES = "Slides and images ({});;All files (*)".format(
+    " ".join(f"*{s}" for s in sorted(SLIDE_SUFFIXES | PLAIN_IMAGE_SUFFIXES)))
 EXTRA_SHORTCUTS = [("Pan while drawing", "hold Space"), ("Finish polygon", "Enter or double-click"),
                    ("Cancel drawing", "Esc"), ("Zoom", "mouse wheel")]
 

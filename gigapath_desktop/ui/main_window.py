@@ -21,7 +21,7 @@ from gigapath_desktop.project import SavedSession, Session, TrainingChoice
 from gigapath_desktop.project.settings import Settings, exports_dir
 from gigapath_desktop.slides import Slide, open_slide
 from gigapath_desktop.ui.annotation_list import AnnotationList
-from gigapath_desktop.ui.dialogs import ask_new_class
+from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
 from gigapath_desktop.ui.export_dialog import ExportChoice, ExportDialog
 from gigapath_desktop.ui.jobs import JobRunner
 from gigapath_desktop.ui.menus import build_menus, fill_classes
@@ -36,8 +36,6 @@ from gigapath_desktop.ui.training_panel import TrainingPanel
 from gigapath_desktop.ui.viewer import SlideViewer
 from gigapath_desktop.ui.workers import TrainingWorker, Worker
 
-SLIDE_FILTERS = "Slides (*.svs *.ndpi *.mrxs *.tif *.tiff *.scn *.vms *.vmu *.bif *.dcm *.svslide *.png *.jpg *.jpeg);;All files (*)"
-
 
 class MainWindow(QMainWindow):
     autosave_failed = Signal(str)  # from the autosave thread to the status bar
@@ -51,7 +49,8 @@ class MainWindow(QMainWindow):
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
         self.settings, settings_problem = Settings.load()
-        self.session = session = Session(TrainingChoice(self.settings.tile, self.settings.learning_rate, self.settings.steps))
+        self.session = session = Session(TrainingChoice(self.settings.tile, self.settings.learning_rate,
+                                                        self.settings.steps, self.settings.memory_budget))
         self.viewer = SlideViewer(session.annotations)
         self.setCentralWidget(self.viewer)
         self.annotation_list = AnnotationList(session)
@@ -67,7 +66,7 @@ class MainWindow(QMainWindow):
         self.remote = RemotePanel(session, self.settings, self.panel, self.show_error,
                                   self.panel.train_region.currentData, self.panel.val_region.currentData,
                                   self.prediction.show)
-        self.projects = ProjectController(self, session, self.opener, self.prediction, self.show_error)
+        self.projects = ProjectController(self, session, self.opener, self.prediction, self.jobs, self.show_error)
         self.docks = [self._dock("Overview", self.overview, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Annotations", self.annotation_list, Qt.DockWidgetArea.LeftDockWidgetArea),
                       self._dock("Properties", self.properties, Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -277,6 +276,7 @@ class MainWindow(QMainWindow):
         """Settings are a convenience: failing to save them is said in the status bar, never fatal."""
         choice = self.session.training
         self.settings.tile, self.settings.learning_rate, self.settings.steps = choice.tile, choice.learning_rate, choice.steps
+        self.settings.memory_budget = choice.memory_budget
         try:
             self.settings.save()
         except (OSError, GigaPathError) as exc:
@@ -308,7 +308,7 @@ class MainWindow(QMainWindow):
 
     # --- dialogs (thin wrappers: ask, then call the plain method) ----------------------------------------------------
     def open_slide_dialog(self) -> None:
-        path = QFileDialog.getOpenFileName(self, "Open slide", self.settings.last_folder, SLIDE_FILTERS)[0]
+        path = QFileDialog.getOpenFileName(self, "Open slide", self.settings.last_folder, SLIDE_OR_IMAGE_FILES)[0]
         if path:
             self.open_slide(path)
 

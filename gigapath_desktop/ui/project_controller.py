@@ -3,15 +3,17 @@ show a batch result over its slide. The project itself is the Qt-free `Project` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Project, Session
+from gigapath_desktop.project.manifest import AddReport
 from gigapath_desktop.ui.batch_panel import BatchController, BatchPanel
-from gigapath_desktop.ui.jobs import Report
+from gigapath_desktop.ui.dialogs import SLIDE_FILES
+from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.prediction import OVERLAY_MAX_SIDE, Prediction
 from gigapath_desktop.ui.project_panel import ProjectPanel
 from gigapath_desktop.ui.slide_opener import SlideOpener
@@ -19,18 +21,17 @@ from gigapath_desktop.ui.slide_opener import SlideOpener
 if TYPE_CHECKING:
     from gigapath_desktop.inference.batch import BatchRow
 
-SLIDE_FILES = "Slides (*.svs *.ndpi *.mrxs *.tif *.tiff *.scn *.vms *.vmu *.bif *.dcm *.svslide *.czi);;All files (*)"
-
-
 class ProjectController:
     def __init__(self, parent: QWidget, session: Session, opener: SlideOpener, prediction: Prediction,
-                 report: Report) -> None:
-        self.parent, self.session, self.opener, self.prediction, self.report = parent, session, opener, prediction, report
+                 jobs: JobRunner, report: Report) -> None:
+        self.parent, self.session, self.opener, self.prediction = parent, session, opener, prediction
+        self.jobs, self.report = jobs, report
         self.panel = ProjectPanel(session)
         self.batch_panel = BatchPanel()
         self.batch = BatchController(session, self.batch_panel, report)
         self.panel.slide_chosen.connect(self.open_slide)
         self.panel.add_clicked.connect(self.add_dialog)
+        self.panel.add_folder_clicked.connect(self.add_folder_dialog)
         self.batch_panel.row_activated.connect(self.show_result)
 
     # --- plain methods (menus call them after asking; tests call them directly) ---------------------------------------
@@ -45,36 +46,36 @@ class ProjectController:
                          "project.json); nothing was changed.")
 
     def add(self, paths: list[str | Path]) -> bool:
+        """Add slides (and folders' slides) in the background, with progress; a stop adds none."""
         project = self.session.project
         if project is None:
             self.report("no project is open", "Open or create a project first (File menu).")
             return False
-        try:
-            report = project.add(paths)
-        except GigaPathError as exc:
-            self.report(str(exc), "Nothing was added.")
-            return False
-        self.session.events.project.emit(project)
-        if report.skipped:
-            self.report("some files were not added:\n" + "\n".join(f"{p.name}: {why}" for p, why in report.skipped),
-                        "The other slides were added.")
-        return bool(report.added or report.known)
+
+        def added(report: AddReport) -> None:
+            self.session.events.project.emit(project)
+            if report.skipped:
+                self.report("some files were not added:\n" + "\n".join(f"{p.name}: {why}" for p, why in report.skipped),
+                            "The other slides were added.")
+
+        return self.jobs.run("Adding slides", lambda progress, cancel: _checked(project.add, paths, progress, cancel),
+                             added)
 
     def relink(self, folder: str | Path) -> bool:
-        """Find the project's missing slides (the same content) in `folder` and below."""
+        """Find the project's missing slides (the same content) in `folder` and below, in the background."""
         project = self.session.project
         if project is None:
             return False
-        try:
-            project.relink_from(folder)
-        except GigaPathError as exc:
-            self.report(str(exc), "Nothing was changed.")
-            return False
-        self.session.events.project.emit(project)
-        still = project.missing()
-        if still:
-            self.report(f"still missing: {', '.join(s.name for s in still)}", "Relink from the folder that holds them.")
-        return not still
+
+        def relinked(_: object) -> None:
+            self.session.events.project.emit(project)
+            still = project.missing()
+            if still:
+                self.report(f"still missing: {', '.join(s.name for s in still)}", "Relink from the folder that holds "
+                            "them.")
+
+        return self.jobs.run("Relinking slides", lambda progress, cancel: _checked(project.relink_from, folder),
+                             relinked)
 
     def open_slide(self, slide_id: str) -> bool:
         """Open a project slide with its own annotations (kept in the project)."""
@@ -89,22 +90,24 @@ class ProjectController:
         return self.opener.open(entry.path, folder=project.slide_folder(entry.id))
 
     def show_result(self, row: BatchRow) -> bool:
-        """Open a batch result's slide with its mask overlaid."""
+        """Open a batch result's slide, then overlay its mask (read in the background)."""
         if not row.outputs or not row.outputs[0].is_file():
             self.report(f"{row.slide.name}: no mask ({row.status}: {row.message})", "Run the batch again.")
             return False
-        entry = self.session.project.slide(row.slide.name) if self.session.project else None
+        entry = self.session.project.slide_at(row.slide) if self.session.project else None
         if not (self.open_slide(entry.id) if entry else self.opener.open(row.slide)):
             return False
-        from gigapath_desktop.inference.batch import mask_overview
 
-        try:
-            downsample, values, classes = mask_overview(row.outputs[0], OVERLAY_MAX_SIDE)
-        except GigaPathError as exc:
-            self.report(str(exc), "Predict the slide again (tick 'Predict again where masks exist').")
-            return False
-        self.prediction.show(0, 0, downsample, values, classes if values.ndim == 3 else None)
-        return True
+        def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple:
+            from gigapath_desktop.inference.batch import mask_overview
+
+            return mask_overview(row.outputs[0], OVERLAY_MAX_SIDE)
+
+        def show(result: tuple) -> None:
+            downsample, values, classes = result
+            self.prediction.show(0, 0, downsample, values, classes if values.ndim == 3 else None)
+
+        return self.jobs.run("Reading the mask", work, self.jobs.for_slide(self.session.slide.path, show))
 
     # --- dialogs ------------------------------------------------------------------------------------------------------
     def create_dialog(self) -> None:
@@ -122,6 +125,11 @@ class ProjectController:
         if paths:
             self.add(paths)
 
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.parent, "Add the slides of a folder to the project")
+        if folder:
+            self.add([folder])
+
     def relink_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.parent, "Relink: the folder the missing slides moved to")
         if folder:
@@ -130,8 +138,16 @@ class ProjectController:
     def _use(self, make: Callable[[], Project], what_next: str) -> bool:
         try:
             project = make()
-        except GigaPathError as exc:
+        except (GigaPathError, OSError) as exc:
             self.report(str(exc), what_next)
             return False
         self.session.use_project(project)
         return True
+
+
+def _checked(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` on a worker, a file system refusal (permissions, a vanished share) said as a GigaPathError."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        raise GigaPathError(f"{exc.filename or 'file system'}: {exc.strerror or exc}") from None

@@ -17,21 +17,26 @@ ID = Qt.ItemDataRole.UserRole
 class ProjectPanel(QWidget):
     slide_chosen = Signal(str)  # the id of the project slide to open
     add_clicked = Signal()
+    add_folder_clicked = Signal()
 
     def __init__(self, session: Session) -> None:
         super().__init__()
         self.session = session
         self._current: QListWidgetItem | None = None  # the open slide's row
+        self._current_for: Slide | None = None  # the slide that row was found for
         self.title = QLabel()
         self.title.setWordWrap(True)
         self.slides = QListWidget()
         self.slides.setIconSize(QSize(72, 72))
         self.slides.itemActivated.connect(lambda item: self.slide_chosen.emit(item.data(ID)))
         self.slides.itemDoubleClicked.connect(lambda item: self.slide_chosen.emit(item.data(ID)))
-        self.add_button = QPushButton("Add slides…", toolTip="Add slide files, or every slide of a folder")
+        self.add_button = QPushButton("Add slides…", toolTip="Add slide files to the project")
         self.add_button.clicked.connect(self.add_clicked)
+        self.add_folder_button = QPushButton("Add folder…", toolTip="Add every slide file of a folder")
+        self.add_folder_button.clicked.connect(self.add_folder_clicked)
         buttons = QHBoxLayout()
         buttons.addWidget(self.add_button)
+        buttons.addWidget(self.add_folder_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.slides)
@@ -46,6 +51,7 @@ class ProjectPanel(QWidget):
         self._current = None
         self.slides.clear()
         self.add_button.setEnabled(project is not None)
+        self.add_folder_button.setEnabled(project is not None)
         if project is None:
             self.title.setText("No project open: File > New project… or Open project…")
             return
@@ -92,12 +98,14 @@ class ProjectPanel(QWidget):
         return entry.id if entry else None
 
     def _mark_current(self) -> None:
-        self._current = self._item(self._current_id() or "")
+        self._current, self._current_for = self._item(self._current_id() or ""), self.session.slide
         self.slides.setCurrentItem(self._current) if self._current else self.slides.clearSelection()
 
     def _on_slide(self, slide: Slide) -> None:
         self._mark_current()
 
     def _on_annotation(self, what: str, annotation: Annotation) -> None:
+        if self._current_for is not self.session.slide:  # a new slide's annotations load before its `slide` event
+            self._mark_current()
         if self._current is not None:  # the open slide's count follows its edits
             self._describe(self._current, len(self.session.annotations))

@@ -15,6 +15,7 @@ from gigapath_desktop.project import Session
 from gigapath_desktop.project.manifest import now
 from gigapath_desktop.project.settings import data_dir
 from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step
 from gigapath_desktop.training.spec import TrainSpec
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
@@ -36,13 +37,35 @@ class TrainingController(QObject):
         panel.pause_clicked.connect(self.toggle_pause)
         panel.stop_clicked.connect(self.stop)
         self._show_choice()
-        for box, key in ((panel.tile, "tile"), (panel.learning_rate, "learning_rate"), (panel.steps, "steps")):
+        for box, key in ((panel.tile, "tile"), (panel.learning_rate, "learning_rate"), (panel.steps, "steps"),
+                         (panel.memory_budget, "memory_budget")):
             box.setKeyboardTracking(False)  # a value is taken when typed in full, not digit by digit
             box.valueChanged.connect(lambda value, k=key: self._choose(**{k: value}))
         panel.val_region.activated.connect(lambda i: setattr(self, "_no_validation", panel.val_region.itemData(i) is None))
+        panel.train_region.currentIndexChanged.connect(lambda _: self.show_plan())
+        panel.scope.currentIndexChanged.connect(lambda _: self.show_plan())
         session.events.training.connect(lambda choice: self._show_choice())
         session.events.slide.connect(self._on_slide)
         session.annotations.subscribe(self._on_annotation)
+
+    def plan(self) -> StepPlan | None:
+        """The step plan of the chosen training region under the chosen settings (None: no region, or project
+        scope: each region's plan is logged when training starts); GigaPathError when the budget is too small."""
+        region = self.session.region(self.session.annotations.find(self.panel.train_region.currentData()))
+        if region is None or self.panel.scope.currentData() == "project":
+            return None
+        choice = self.session.training
+        if choice.config_tile == "auto":
+            return plan_step(region.height, region.width, choice.memory_budget * GIB)
+        return estimate(region.height, region.width, choice.config_tile)
+
+    def show_plan(self) -> None:
+        try:
+            plan = self.plan()
+        except GigaPathError as exc:
+            self.panel.plan.setText(f"<span style='color:#c0392b'>{exc}</span>")
+            return
+        self.panel.plan.setText("per region, when training starts" if plan is None else plan.describe())
 
     def runs_dir(self) -> Path:
         return (self.session.folder or data_dir()) / "runs"
@@ -64,6 +87,7 @@ class TrainingController(QObject):
         runs = self.session.project.folder / "runs" if project else self.runs_dir()
         run_dir = runs / time.strftime("%Y%m%d-%H%M%S")
         try:
+            self.plan()  # a memory budget too small for the region: said now, before any decoding
             config = self.session.training.config(checkpoint_every=10)
             job, note = self._project_job(run_dir, config) if project else self._slide_job(run_dir, config)
         except (OSError, GigaPathError) as exc:
@@ -78,6 +102,10 @@ class TrainingController(QObject):
         self.worker.finished_training.connect(self._on_finished)
         self.worker.failed.connect(lambda m: self.report(m, "Check the regions and labels, then start again."))
         self.worker.finished.connect(self._on_stopped)
+        if project:
+            self.worker.started_training.connect(lambda trainer: self._record(
+                run_dir, started=now(), status="running (app)", classes=job.spec.classes))
+            self.worker.failed.connect(lambda message: self._record(run_dir, status=f"failed: {message}"))
         self.panel.begin(config.steps)
         self.panel.append_log(f"run folder {run_dir}; {note}")
         self.panel.set_running(True)
@@ -110,7 +138,6 @@ class TrainingController(QObject):
         project = self.session.project
         self.session.autosave.flush()  # the open slide's latest edits are in its annotations file
         spec = project.spec(sparse=self.panel.sparse.isChecked())
-        project.add_run(run_dir, started=now(), status="running from the app", classes=spec.classes)
         classes = ", ".join(spec.classes) if spec.classes else "tissue"
         return TrainJob(spec, run_dir, config), (f"{len(spec.train)} training and {len(spec.validation)} validation "
                                                  f"slides of the project; classes: {classes}")
@@ -144,6 +171,7 @@ class TrainingController(QObject):
         (the first of each unless another, or no validation, is chosen)."""
         _fill(self.panel.train_region, self.session.annotations.regions(Role.REGION), None)
         _fill(self.panel.val_region, self.session.annotations.regions(Role.VALIDATION), "none", self._no_validation)
+        self.show_plan()
 
     def _on_annotation(self, what: str, annotation: Annotation) -> None:
         """Region choices change with a region (added, moved, removed) or a listed one that became a label; a burst
@@ -162,12 +190,13 @@ class TrainingController(QObject):
     def _show_choice(self) -> None:
         choice = self.session.training
         for box, value in ((self.panel.tile, choice.tile), (self.panel.learning_rate, choice.learning_rate),
-                           (self.panel.steps, choice.steps)):
+                           (self.panel.steps, choice.steps), (self.panel.memory_budget, choice.memory_budget)):
             if box.value() == value:
                 continue
             box.blockSignals(True)
             box.setValue(value)
             box.blockSignals(False)
+        self.show_plan()
 
     def _on_slide(self, slide: object) -> None:
         if not self.running():  # a run of the previous slide keeps its plots until it ends
@@ -187,13 +216,22 @@ class TrainingController(QObject):
         if of_project:
             trainer = self.worker.trainer
             last = trainer.history[-1] if trainer and trainer.history else None
-            project.add_run(run_dir, finished=now(), status="finished", steps=trainer.step if trainer else None,
-                            val_dice=last and last.val_dice)
+            stopped = trainer is not None and trainer.step < trainer.config.steps
+            self._record(run_dir, **{"stopped" if stopped else "finished": now()},
+                         status=f"stopped at step {trainer.step}" if stopped else "finished",
+                         steps=trainer.step if trainer else None, val_dice=last and last.val_dice)
         if of_project or (self.session.slide is not None and self.session.slide.path in slides):
             self.session.set_model(model)
         else:  # another slide is open now: the model is not offered for it
             self.panel.append_log(f"(trained on {', '.join(sorted(p.name for p in slides))}; open that slide, then "
                                   f"File > Open run, to use it)")
+
+    def _record(self, run_dir: Path, **facts: object) -> None:
+        """Note the run in the open project; a project that cannot be written to is said, training goes on."""
+        try:
+            self.session.project.add_run(run_dir, **facts)
+        except (OSError, GigaPathError) as exc:
+            self.panel.append_log(f"the run was not recorded in the project: {exc}")
 
     def _on_stopped(self) -> None:
         self.panel.set_running(False)

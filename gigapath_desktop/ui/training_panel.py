@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gigapath_desktop.project.settings import TILES
+from gigapath_desktop.project.settings import AUTO, TILES
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent, WarningEvent
 
@@ -49,7 +49,12 @@ class TrainingPanel(QWidget):
                                                          "class are enough), instead of being the first class")
         self.train_region = QComboBox()
         self.val_region = QComboBox()
-        self.tile = QSpinBox(minimum=TILES[0], maximum=TILES[1], singleStep=64, value=2048, suffix=" px")
+        self.tile = QSpinBox(minimum=AUTO, maximum=TILES[1], singleStep=64, value=AUTO, suffix=" px",
+                             specialValueText="auto", toolTip="auto: the fastest exact plan within the memory budget")
+        self.memory_budget = QDoubleSpinBox(decimals=1, minimum=0.5, maximum=4096, singleStep=0.5, suffix=" GiB",
+                                            value=TrainConfig.memory_budget,
+                                            toolTip="Process memory an auto plan may use")
+        self.plan = QLabel(wordWrap=True)
         self.learning_rate = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.9999, singleStep=0.005,
                                             value=TrainConfig.learning_rate)
         self.steps = QSpinBox(minimum=1, maximum=100000, value=TrainConfig.steps)
@@ -57,7 +62,8 @@ class TrainingPanel(QWidget):
         form = QFormLayout()
         for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
                               ("Training region", self.train_region), ("Validation region", self.val_region),
-                              ("Tile size", self.tile), ("Learning rate", self.learning_rate), ("Steps", self.steps),
+                              ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
+                              ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
             form.addRow(label, widget)
         self.start = QPushButton("Start")
@@ -149,7 +155,8 @@ class TrainingPanel(QWidget):
         self.pause.setEnabled(running)
         self.stop.setEnabled(running)
         self.pause.setText("Resume" if paused else "Pause")
-        for widget in (self.train_region, self.val_region, self.tile, self.learning_rate, self.steps, self.device):
+        for widget in (self.scope, self.sparse, self.train_region, self.val_region, self.tile, self.memory_budget,
+                       self.learning_rate, self.steps, self.device):
             widget.setEnabled(not running)
         if running:
             self.memory_timer.start()

@@ -1,0 +1,118 @@
+"""Step plans: for a region and a memory budget, the fastest exact way to compute one training step that fits.
+
+Every plan gives the same gradient (float64 tests for each kind): one tensor over the whole region (one forward and
+one backward pass), or output tiles with their halo (a forward pass for the global sums, then forward + backward per
+tile). Peak memory is the process's base plus bytes per input pixel of the largest tensor computed at once; time is
+seconds per input pixel of the plan (tiles read their halo too), both measured on this engine
+(`benchmarks/bench_training.py`, "plans" rows) and kept in `Calibration`. TensorFlow-free: the app shows the plan
+before the engine has loaded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gigapath_desktop.errors import GigaPathError
+
+GIB = 2**30
+DEFAULT_BUDGET = 3 * GIB
+STRIDE, HALO = 64, 164  # the U-Net's (model.geometry; a test keeps them equal to what its layers give)
+DISTRIBUTED_TILE = 2048  # an "auto" tile when a step's tiles go to several workers
+MAX_SIDE = 16384  # px: a Metal texture's limit; no tensor of a plan is wider or taller
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured on 2 CPU cores, float32 (benchmarks/bench_training.py --calibrate, 16 MP, tiles 1024 to 4032 and
+    the whole region, in one run). Bigger tensors run slower per pixel (caches, memory bandwidth): the input pixels
+    per second of a tile of input side s are `tiled_rate * (2048 / s) ** size_exponent`; the one-tensor plan does
+    one forward pass where tiles do two, `whole_speedup` times the tiled rate at the same side."""
+
+    base_bytes: float = 0.55 * GIB  # the process: TensorFlow, the model and its optimizer, the region cache's pages
+    bytes_per_pixel: float = 90.0  # per input pixel of the tensor computed at once (forward + backward)
+    tiled_rate: float = 5.9e6  # input pixels per second, both passes, at an input side of 2048 (measured 2026-11-23)
+    size_exponent: float = 0.28
+    whole_speedup: float = 1.39
+    seconds_per_tile: float = 0.005  # fixed cost of each tile pass (dispatch, mirroring the edges, summing)
+
+    def seconds(self, input_pixels: float, side: float, whole: bool) -> float:
+        rate = self.tiled_rate * (2048 / side) ** self.size_exponent * (self.whole_speedup if whole else 1.0)
+        return input_pixels / rate
+
+
+CALIBRATION = Calibration()
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    height: int
+    width: int
+    tile: int | None  # output tile side; None: the region as one tensor
+    tiles: int
+    input_pixels: int  # pixels fed to the model per pass (halos included)
+    peak_bytes: float
+    seconds: float  # estimated per step
+
+    @property
+    def kind(self) -> str:
+        return "whole" if self.tile is None else "tiled"
+
+    def describe(self) -> str:
+        what = "the region as one tensor" if self.tile is None else (
+            f"{self.tiles} tile{'s' * (self.tiles > 1)} of {self.tile} px "
+            f"(x{self.input_pixels / (self.height * self.width):.2f} pixels read)")
+        return (f"{self.width} x {self.height}: {what}; peak ~{self.peak_bytes / GIB:.1f} GiB, "
+                f"~{self.seconds:.1f} s per step")
+
+
+def step_tile(config_tile: int | str | None, shape: tuple[int, int], budget_gib: float,
+              distributed: bool = False) -> int | None:
+    """The tile a step uses: the configured one, or for "auto" the plan's (tiles of at most DISTRIBUTED_TILE when
+    the tiles are spread over workers, so there are tiles to spread)."""
+    if config_tile != "auto":
+        return config_tile  # type: ignore[return-value]
+    tile = plan_step(*shape, budget_gib * GIB).tile
+    return min(tile or DISTRIBUTED_TILE, DISTRIBUTED_TILE) if distributed else tile
+
+
+def plan_step(height: int, width: int, budget: float = DEFAULT_BUDGET, dtype: str = "float32",
+              calibration: Calibration = CALIBRATION) -> StepPlan:
+    """The fastest plan for an H x W region whose estimated peak fits `budget` bytes; GigaPathError saying what
+    budget the smallest plan needs when none fits."""
+    candidates = plans(height, width, dtype, calibration)
+    fitting = [p for p in candidates if p.peak_bytes <= budget]
+    if not fitting:
+        smallest = min(candidates, key=lambda p: p.peak_bytes)
+        raise GigaPathError(f"a memory budget of {budget / GIB:.2f} GiB is too small: even tiles of {smallest.tile} px "
+                            f"need ~{smallest.peak_bytes / GIB:.2f} GiB (give at least that, e.g. --memory-budget "
+                            f"{math.ceil(smallest.peak_bytes / GIB * 10) / 10:g})")
+    return min(fitting, key=lambda p: (p.seconds, p.peak_bytes))
+
+
+def plans(height: int, width: int, dtype: str = "float32", calibration: Calibration = CALIBRATION) -> list[StepPlan]:
+    """Every plan worth considering: the region as one tensor, and tiles of every side from 4 strides up to the
+    region's (in strides; bigger tiles are fewer, with less halo, but need more memory); none with a tensor side
+    beyond MAX_SIDE."""
+    longest = min(max(math.ceil(d / STRIDE) * STRIDE for d in (height, width)), MAX_SIDE - 2 * HALO)
+    whole = [None] if max(height, width) + 2 * HALO + STRIDE <= MAX_SIDE else []
+    return [estimate(height, width, tile, dtype, calibration)
+            for tile in (*whole, *range(4 * STRIDE, longest // STRIDE * STRIDE + STRIDE, STRIDE))]
+
+
+def estimate(height: int, width: int, tile: int | None, dtype: str = "float32",
+             calibration: Calibration = CALIBRATION) -> StepPlan:
+    """The plan of an H x W region with output tiles of `tile` px (None: one tensor): its peak memory and time."""
+    ph, pw = (math.ceil(d / STRIDE) * STRIDE for d in (height, width))
+    scale, c = np.dtype(dtype).itemsize / 4, calibration
+    if tile is None:
+        pixels = (ph + 2 * HALO) * (pw + 2 * HALO)
+        return StepPlan(height, width, None, 1, pixels, c.base_bytes + c.bytes_per_pixel * scale * pixels,
+                        c.seconds(pixels, math.sqrt(pixels), whole=True))
+    tile = max(STRIDE, round(tile / STRIDE) * STRIDE)  # as TilePlan rounds it
+    rows, cols = math.ceil(ph / tile), math.ceil(pw / tile)
+    pixels = (ph + 2 * HALO * rows) * (pw + 2 * HALO * cols)  # every tile row and column adds two halos
+    largest = (min(tile, ph) + 2 * HALO) * (min(tile, pw) + 2 * HALO)
+    return StepPlan(height, width, tile, rows * cols, pixels, c.base_bytes + c.bytes_per_pixel * scale * largest,
+                    c.seconds(pixels, math.sqrt(largest), whole=False) + 2 * rows * cols * c.seconds_per_tile)

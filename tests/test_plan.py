@@ -1,0 +1,113 @@
+"""Step plans from a memory budget: the fastest exact plan that fits, said before training, refused when none fits."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CMU
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.model import build_unet, model_geometry
+from gigapath_desktop.training import TrainConfig, Trainer, region_step
+from gigapath_desktop.training.data import RegionData
+from gigapath_desktop.training.events import LogEvent, TileEvent
+from gigapath_desktop.training.plan import GIB, HALO, STRIDE, estimate, plan_step, plans
+from test_cli import run
+
+
+def test_the_planner_knows_the_models_geometry() -> None:
+    for classes in (2, 3):
+        geometry = model_geometry(build_unet(classes=classes))
+        assert (geometry.stride, geometry.halo) == (STRIDE, HALO)
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (16000, 16000), (16000, 64000), (2000, 1500), (300, 70000)])
+@pytest.mark.parametrize("budget", [1, 3, 8])
+def test_the_plan_is_the_fastest_that_fits_the_budget(shape: tuple[int, int], budget: float) -> None:
+    plan = plan_step(*shape, budget * GIB)
+    every = plans(*shape)
+    assert plan.peak_bytes <= budget * GIB
+    assert plan.seconds == min(p.seconds for p in every if p.peak_bytes <= budget * GIB)
+    bigger = plan_step(*shape, 4 * budget * GIB)
+    assert bigger.seconds <= plan.seconds, "more memory is never slower"
+    if plan.tile is not None:
+        assert plan.tile % STRIDE == 0 and estimate(*shape, plan.tile) == plan
+    assert estimate(*shape, 2048).input_pixels >= plan.input_pixels or plan.peak_bytes < estimate(*shape, 2048).peak_bytes
+
+
+def test_a_region_that_fits_is_one_tensor_and_a_gigapixel_one_is_tiled_within_the_budget() -> None:
+    assert plan_step(2000, 1500).tile is None
+    gigapixel = plan_step(16000, 64000)
+    assert gigapixel.tile is not None and gigapixel.tile > 2048 and gigapixel.peak_bytes <= 3 * GIB
+    assert gigapixel.input_pixels < estimate(16000, 64000, 2048).input_pixels, "bigger tiles read less halo"
+
+
+def test_a_budget_too_small_for_any_plan_is_refused_saying_what_would_do() -> None:
+    with pytest.raises(GigaPathError, match=r"too small.*--memory-budget 0\.\d"):
+        plan_step(4096, 4096, 0.3 * GIB)
+
+
+def test_auto_steps_equal_the_fixed_tile_steps(synthetic_slide: Path) -> None:
+    """'auto' changes how a step is computed, never what it computes: the same weights after 2 steps."""
+    from gigapath_desktop.slides import Region, open_slide
+    from gigapath_desktop.slides.synthetic import mask_path_for
+
+    region = Region(0, 0, 1400, 1100)
+    with open_slide(synthetic_slide) as slide, open_slide(mask_path_for(synthetic_slide)) as mask:
+        data = RegionData(slide.read_region(region), (mask.read_region(region)[..., 0] > 127).astype(np.uint8))
+    weights = []
+    for tile in ("auto", 512):
+        import keras
+
+        keras.utils.set_random_seed(0)
+        events: list = []
+        trainer = Trainer(build_unet(), [data], None, TrainConfig(steps=2, tile=tile), listeners=[events.append])
+        trainer.run()
+        weights.append(trainer.model.get_weights())
+        if tile == "auto":
+            assert not [e for e in events if isinstance(e, TileEvent)], "a 1.5 MP region is one tensor within 3 GiB"
+            assert any(isinstance(e, LogEvent) and "one tensor" in e.message for e in events)
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    model = build_unet()  # each plan kind, exact in float64: the auto plan of a small budget tiles
+    _, _, whole = region_step(model, data.image, data.labels, tile=None, dtype="float64")
+    _, _, tiled = region_step(model, data.image, data.labels, tile=plan_step(1100, 1400, 0.8 * GIB).tile,
+                              dtype="float64")
+    for a, b in zip(whole, tiled):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_train_plan_prints_each_regions_plan_and_a_small_budget_is_one_error(tmp_path: Path) -> None:
+    args = ["train", str(CMU), "--region", "0,0,2220,2967", "--region", "0,0,512,512", "--auto-labels",
+            "--out", str(tmp_path / "run")]
+    shown = run(*args, "--plan")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.strip().splitlines()
+    assert lines[0].startswith("memory budget 3 GiB, tile auto") and len(lines) == 3
+    assert "2220 x 2967: the region as one tensor" in lines[1] and "GiB" in lines[1]
+    assert not (tmp_path / "run").exists(), "--plan trains nothing"
+    fixed = run(*args, "--plan", "--tile", "1024")
+    assert "9 tiles of 1024 px" in fixed.stdout
+    small = run(*args, "--memory-budget", "0.3", "--steps", "1")
+    assert small.returncode == 2 and small.stderr.strip().splitlines()[-1].startswith("error: a memory budget of 0.30")
+    assert "decoding" not in small.stdout and not (tmp_path / "run").exists(), "refused before any decoding"
+    bad = run(*args, "--tile", "big")
+    assert bad.returncode == 2 and "'auto' or a number of pixels" in bad.stderr
+    assert json.loads(json.dumps(TrainConfig().tile)) == "auto"
+
+
+def test_the_app_shows_the_plan_before_start_and_refuses_a_budget_too_small(window, qtbot) -> None:  # noqa: ANN001
+    from gigapath_desktop.annotations import Annotation
+
+    window.open_slide(CMU)
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 2000, 1500)])
+    panel = window.panel
+    assert panel.tile.text() == "auto" and "the region as one tensor" in panel.plan.text()
+    panel.memory_budget.setValue(0.5)
+    assert window.session.training.memory_budget == 0.5 and "too small" in panel.plan.text()
+    assert not window.start_training() and "too small" in window.errors[-1]
+    assert window.training is None, "nothing started"
+    panel.tile.setValue(1024)
+    assert "tiles of 1024 px" in panel.plan.text()
