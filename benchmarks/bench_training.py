@@ -175,7 +175,7 @@ def calibrate() -> dict:
 
     from gigapath_desktop.model import build_unet
     from gigapath_desktop.training import region_step
-    from gigapath_desktop.training.plan import estimate
+    from gigapath_desktop.training.plan import HALO, estimate
 
     data = load("16 MP")
     keras.utils.set_random_seed(0)
@@ -190,7 +190,7 @@ def calibrate() -> dict:
             region_step(model, data.image, data.labels, tile=tile)
             times.append(time.perf_counter() - start)
         plan = estimate(h, w, tile)
-        side = (min(tile, max(h, w)) + 2 * 164) if tile else plan.input_pixels ** 0.5
+        side = (min(tile, max(h, w)) + 2 * HALO) if tile else plan.input_pixels ** 0.5
         rows.append({"tile": tile, "seconds": round(float(np.median(times)), 3), "input_side": round(side),
                      "input_mpix_per_s": round(plan.input_pixels / 1e6 / float(np.median(times)), 2)})
     tiled = [r for r in rows if r["tile"]]

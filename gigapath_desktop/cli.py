@@ -260,12 +260,12 @@ def _write_truth_geojson(mask_path: Path, out: Path) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     job = _train_job(args)
-    if args.plan:
-        return print_plans(job)
     if args.remote:
         from gigapath_desktop.remote.commands import train_remote
 
         return train_remote(args, job)
+    if args.plan:
+        return print_plans(job)
     trainer = train_with_progress(job)
     print(f"step {trainer.step}: wrote {job.out / 'model.keras'}, config.json and metrics.csv")
     return 0
@@ -275,6 +275,8 @@ def print_plans(job: "TrainJob") -> int:
     """`--plan`: each region's step plan under the job's settings, without training."""
     from gigapath_desktop.training.job import job_plans
 
+    if job.resume:
+        raise GigaPathError("--plan shows a new run's plans; a resumed run keeps the tile and budget it started with")
     print(f"memory budget {job.config.memory_budget:g} GiB, tile {job.config.tile or 'whole region'}")
     for name, plan in job_plans(job):
         print(f"{name}: {plan.describe()}")

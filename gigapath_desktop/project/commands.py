@@ -128,7 +128,7 @@ def cmd_relink(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gigapath_desktop.cli import run_settings, train_with_progress
+    from gigapath_desktop.cli import print_plans, run_settings, train_with_progress
     from gigapath_desktop.project.manifest import Project, now
     from gigapath_desktop.training.job import TrainJob
 
@@ -137,6 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise GigaPathError(f"--mpp must be a positive number of µm per pixel, got {args.mpp}")
     spec = project.spec(_names(args.classes) if args.classes else None, args.sparse, args.mpp)
     job = TrainJob(spec, *run_settings(args))
+    if args.plan:
+        return print_plans(job)
     started = []
 
     def record(trainer: object) -> None:  # once the run folder is checked and locked, and training begins

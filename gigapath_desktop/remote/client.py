@@ -91,6 +91,11 @@ class Client:
         return response.json()
 
 
+def tile_entry(tile: int | str | None) -> dict[str, Any]:
+    """A training request's tile: left out for "auto" (the server's default; servers before it took only pixels)."""
+    return {} if tile == "auto" else {"tile": tile}
+
+
 def read_token(path: str | os.PathLike[str] | None = None) -> str:
     """The bearer token: from `path`, else $GIGAPATH_TOKEN."""
     if path is None:

@@ -56,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
     from gigapath_desktop.annotations import read_geojson, to_geojson
+    from gigapath_desktop.remote.client import tile_entry
 
     if job.out.exists() and (not job.out.is_dir() or any(job.out.iterdir())):
         raise GigaPathError(f"{job.out}: not an empty folder; choose another --out for the downloaded run")
@@ -65,14 +66,17 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
             or len(spec.validation) > 1 or any(v.slide != item.slide for v in spec.validation)):
         raise GigaPathError("--remote trains the tissue model on one region of one slide (dense labels, the slide's "
                             "own levels); train specs, several regions, classes, sparse labels or --mpp run locally")
+    if args.memory_budget is not None or args.plan:
+        raise GigaPathError("--memory-budget and --plan apply to local training; the server plans its steps in its "
+                            "own memory")
     region = item.regions[0]
     val_region = spec.validation[0].regions[0] if spec.validation else None
     labels = to_geojson(read_geojson(item.labels)) if item.labels else None
     c = job.config
     request = {"slide": str(item.slide), "region": list(region.as_tuple()), "level": region.level,
                "val_region": list(val_region.as_tuple()) if val_region else None, "labels": labels,
-               "steps": c.steps, "learning_rate": c.learning_rate, "tile": c.tile, "seed": c.seed,
-               "augment": c.augment, "checkpoint_every": c.checkpoint_every}
+               "steps": c.steps, "learning_rate": c.learning_rate, "seed": c.seed, "augment": c.augment,
+               "checkpoint_every": c.checkpoint_every, **tile_entry(c.tile)}
     with _client(args) as client:
         submitted = client.submit_train(**request)
         print(f"job {submitted['id']} on {args.remote}", flush=True)

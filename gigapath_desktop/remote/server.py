@@ -14,7 +14,7 @@ import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -49,7 +49,7 @@ class TrainRequest(BaseModel):
     labels: Any = Field(None, description="GeoJSON (FeatureCollection); none: automatic tissue detection")
     steps: int = TrainConfig.steps
     learning_rate: float = TrainConfig.learning_rate
-    tile: int | str | None = TrainConfig.tile  # "auto": planned on the server, within its default memory budget
+    tile: int | Literal["auto"] | None = "auto"  # "auto": planned on the server, within its default memory budget
     seed: int = 0
     augment: bool = True
     checkpoint_every: int = 10

@@ -8,6 +8,7 @@ from typing import Any, get_args, get_type_hints
 from gigapath_desktop.errors import GigaPathError
 
 BCE_WEIGHT = 1.0
+MIN_BUDGET = 0.6  # GiB of process memory: TensorFlow and the model alone take ~0.55
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class TrainConfig:
             (not 0 < self.learning_rate < 1, "the learning rate must lie in (0, 1)"),
             (isinstance(self.tile, str) and self.tile != "auto", "the tile must be a number of pixels, 'auto' or none"),
             (isinstance(self.tile, int) and self.tile < 64, "the tile must be >= 64 pixels (or 'auto', or none)"),
-            (not 0.25 <= self.memory_budget <= 4096, "the memory budget must lie in [0.25, 4096] GiB"),
+            (not MIN_BUDGET <= self.memory_budget <= 4096, f"the memory budget must lie in [{MIN_BUDGET}, 4096] GiB"),
             (self.bce_weight < 0, "the BCE weight must be >= 0"),
             (self.checkpoint_every < 1 or self.validate_every < 1, "checkpoint and validation intervals must be >= 1"),
             (self.warmup_steps < 0 or self.max_recoveries < 0 or self.seed < 0,

@@ -31,10 +31,10 @@ from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
 from gigapath_desktop.parallel import bounded_map
+from gigapath_desktop.training.plan import CALIBRATION
 from gigapath_desktop.training.config import BCE_WEIGHT
 
 SMOOTH = 1.0
-WHOLE_BYTES_PER_PIXEL = 100  # float32 whole-region step, measured (benchmarks/results/training.json, "whole" rows)
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]
 
@@ -340,7 +340,7 @@ def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: T
 
 def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
     """Refuse a one-tensor step that would exhaust memory, instead of letting the machine swap or die."""
-    need = plan.input_pixels() * WHOLE_BYTES_PER_PIXEL * np.dtype(dtype).itemsize / 4
+    need = plan.input_pixels() * CALIBRATION.bytes_per_pixel * np.dtype(dtype).itemsize / 4
     free = psutil.virtual_memory().available
     if need > 0.9 * free:
         raise TrainingError(

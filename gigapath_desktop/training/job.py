@@ -23,7 +23,7 @@ from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step
+from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
 from gigapath_desktop.training.trainer import Trainer, checkpoint_info, has_checkpoint
 
@@ -96,7 +96,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     saved = checkpoint_info(job.out) if job.resume else None
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
-    if job.config.tile == "auto":
+    if job.config.tile == "auto" and not job.resume:  # (a resumed run keeps the settings it started with)
         _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
     train: list[RegionData] = []
     val: list[RegionData] = []
@@ -131,13 +131,17 @@ def job_plans(job: TrainJob) -> list[tuple[str, StepPlan]]:
 
 def _plans(job: TrainJob, items: list) -> list[tuple[str, StepPlan]]:
     budget, plans = job.config.memory_budget * GIB, []
+    distributed = job.workers > 1 or job.ray_address is not None
     for item, role, _, regions in items:
         with open_slide(item.slide) as slide:
             scale = _scale(slide, job.spec.mpp, [])
             for region in regions:
                 width, height = slide.level_size(region) if scale is None else read_at(slide, region, scale).shape[1::-1]
-                plan = (plan_step(height, width, budget) if job.config.tile == "auto"
-                        else estimate(height, width, job.config.tile))
+                if job.config.tile == "auto" and not distributed:
+                    plan = plan_step(height, width, budget)
+                else:
+                    tile = step_tile(job.config.tile, (height, width), job.config.memory_budget, distributed)
+                    plan = estimate(height, width, tile)
                 plans.append((f"{role} {slide.path.name} {region.as_tuple()}", plan))
     return plans
 

@@ -4,7 +4,8 @@ Every plan gives the same gradient (float64 tests for each kind): one tensor ove
 one backward pass), or output tiles with their halo (a forward pass for the global sums, then forward + backward per
 tile). Peak memory is the process's base plus bytes per input pixel of the largest tensor computed at once; time is
 seconds per input pixel of the plan (tiles read their halo too), both measured on this engine
-(`benchmarks/bench_training.py`, "plans" rows) and kept in `Calibration`. TensorFlow-free: the app shows the plan
+(`benchmarks/bench_training.py --calibrate`) and kept in `Calibration`. Bigger tiles read less halo but run slower
+per pixel (caches, memory bandwidth), so on a CPU the fastest tiles are a few thousand pixels a side. TensorFlow-free: the app shows the plan
 before the engine has loaded.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.training.config import MIN_BUDGET
 
 GIB = 2**30
 DEFAULT_BUDGET = 3 * GIB
@@ -69,11 +72,13 @@ class StepPlan:
 
 def step_tile(config_tile: int | str | None, shape: tuple[int, int], budget_gib: float,
               distributed: bool = False) -> int | None:
-    """The tile a step uses: the configured one, or for "auto" the plan's (tiles of at most DISTRIBUTED_TILE when
-    the tiles are spread over workers, so there are tiles to spread)."""
+    """The tile a step uses: the configured one, or for "auto" the plan's within the budget and the memory the
+    machine has free now (tiles of at most DISTRIBUTED_TILE when they are spread over workers, so there are tiles
+    to spread)."""
     if config_tile != "auto":
         return config_tile  # type: ignore[return-value]
-    tile = plan_step(*shape, budget_gib * GIB).tile
+    free = psutil.Process().memory_info().rss + 0.9 * psutil.virtual_memory().available
+    tile = plan_step(*shape, min(budget_gib * GIB, max(free, MIN_BUDGET * GIB))).tile
     return min(tile or DISTRIBUTED_TILE, DISTRIBUTED_TILE) if distributed else tile
 
 
@@ -85,9 +90,10 @@ def plan_step(height: int, width: int, budget: float = DEFAULT_BUDGET, dtype: st
     fitting = [p for p in candidates if p.peak_bytes <= budget]
     if not fitting:
         smallest = min(candidates, key=lambda p: p.peak_bytes)
-        raise GigaPathError(f"a memory budget of {budget / GIB:.2f} GiB is too small: even tiles of {smallest.tile} px "
-                            f"need ~{smallest.peak_bytes / GIB:.2f} GiB (give at least that, e.g. --memory-budget "
-                            f"{math.ceil(smallest.peak_bytes / GIB * 10) / 10:g})")
+        what = "the region as one tensor" if smallest.tile is None else f"tiles of {smallest.tile} px"
+        raise GigaPathError(f"a memory budget of {budget / GIB:.2f} GiB is too small: even {what} need "
+                            f"~{smallest.peak_bytes / GIB:.2f} GiB; raise the memory budget to at least "
+                            f"{math.ceil(smallest.peak_bytes / GIB * 10) / 10:g} GiB")
     return min(fitting, key=lambda p: (p.seconds, p.peak_bytes))
 
 
@@ -95,8 +101,9 @@ def plans(height: int, width: int, dtype: str = "float32", calibration: Calibrat
     """Every plan worth considering: the region as one tensor, and tiles of every side from 4 strides up to the
     region's (in strides; bigger tiles are fewer, with less halo, but need more memory); none with a tensor side
     beyond MAX_SIDE."""
-    longest = min(max(math.ceil(d / STRIDE) * STRIDE for d in (height, width)), MAX_SIDE - 2 * HALO)
-    whole = [None] if max(height, width) + 2 * HALO + STRIDE <= MAX_SIDE else []
+    longest = max(math.ceil(d / STRIDE) * STRIDE for d in (height, width))
+    whole = [None] if longest + 2 * HALO <= MAX_SIDE else []
+    longest = min(longest, MAX_SIDE - 2 * HALO)
     return [estimate(height, width, tile, dtype, calibration)
             for tile in (*whole, *range(4 * STRIDE, longest // STRIDE * STRIDE + STRIDE, STRIDE))]
 

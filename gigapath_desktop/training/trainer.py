@@ -34,7 +34,7 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
-from gigapath_desktop.training.plan import GIB, plan_step, step_tile
+from gigapath_desktop.training.plan import estimate, step_tile
 from gigapath_desktop.training.schedule import LearningRate
 
 CHECKPOINTS = "checkpoints"
@@ -136,9 +136,9 @@ class Trainer:
         self._emit(LogEvent(f"training on {self.device}: {len(self.train)} region(s), {pixels / 1e6:.1f} MP, "
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
         if self.config.tile == "auto":
-            for region in {r.name: r for r in self.train + self.val}.values():
-                plan = plan_step(*region.labels.shape, self.config.memory_budget * GIB)
-                self._emit(LogEvent(f"plan for {region.name}: {plan.describe()}"))
+            for region in {id(r): r for r in self.train + self.val}.values():
+                plan = estimate(*region.labels.shape, self._tile(region))
+                self._emit(LogEvent(f"plan for {region.name or 'the region'}: {plan.describe()}"))
         self._prepare()
         try:
             while self.step < self.config.steps and not self._stop.is_set():

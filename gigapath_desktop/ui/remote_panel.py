@@ -18,7 +18,7 @@ from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Session
 from gigapath_desktop.project.credentials import load_token, save_token
 from gigapath_desktop.project.settings import Settings, data_dir
-from gigapath_desktop.remote.client import Client
+from gigapath_desktop.remote.client import Client, tile_entry
 from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.training.events import StepEvent
 from gigapath_desktop.ui.jobs import Report
@@ -122,7 +122,7 @@ class RemotePanel(QWidget):
         request = {"slide": self.slides.currentData(), "region": list(area.as_tuple()),
                    "val_region": list(validation.as_tuple()) if validation else None,
                    "labels": to_geojson(labels) if labels else None, "steps": choice.steps,
-                   "learning_rate": choice.learning_rate, "tile": choice.config_tile}
+                   "learning_rate": choice.learning_rate, **tile_entry(choice.config_tile)}
         self._in_background("submitting", lambda: client.submit_train(**request), self._follow)
 
     def stop(self) -> None:

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from gigapath_desktop.project.settings import AUTO, TILES
-from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.config import MIN_BUDGET, TrainConfig
 from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent, WarningEvent
 
 GIB = 2**30
@@ -51,7 +51,7 @@ class TrainingPanel(QWidget):
         self.val_region = QComboBox()
         self.tile = QSpinBox(minimum=AUTO, maximum=TILES[1], singleStep=64, value=AUTO, suffix=" px",
                              specialValueText="auto", toolTip="auto: the fastest exact plan within the memory budget")
-        self.memory_budget = QDoubleSpinBox(decimals=1, minimum=0.5, maximum=4096, singleStep=0.5, suffix=" GiB",
+        self.memory_budget = QDoubleSpinBox(decimals=1, minimum=MIN_BUDGET, maximum=4096, singleStep=0.5, suffix=" GiB",
                                             value=TrainConfig.memory_budget,
                                             toolTip="Process memory an auto plan may use")
         self.plan = QLabel(wordWrap=True)
