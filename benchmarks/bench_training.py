@@ -37,6 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--plans", metavar="SIZES", help="time each plan mode (tile 2048, auto at 1, 3 and 8 GiB) at "
+                                                        "these sizes, e.g. '16 MP,256 MP'; README table 'plans'")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the step planner's constants (training/plan.py, Calibration) on this machine")
     args = parser.parse_args()
@@ -46,6 +48,9 @@ def main() -> None:
     if args.calibrate:
         prepare(["16 MP"])
         print(json.dumps(calibrate(), indent=1))
+        return
+    if args.plans:
+        run_plans(args.plans.split(","))
         return
     sizes = list(SIZES)[:2] if args.quick else list(SIZES)
     prepare(sizes)
@@ -148,7 +153,7 @@ def measure(mode: str, size: str) -> dict:
         step = naive_step(data, mode)
     else:
         model = build_unet()
-        tile = TILE if mode == "tiled" else None
+        tile = TILE if mode == "tiled" else plan_tile(mode, data.labels.shape)
         warm = np.zeros((256, 256, 3), np.uint8), np.zeros((256, 256), np.uint8)
         region_gradients(model, *warm, tile=tile)  # trace once on something small
 
@@ -157,13 +162,49 @@ def measure(mode: str, size: str) -> dict:
     if mode.startswith("naive") or data.pixels <= 64e6:
         step()  # the naive and whole graphs trace per shape: warm up on the real one
     times = []
-    for _ in range(REPEATS if data.pixels <= 256e6 else 1):  # median of a few: this machine is shared and noisy
+    many = data.pixels <= (64e6 if mode.startswith("auto") else 256e6)
+    for _ in range(REPEATS if many else 1):  # median of a few: this machine is shared and noisy
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     return {"mode": mode, "size": size, "pixels": data.pixels, "seconds": round(seconds, 2),
             "mpix_per_s": round(data.pixels / 1e6 / seconds, 2), "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
+
+
+PLAN_MODES = ("tiled", "auto 1 GiB", "auto 3 GiB", "auto 8 GiB")  # tiled: the fixed tile 2048 of earlier versions
+
+
+def plan_tile(mode: str, shape: tuple[int, int]) -> int | None:
+    """The tile of a mode: 'whole' -> None, 'auto B GiB' -> the planner's choice for budget B."""
+    from gigapath_desktop.training.plan import step_tile
+
+    return step_tile("auto", shape, float(mode.split()[1])) if mode.startswith("auto") else None
+
+
+def run_plans(sizes: list[str]) -> list[dict]:
+    """Each plan mode at each size, each in a process of its own (its peak RSS), in one run; the README table."""
+    from gigapath_desktop.training.plan import GIB, plan_step
+
+    prepare(sizes)
+    rows = []
+    for size in sizes:
+        for mode in PLAN_MODES:
+            row = run_one(mode, size)
+            if mode.startswith("auto"):
+                h, w = SIZES[size]
+                row["plan"] = plan_step(h, w, float(mode.split()[1]) * GIB).describe().split(": ", 1)[1]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} in one run on {machine()['cpus']} CPU cores; one step each "
+             f"(median of {REPEATS} up to 64 MP); `tiled` is the fixed tile 2048 of earlier versions.", "",
+             "| region | plan | seconds | MP/s | peak RSS (GiB) | planned as |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['mode']} | {r.get('seconds', '–')} | {r.get('mpix_per_s', '–')} | "
+                     f"{r.get('peak_rss_gib', r.get('error', '–'))} | {r.get('plan', 'tiles of 2048 px')} |")
+    replace_readme_block("plans", "\n".join(lines))
+    write_result("plans", {"rows": rows})
+    return rows
 
 
 def calibrate() -> dict:

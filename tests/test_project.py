@@ -248,8 +248,9 @@ def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tm
 def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_results(
         window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
     """Open a project in the app, switch slides: each keeps its own annotations (in the project, across a reopen);
-    batch prediction over the project fills the results table, with Dice where a slide has labels, and a result
-    opens its slide with the mask overlaid."""
+    train on one slide's Train region and validate on another's; batch prediction over the project with that model
+    fills the results table, with Dice where a slide has labels, and a result opens its slide with the mask
+    overlaid."""
     from gui_helpers import wait_job
 
     shutil.copy(CMU, tmp_path / "cmu.svs")
@@ -272,7 +273,17 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     assert window.projects.open(tmp_path / "study")
     assert (panel.count(cmu.id), panel.count(pilot.id)) == (1, 2)
 
-    window.session.set_model(save_model(build_unet(), tmp_path / "m.keras"))
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1024, 1024)])  # CMU trains
+    assert window.projects.open_slide(pilot.id)
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1536, 1024, role=Role.VALIDATION)])  # pilot validates
+    window.panel.scope.setCurrentIndex(window.panel.scope.findData("project"))
+    window.session.set_training(steps=2)
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.training is not None and window.training.isFinished(), timeout=180_000)
+    qtbot.wait(50)
+    run = Project.open(tmp_path / "study").runs[-1]
+    assert run["status"] == "finished" and run["steps"] == 2 and 0 <= run["val_dice"] <= 1, run
+    assert window.session.model_path == Path(run["out"]) / "model.keras", "the project's model is offered"
     assert window.projects.batch.start(tmp_path / "masks")
     qtbot.waitUntil(lambda: not window.projects.batch.running(), timeout=120_000)
     qtbot.wait(50)
