@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from tqdm import tqdm
 
 from gigapath_desktop import __version__
-from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file system refusal the checks could not foresee (disk full, permissions, ...)
-        print(f"error: {exc.filename or 'file system'}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

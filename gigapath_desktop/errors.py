@@ -28,3 +28,8 @@ class TrainingError(GigaPathError):
 
 class Cancelled(GigaPathError):
     """Long work was stopped on request (a stop flag was set); partial output was removed."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """A file system refusal the checks could not foresee (disk full, permissions, a vanished share), in one line."""
+    return f"{exc.filename or 'file system'}: {exc.strerror or exc}"

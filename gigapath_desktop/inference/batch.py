@@ -20,7 +20,7 @@ import shapely
 import tifffile
 
 from gigapath_desktop.annotations import UNLABELLED, Annotation, ClassMap, Role, rasterize, read_geojson
-from gigapath_desktop.errors import Cancelled, GigaPathError
+from gigapath_desktop.errors import Cancelled, GigaPathError, os_error_text
 from gigapath_desktop.inference.job import PredictJob, PredictResult, run_predict_job
 from gigapath_desktop.inference.predictor import CancelFn
 from gigapath_desktop.locks import FolderLock
@@ -193,7 +193,7 @@ def _number(value: float) -> str:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename or 'file system'}: {exc.strerror}"
+        return os_error_text(exc)
     return " ".join(str(exc).split())
 
 

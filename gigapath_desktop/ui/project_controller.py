@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES
-from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.project import Project, Session
 from gigapath_desktop.project.manifest import AddReport
 from gigapath_desktop.ui.batch_panel import BatchController, BatchPanel
@@ -150,4 +150,4 @@ def _checked(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except OSError as exc:
-        raise GigaPathError(f"{exc.filename or 'file system'}: {exc.strerror or exc}") from None
+        raise GigaPathError(os_error_text(exc)) from None
