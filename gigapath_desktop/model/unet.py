@@ -130,8 +130,9 @@ def class_count(model: keras.Model) -> int:
 
 
 def logits_model(model: keras.Model) -> keras.Model:
-    """The same network (shared weights) ending at the folded logits: what training differentiates."""
-    return keras.Model(model.input, model.get_layer(LOGITS).output)
+    """The same network (shared weights) from the space-to-depth-folded image (1, H/b, W/b, b*b*3) to the folded
+    logits: what training differentiates (the trainer folds tiles on the host, off the critical path)."""
+    return keras.Model(model.get_layer("space_to_depth").output, model.get_layer(LOGITS).output)
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:

@@ -13,7 +13,7 @@ _WHERE = {
     "TrainConfig": "config", "MetricsWriter": "metrics", "read_metrics": "metrics",
     "RegionData": "data", "load_region": "data",
     "LossTerms": "gradients", "region_gradients": "gradients", "region_sums": "gradients",
-    "region_step": "gradients",
+    "region_step": "gradients", "reference_step": "gradients",
     "Trainer": "trainer", "device_name": "trainer",
 }
 __all__ = sorted(_WHERE)

@@ -9,8 +9,9 @@ that depend only on the global sums. Pass 1 runs the model forward over every ti
 across tiles); pass 2 runs forward + backward per tile on  sum_c (a_c I_c,t + b_c P_c,t) + c B_t  and adds up the
 tile gradients in float64. Unlabelled pixels (255) are left out of every sum.
 Both passes see the same pixels as a whole-region forward would (see `model.tiling`), so the result is the
-whole-region gradient; `tile=None` computes that directly in one tensor, for verification and for machines with
-plenty of unified memory.
+whole-region gradient. `tile=None` takes the whole region as one tile and runs forward once: the sums, the
+coefficients and the backward pass in one graph (the fastest plan where it fits the memory budget);
+`reference_step` differentiates the loss itself, the independent truth the tests hold every plan to.
 
 Per-tile reductions stay short (rows first, then a float64 sum of the row sums), which is why the tiled float32
 result is closer to the float64 truth than one long float32 reduction over the whole region.
@@ -25,16 +26,14 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from gigapath_desktop.annotations.raster import UNLABELLED
 from gigapath_desktop.errors import Cancelled, TrainingError
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
-from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
 from gigapath_desktop.parallel import bounded_map
-from gigapath_desktop.training.plan import CALIBRATION
 from gigapath_desktop.training.config import BCE_WEIGHT
+from gigapath_desktop.training.engine import SMOOTH, TileEngine, dice_coefficients, engine_for
+from gigapath_desktop.training.plan import CALIBRATION
 
-SMOOTH = 1.0
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]
 
@@ -97,114 +96,8 @@ class LossTerms:
 
     def coefficients(self, bce_weight: float = BCE_WEIGHT) -> np.ndarray:
         """[d loss/dI (C), d loss/dP (C), d loss/dB]: the weights of the per-tile surrogate in pass 2."""
-        present = self.present
-        denominator = self.predicted + self.truth + SMOOTH
-        share = present / present.sum()
-        return np.concatenate([-2.0 * share / denominator, share * (2 * self.intersection + SMOOTH) / denominator**2,
-                               [bce_weight / max(self.valid, 1.0)]])
-
-
-def fold(labels: np.ndarray, block: int) -> np.ndarray:
-    """(h, w) -> (1, h/block, w/block, block^2), the channel order of depth_to_space, so the loss runs folded.
-    Stays uint8 (a quarter of the bytes to shuffle); the compiled step casts it."""
-    h, w = labels.shape
-    folded = labels.reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(folded.reshape(1, h // block, w // block, block * block))
-
-
-class TileEngine:
-    """Compiled per-tile functions for one model in one dtype.
-
-    Tensors are folded: logits (1, h/b, w/b, b*b, C), labels (1, h/b, w/b, b*b) of class indices with UNLABELLED
-    ignored, the mask m (1, h/b, w/b, b*b, 1) = inside the region and labelled. The tissue model (C = 1) has a
-    sigmoid and binary cross-entropy; a K-class model a softmax and cross-entropy."""
-
-    def __init__(self, model: keras.Model, dtype: str) -> None:
-        self.source = model
-        self.dtype = dtype
-        self.net = logits_model(model if model.dtype == dtype else with_dtype(model, dtype))
-        self.block = model_geometry(model).block
-        self.channels = output_channels(model)
-        image_spec = tf.TensorSpec([1, None, None, 3], tf.uint8)
-        label_spec = tf.TensorSpec([1, None, None, None], tf.uint8)
-        self.sums = tf.function(self._sums, input_signature=[image_spec, label_spec, label_spec])
-        coefficients_spec = tf.TensorSpec([2 * self.channels + 1], tf.float64)
-        self.grads = tf.function(self._grads, input_signature=[image_spec, label_spec, label_spec, coefficients_spec])
-        self.whole = tf.function(self._whole, input_signature=[image_spec, label_spec, label_spec, tf.TensorSpec([], dtype)])
-
-    def sync(self) -> None:
-        """Copy the source model's current weights into a twin of another dtype."""
-        if self.net.trainable_variables[0] is not self.source.trainable_variables[0]:
-            for mine, theirs in zip(self.net.trainable_variables, self.source.trainable_variables):
-                mine.assign(tf.cast(theirs, mine.dtype))
-
-    def _forward(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, training: bool) -> tuple:
-        """(folded logits z as the net gives them, z per channel, p, one-hot y, mask m, per-pixel cross-entropy)."""
-        z_flat = self.net(x, training=training)
-        z = tf.reshape(z_flat, tf.concat([tf.shape(z_flat)[:3], [self.block**2, self.channels]], 0))
-        m = tf.cast(m, self.dtype)[..., None] * tf.cast(y != UNLABELLED, self.dtype)[..., None]
-        if self.channels == 1:
-            y = tf.cast(y == 1, self.dtype)[..., None]
-            p = tf.sigmoid(z)
-            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
-        else:
-            y = tf.one_hot(tf.cast(y, tf.int32), self.channels, dtype=self.dtype)  # 255 -> all zeros
-            p = tf.nn.softmax(z)
-            ce = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=z)[..., None]
-        return z_flat, z, p, y, m, ce
-
-    def _hard(self, z: tf.Tensor) -> tf.Tensor:
-        if self.channels == 1:
-            return tf.cast(z > 0, z.dtype)
-        return tf.one_hot(tf.argmax(z, axis=-1), self.channels, dtype=z.dtype)
-
-    def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
-        _, z, p, y, m, ce = self._forward(x, y, m, training=False)
-        hard = self._hard(z)
-        sums = [_sum(m * p * y), _sum(m * p), _sum(m * y), _sum(m * hard * y), _sum(m * hard), _sum(m * ce), _sum(m)]
-        return tf.concat(sums, 0)  # the layout of LossTerms.from_vector
-
-    def _grads(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> list[tf.Tensor]:
-        """Backpropagate d(sum_c a_c I_c + b_c P_c + c B)/dz, written out, so no loss graph is differentiated.
-        With g = m (a y + b):  sigmoid: g p (1 - p) + c m (p - y);  softmax: p (g - sum_k g_k p_k) + c m (p - y)."""
-        coefficients = tf.cast(coefficients, self.dtype)
-        a, b, c = coefficients[: self.channels], coefficients[self.channels : -1], coefficients[-1]
-        with tf.GradientTape() as tape:
-            z_flat, _, p, y, m, _ = self._forward(x, y, m, training=True)
-        g = m * (a * y + b)
-        if self.channels == 1:
-            dz = g * p * (1 - p) + c * m * (p - y)
-        else:
-            dz = p * (g - tf.reduce_sum(g * p, axis=-1, keepdims=True)) + c * m * (p - y)
-        grads = tape.gradient(z_flat, self.net.trainable_variables, output_gradients=tf.reshape(dz, tf.shape(z_flat)))
-        return [tf.cast(g, tf.float64) for g in grads]
-
-    def _whole(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
-        """The naive reference: one tensor, plain reductions in the model's dtype, autodiff of the loss."""
-        with tf.GradientTape() as tape:
-            _, z, p, y, m, ce = self._forward(x, y, m, training=True)
-            axes = [0, 1, 2, 3]
-            i, pp, yy = (tf.reduce_sum(t, axes) for t in (m * p * y, m * p, m * y))
-            n = tf.reduce_sum(m)
-            soft = (2 * i + SMOOTH) / (pp + yy + SMOOTH)
-            present = yy > 0 if self.channels > 1 else tf.ones_like(yy, tf.bool)
-            present = present | tf.logical_not(tf.reduce_any(present))
-            dice_loss = 1 - tf.reduce_mean(tf.boolean_mask(soft, present))
-            loss = dice_loss + bce_weight * tf.reduce_sum(m * ce) / tf.maximum(n, 1)
-        hard = self._hard(z)
-        sums = [i, pp, yy, tf.reduce_sum(m * hard * y, axes), tf.reduce_sum(m * hard, axes),
-                tf.reduce_sum(m * ce)[None], n[None]]
-        grads = [tf.cast(g, tf.float64) for g in tape.gradient(loss, self.net.trainable_variables)]
-        return loss, tf.cast(tf.concat(sums, 0), tf.float64), grads
-
-
-def engine_for(model: keras.Model, dtype: str = "float32") -> TileEngine:
-    """The (cached) engine of `model` in `dtype`, with its weights up to date."""
-    engines = model.__dict__.setdefault("_gigapath_engines", {})
-    if dtype not in engines:
-        engines[dtype] = TileEngine(model, dtype)
-    engines[dtype].sync()
-    return engines[dtype]
+        return dice_coefficients(np, self.intersection, self.predicted, self.truth, self.valid,
+                                 self.present.astype(np.float64), bce_weight)
 
 
 class LocalExecutor:
@@ -282,12 +175,10 @@ def region_step(
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
     if tile is None:
-        engine = engine_for(model, dtype)
-        _check_whole_fits(plan, dtype)
-        (t,) = plan.tiles()
-        x, y, m = _tile_tensors(plan, image, labels, t, engine)
-        loss, sums, grads = engine.whole(x, y, m, tf.constant(bce_weight, dtype))
-        return float(loss), LossTerms.from_vector(sums.numpy()), [g.numpy() for g in grads]
+        engine, tensors = _one_tensor(model, dtype, plan, image, labels)
+        sums, grads = engine.single(*tensors, tf.constant(bce_weight, tf.float64))
+        terms = LossTerms.from_vector(sums.numpy())
+        return terms.loss(bce_weight), terms, [g.numpy() for g in grads]
     executor = executor or LOCAL
     count = _counter(progress, 2 * len(plan))
     terms = LossTerms.total(executor.sums(model, dtype, plan, image, labels, cancel, count))
@@ -323,13 +214,26 @@ def tile_grads(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray
     return [g.numpy() for g in engine.grads(x, y, m, tf.constant(coefficients, tf.float64))]
 
 
+def reference_step(model: keras.Model, image: np.ndarray, labels: np.ndarray, *, dtype: str = "float64",
+                   bce_weight: float = BCE_WEIGHT) -> tuple[float, list[np.ndarray]]:
+    """(loss, gradients) by autodiff of the loss on the whole region as one tensor: the independent truth that the
+    tests hold every plan to."""
+    plan = TilePlan.create(*labels.shape, model_geometry(model), None)
+    engine, tensors = _one_tensor(model, dtype, plan, image, labels)
+    loss, grads = engine.reference(*tensors, tf.constant(bce_weight, tf.float64))
+    return float(loss), [g.numpy() for g in grads]
+
+
+def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> tuple:
+    """(engine, tensors) of a one-tile plan, refused when it would not fit in memory."""
+    engine = engine_for(model, dtype)
+    _check_whole_fits(plan, dtype)
+    (t,) = plan.tiles()
+    return engine, _tile_tensors(plan, image, labels, t, engine)
+
+
 def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile, engine: TileEngine) -> tuple:
-    y, valid = plan.labels(labels, t)
-    return (
-        tf.constant(plan.image(image, t)[None]),
-        tf.constant(fold(y, engine.block)),
-        tf.constant(fold(valid, engine.block)),
-    )
+    return engine.tensors(plan.image(image, t), *plan.labels(labels, t))
 
 
 def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: TileEngine) -> Iterator[tuple]:
@@ -347,12 +251,6 @@ def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
             f"training on the whole {plan.height} x {plan.width} region as one tensor needs ~{need / 2**30:.0f} GiB "
             f"but {free / 2**30:.0f} GiB are free; train tile by tile instead (e.g. --tile 2048)"
         )
-
-
-def _sum(t: tf.Tensor) -> tf.Tensor:
-    """Per-channel sums (C,) of a folded tensor: rows first (short runs in the model's dtype), then the row sums in
-    float64."""
-    return tf.reduce_sum(tf.cast(tf.reduce_sum(t, axis=1), tf.float64), axis=[0, 1, 2])
 
 
 def _check(cancel: CancelFn | None) -> None:

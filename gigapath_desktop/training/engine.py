@@ -1,0 +1,165 @@
+"""The compiled per-tile functions of the exact step (see `training.gradients` for the maths).
+
+Inputs arrive folded on the host (space-to-depth done in numpy on the prefetch thread, off the critical path), so
+the compiled graphs start at the model's first convolution: on 2 CPU cores TensorFlow's uint8 SpaceToDepth and its
+copies cost a fifth of a tile step. Labels and the mask arrive folded the same way, so the loss runs on the logits
+without a depth-to-space.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
+
+from gigapath_desktop.annotations.raster import UNLABELLED
+from gigapath_desktop.model.geometry import model_geometry
+from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
+
+SMOOTH = 1.0
+
+
+def fold(array: np.ndarray, block: int) -> np.ndarray:
+    """(h, w[, c]) -> (1, h/block, w/block, block^2 [* c]) in the channel order of space_to_depth. Stays in the
+    input's dtype (uint8: a quarter of the bytes of float32 to move); the compiled step casts it."""
+    h, w = array.shape[:2]
+    folded = array.reshape(h // block, block, w // block, block, *array.shape[2:]).swapaxes(1, 2)
+    return np.ascontiguousarray(folded).reshape(1, h // block, w // block, -1)
+
+
+def dice_coefficients(xp: ModuleType, intersection, predicted, truth, valid, present, bce_weight):  # noqa: ANN001, ANN201
+    """[d loss/dI (C), d loss/dP (C), d loss/dB] of  1 - mean over present c of (2 I_c + s)/(P_c + Y_c + s) + w B/N,
+    in numpy (`xp=np`, between the passes) or in TensorFlow (`xp=tnp`, inside the one-tensor step): one formula."""
+    denominator = predicted + truth + SMOOTH
+    share = present / xp.sum(present)
+    return xp.concatenate([-2.0 * share / denominator, share * (2 * intersection + SMOOTH) / denominator**2,
+                           xp.reshape(bce_weight / xp.maximum(valid, 1.0), [1])])
+
+
+class TileEngine:
+    """Compiled per-tile functions for one model in one dtype.
+
+    Tensors are folded: x (1, h/b, w/b, b*b*3) uint8, logits (1, h/b, w/b, b*b, C), labels (1, h/b, w/b, b*b) of
+    class indices with UNLABELLED ignored, the mask m (1, h/b, w/b, b*b, 1) = inside the region and labelled. The
+    tissue model (C = 1) has a sigmoid and binary cross-entropy; a K-class model a softmax and cross-entropy."""
+
+    def __init__(self, model: keras.Model, dtype: str) -> None:
+        self.source = model
+        self.dtype = dtype
+        self.net = logits_model(model if model.dtype == dtype else with_dtype(model, dtype))
+        self.block = model_geometry(model).block
+        self.channels = output_channels(model)
+        image_spec = tf.TensorSpec([1, None, None, self.block**2 * 3], tf.uint8)
+        label_spec = tf.TensorSpec([1, None, None, None], tf.uint8)
+        coefficients_spec = tf.TensorSpec([2 * self.channels + 1], tf.float64)
+        weight_spec = tf.TensorSpec([], tf.float64)
+        self.sums = tf.function(self._sums, input_signature=[image_spec, label_spec, label_spec])
+        self.grads = tf.function(self._grads, input_signature=[image_spec, label_spec, label_spec, coefficients_spec])
+        self.single = tf.function(self._single, input_signature=[image_spec, label_spec, label_spec, weight_spec])
+        self.reference = tf.function(self._reference, input_signature=[image_spec, label_spec, label_spec, weight_spec])
+
+    def sync(self) -> None:
+        """Copy the source model's current weights into a twin of another dtype."""
+        if self.net.trainable_variables[0] is not self.source.trainable_variables[0]:
+            for mine, theirs in zip(self.net.trainable_variables, self.source.trainable_variables):
+                mine.assign(tf.cast(theirs, mine.dtype))
+
+    def tensors(self, image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> tuple:
+        """One tile's (x, y, m) tensors from its input pixels, labels and valid mask."""
+        return tuple(tf.constant(fold(a, self.block)) for a in (image, labels, valid))
+
+    def _forward(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, training: bool) -> tuple:
+        """(folded logits z as the net gives them, z per channel, p, one-hot y, mask m, per-pixel cross-entropy)."""
+        z_flat = self.net(x, training=training)
+        return (z_flat, *self._loss_inputs(z_flat, y, m))
+
+    def _loss_inputs(self, z_flat: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tuple:
+        z = tf.reshape(z_flat, tf.concat([tf.shape(z_flat)[:3], [self.block**2, self.channels]], 0))
+        m = tf.cast(m, self.dtype)[..., None] * tf.cast(y != UNLABELLED, self.dtype)[..., None]
+        if self.channels == 1:
+            y = tf.cast(y == 1, self.dtype)[..., None]
+            p = tf.sigmoid(z)
+            ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z)
+        else:
+            y = tf.one_hot(tf.cast(y, tf.int32), self.channels, dtype=self.dtype)  # 255 -> all zeros
+            p = tf.nn.softmax(z)
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=z)[..., None]
+        return z, p, y, m, ce
+
+    def _hard(self, z: tf.Tensor) -> tf.Tensor:
+        if self.channels == 1:
+            return tf.cast(z > 0, z.dtype)
+        return tf.one_hot(tf.argmax(z, axis=-1), self.channels, dtype=z.dtype)
+
+    def _tile_sums(self, z: tf.Tensor, p: tf.Tensor, y: tf.Tensor, m: tf.Tensor, ce: tf.Tensor) -> tf.Tensor:
+        hard = self._hard(z)
+        sums = [_sum(m * p * y), _sum(m * p), _sum(m * y), _sum(m * hard * y), _sum(m * hard), _sum(m * ce), _sum(m)]
+        return tf.concat(sums, 0)  # the layout of LossTerms.from_vector
+
+    def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+        return self._tile_sums(*self._forward(x, y, m, training=False)[1:])
+
+    def _backward(self, tape: tf.GradientTape, z_flat: tf.Tensor, p: tf.Tensor, y: tf.Tensor, m: tf.Tensor,
+                  coefficients: tf.Tensor) -> list[tf.Tensor]:
+        """Backpropagate d(sum_c a_c I_c + b_c P_c + c B)/dz, written out, so no loss graph is differentiated.
+        With g = m (a y + b):  sigmoid: g p (1 - p) + c m (p - y);  softmax: p (g - sum_k g_k p_k) + c m (p - y)."""
+        coefficients = tf.cast(coefficients, self.dtype)
+        a, b, c = coefficients[: self.channels], coefficients[self.channels : -1], coefficients[-1]
+        g = m * (a * y + b)
+        if self.channels == 1:
+            dz = g * p * (1 - p) + c * m * (p - y)
+        else:
+            dz = p * (g - tf.reduce_sum(g * p, axis=-1, keepdims=True)) + c * m * (p - y)
+        grads = tape.gradient(z_flat, self.net.trainable_variables, output_gradients=tf.reshape(dz, tf.shape(z_flat)))
+        return [tf.cast(g, tf.float64) for g in grads]
+
+    def _grads(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            z_flat, _, p, y, m, _ = self._forward(x, y, m, training=True)
+        return self._backward(tape, z_flat, p, y, m, coefficients)
+
+    def _single(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
+        """The whole region as one tile, forward once: pass 1's sums and pass 2's backward share one forward pass.
+        Returns (sums, gradients) with the sums and coefficients of the tiled step, so the result is the same."""
+        with tf.GradientTape() as tape:
+            z_flat, z, p, y, m, ce = self._forward(x, y, m, training=True)
+        sums = self._tile_sums(z, p, y, m, ce)
+        c = self.channels
+        truth = sums[2 * c : 3 * c]
+        present = tf.ones_like(truth) if c == 1 else tf.cast(truth > 0, tf.float64)
+        present = tf.where(tf.reduce_any(present > 0), present, tf.ones_like(present))
+        coefficients = dice_coefficients(tnp, tnp.asarray(sums[:c]), tnp.asarray(sums[c : 2 * c]), tnp.asarray(truth),
+                                         sums[-1], tnp.asarray(present), bce_weight)
+        return sums, self._backward(tape, z_flat, p, y, m, tf.convert_to_tensor(coefficients))
+
+    def _reference(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
+        """The naive reference for tests: one tensor, plain reductions in the model's dtype, autodiff of the loss."""
+        with tf.GradientTape() as tape:
+            _, z, p, y, m, ce = self._forward(x, y, m, training=True)
+            axes = [0, 1, 2, 3]
+            i, pp, yy = (tf.reduce_sum(t, axes) for t in (m * p * y, m * p, m * y))
+            n = tf.reduce_sum(m)
+            soft = (2 * i + SMOOTH) / (pp + yy + SMOOTH)
+            present = yy > 0 if self.channels > 1 else tf.ones_like(yy, tf.bool)
+            present = present | tf.logical_not(tf.reduce_any(present))
+            dice_loss = 1 - tf.reduce_mean(tf.boolean_mask(soft, present))
+            loss = dice_loss + tf.cast(bce_weight, self.dtype) * tf.reduce_sum(m * ce) / tf.maximum(n, 1)
+        grads = [tf.cast(g, tf.float64) for g in tape.gradient(loss, self.net.trainable_variables)]
+        return tf.cast(loss, tf.float64), grads
+
+
+def engine_for(model: keras.Model, dtype: str = "float32") -> TileEngine:
+    """The (cached) engine of `model` in `dtype`, with its weights up to date."""
+    engines = model.__dict__.setdefault("_gigapath_engines", {})
+    if dtype not in engines:
+        engines[dtype] = TileEngine(model, dtype)
+    engines[dtype].sync()
+    return engines[dtype]
+
+
+def _sum(t: tf.Tensor) -> tf.Tensor:
+    """Per-channel sums (C,) of a folded tensor: rows first (short runs in the model's dtype), then the row sums in
+    float64."""
+    return tf.reduce_sum(tf.cast(tf.reduce_sum(t, axis=1), tf.float64), axis=[0, 1, 2])
