@@ -189,15 +189,16 @@ def run_plans(sizes: list[str]) -> list[dict]:
     prepare(sizes)
     rows = []
     for size in sizes:
-        for mode in PLAN_MODES:
-            row = run_one(mode, size)
+        for mode in PLAN_MODES + ("pytorch",):
+            row = peer_row(size) if mode == "pytorch" else run_one(mode, size)
             if mode.startswith("auto"):
                 h, w = SIZES[size]
                 row["plan"] = plan_step(h, w, float(mode.split()[1]) * GIB).describe().split(": ", 1)[1]
             rows.append(row)
             print(json.dumps(row), flush=True)
     lines = [f"Measured {time.strftime('%Y-%m-%d')} in one run on {machine()['cpus']} CPU cores; one step each "
-             f"(median of {REPEATS} up to 64 MP); `tiled` is the fixed tile 2048 of earlier versions.", "",
+             f"(median of {REPEATS} up to 64 MP); `tiled` is the fixed tile 2048 of earlier versions; `pytorch` is "
+             "the peer, a plain PyTorch CPU whole-image step of the same U-Net (`benchmarks/torch_peer.py`).", "",
              "| region | plan | seconds | MP/s | peak RSS (GiB) | planned as |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']} | {r['mode']} | {r.get('seconds', '–')} | {r.get('mpix_per_s', '–')} | "
@@ -205,6 +206,23 @@ def run_plans(sizes: list[str]) -> list[dict]:
     replace_readme_block("plans", "\n".join(lines))
     write_result("plans", {"rows": rows})
     return rows
+
+
+PEER_BYTES_PER_PIXEL = 80  # the PyTorch whole-image step's peak, measured at 16 MP (1.25 GiB)
+
+
+def peer_row(size: str) -> dict:
+    """The PyTorch peer at `size` in a process of its own, when PyTorch is installed and the step fits here."""
+    h, w = SIZES[size]
+    row = {"mode": "pytorch", "size": size, "plan": "one tensor, autodiff (PyTorch)"}
+    if h * w * PEER_BYTES_PER_PIXEL > MAX_RSS_GIB * 2**30:
+        return {**row, "error": f"needs ~{h * w * PEER_BYTES_PER_PIXEL / 2**30:.0f} GiB"}
+    out = subprocess.run([sys.executable, str(HERE / "torch_peer.py"), str(h), str(w)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {**row, "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+    peer = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**row, "pixels": h * w, "seconds": round(peer["seconds"], 2), "mpix_per_s": round(peer["mp_per_s"], 2),
+            "peak_rss_gib": round(peer["peak_rss_gib"], 3)}
 
 
 def calibrate() -> dict:

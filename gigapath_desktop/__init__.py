@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 
-# Set before any submodule imports TensorFlow: its start-up chatter stays out of the CLI and logs, and its oneDNN
+# Set before any submodule imports TensorFlow: its start-up chatter (CUDA probes on machines without CUDA, oneDNN
+# fall-back notes) stays out of the CLI and logs, where failures reach users as exceptions anyway; and its oneDNN
 # kernels, which TensorFlow turns on by default only on some Intel CPUs, run everywhere (x86 and arm64 Linux): the
 # training step measured 1.4x faster with them on an AMD EPYC (benchmarks/bench_training.py --plans).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from gigapath_desktop.errors import (  # noqa: E402

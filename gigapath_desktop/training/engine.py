@@ -19,6 +19,10 @@ from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
 
 SMOOTH = 1.0
+if not tf.config.list_physical_devices("GPU"):
+    # Grappler's remapper fails on the backward graph with oneDNN (LeakyReluGrad fed by a BiasAdd it fused away)
+    # and logs an error per trace; without it the CPU step is as fast (measured), so it is off on CPU-only machines.
+    tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
 def fold(array: np.ndarray, block: int) -> np.ndarray:
