@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -105,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "default: the tissue model (Background, Tissue; other label classes count as tissue)")
     p.add_argument("--mpp", type=float, help="train at this many µm per pixel (regions are read from the best pyramid "
                                              "level and area-resampled; prediction then reads any slide at it)")
+    p.add_argument("--slide-mpp", type=float, help="the slide's own µm per level-0 pixel, for a slide that records "
+                                                   "none (else --mpp falls back to its level, with a warning)")
     p.add_argument("--sparse", action="store_true",
                    help="pixels no label annotation covers are ignored (a few strokes per class are enough) instead "
                         "of being the first class")
@@ -123,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output pyramidal TIFF mask")
     p.add_argument("--png", help="also write a PNG preview (the slide with the mask overlaid)")
     p.add_argument("--geojson", help="also write the mask's contours as QuPath GeoJSON")
+    p.add_argument("--probabilities", help="also write each class's probability (x 255, one channel per class) as a "
+                                           "pyramidal TIFF")
+    p.add_argument("--slide-mpp", type=float, help="the slide's own µm per level-0 pixel, for a slide that records "
+                                                   "none (a model trained at a µm/px then reads it at that scale)")
     add_predict_options(p)
     add_remote_options(p)
     p.set_defaults(command=cmd_predict)
@@ -328,7 +335,8 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         val_region = Region.parse(args.val_region, args.level) if args.val_region else None
         classes = tuple(name.strip() for name in args.classes.split(",")) if args.classes else None
         labels = Path(args.labels) if args.labels else None
-        spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse, args.mpp)
+        spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse, args.mpp,
+                                   args.slide_mpp)
     return TrainJob(spec, *run_settings(args))
 
 
@@ -353,6 +361,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides import Region
 
     check_predict_options(args)
+    if args.slide_mpp is not None and not 0 < args.slide_mpp < math.inf:  # NaN fails too
+        raise GigaPathError(f"--slide-mpp must be a positive number of µm per pixel, got {args.slide_mpp}")
     if args.remote:
         from gigapath_desktop.remote.commands import predict_remote
 
@@ -362,7 +372,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         region=Region.parse(args.region, args.level) if args.region else None, level=args.level,
         png=Path(args.png) if args.png else None, downsample=args.downsample,
         geojson=Path(args.geojson) if args.geojson else None, threshold=args.threshold, binary=args.binary,
-        tile=args.tile,
+        tile=args.tile, probabilities=Path(args.probabilities) if args.probabilities else None,
+        slide_mpp=args.slide_mpp,
     )
     with tqdm(total=None, unit="tile", desc="predict", disable=None) as bar:
         def progress(done: int, total: int) -> None:
@@ -372,7 +383,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         result = run_predict_job(job, progress)
     for note in result.notes:
         print(f"warning: {note}", file=sys.stderr)
-    written = ", ".join(str(p) for p in (result.out, result.png, result.geojson) if p)
+    written = ", ".join(str(p) for p in (result.out, result.png, result.geojson, result.probabilities) if p)
     print(f"predicted {result.pixels / 1e6:.1f} MP in {result.seconds:.1f} s; wrote {written}")
     return 0
 

@@ -104,6 +104,8 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "predict: png is the out": ([*predict, "--out", "{w}/m.tif", "--png", "{w}/m.tif"], "different files"),
         "predict: geojson in a missing folder": ([*predict, "--out", "{w}/m.tif", "--geojson", "{w}/no/m.geojson"],
                                                  "does not exist"),
+        "predict: probabilities are the out": ([*predict, "--out", "{w}/m.tif", "--probabilities", "{w}/m.tif"],
+                                                "different files"),
         "predict: downsample nan": ([*predict, "--out", "{w}/m.tif", "--downsample", "nan"], "--downsample"),
         "predict: threshold nan": ([*predict, "--out", "{w}/m.tif", "--threshold", "nan"], "--threshold"),
         "predict: threshold 1.5": ([*predict, "--out", "{w}/m.tif", "--threshold", "1.5"], "--threshold"),

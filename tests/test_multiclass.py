@@ -124,17 +124,30 @@ def test_train_a_three_class_sparse_model_from_the_cli(tmp_path: Path) -> None:
 
 def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overlay(tmp_path: Path) -> None:
     """Every export of a K-class model: the label map (class indices, the classes in its description) read back by
-    OpenSlide, GeoJSON contours per class with QuPath classifications, and a PNG overlay in the class colours."""
+    OpenSlide, GeoJSON contours per class with QuPath classifications, a PNG overlay in the class colours, and a
+    pyramidal per-class probability TIFF (one channel per class, registered like the label map)."""
     model = _darkness_model()
     classes = ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])
     attach_info(model, ModelInfo(classes))
     path = save_model(model, tmp_path / "m.keras")
     region = Region(300, 200, 1500, 1100)
     job = PredictJob(CMU, path, tmp_path / "labels.tif", region=region, png=tmp_path / "overlay.png", downsample=8,
-                     geojson=tmp_path / "classes.geojson", tile=512)
+                     geojson=tmp_path / "classes.geojson", tile=512, probabilities=tmp_path / "probabilities.tif")
     result = run_predict_job(job)
     with open_slide(CMU) as slide:
-        expected = predict_array(model, SlideSource(slide, region), 512).argmax(axis=-1)
+        probabilities = predict_array(model, SlideSource(slide, region), 512)
+        expected = probabilities.argmax(axis=-1)
+    with tifffile.TiffFile(job.probabilities) as tif:
+        level0 = tif.pages[0].asarray()
+        about = json.loads(tif.pages[0].description)
+        assert len(tif.pages) > 2 and tif.pages[1].shape[2] == 3
+    with open_slide(CMU) as slide:
+        assert level0.shape == (*slide.dimensions[::-1], 3)
+    inside = level0[region.y : region.y + region.height, region.x : region.x + region.width]
+    assert np.abs(inside.astype(int) - np.round(probabilities * 255)).max() == 0
+    assert not level0[: region.y].any(), "zeros outside the predicted region, as in the label map"
+    assert about["channels"] == ["Background", "Tumor", "Stroma"] and "one channel per class" in about["values"]
+    assert not list(tmp_path.glob(".prob-*")), "the scratch copy is removed"
     with open_slide(job.out) as labels:
         level0 = labels.read_region(region)[..., 0]
     assert np.array_equal(level0, expected) and set(np.unique(level0)) == {0, 1, 2}
@@ -258,6 +271,13 @@ def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None
     write_pyramid(tmp_path / "plain.tif", image[:512, :512], None, jpeg_quality=95)
     result = run_predict_job(PredictJob(tmp_path / "plain.tif", path, tmp_path / "plain.labels.tif", tile=512))
     assert len(result.notes) == 1 and "records no µm/px" in result.notes[0]
+    told = run("predict", str(tmp_path / "plain.tif"), "--model", str(path), "--out", str(tmp_path / "told.tif"),
+               "--tile", "512", "--slide-mpp", "0.5")  # the user gives the slide's µm/px: read at the model's scale, no warning
+    assert told.returncode == 0 and "warning" not in told.stderr, told.stderr
+    with tifffile.TiffFile(tmp_path / "told.tif") as tif:
+        told_map = tif.pages[0].asarray()
+    assert told_map.shape == (256, 256), "1 µm/px from a 0.5 µm/px slide of 512 px"
+    assert np.mean(told_map[:96, :96] != maps[0][:96, :96]) < 0.05, "the same map where no edge mirroring differs"
 
 
 def test_the_app_overlays_a_three_class_prediction_in_the_class_colours(window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from contextlib import ExitStack, closing
 from dataclasses import asdict, dataclass, field
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +19,7 @@ from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path, check_output
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
+from gigapath_desktop.slides.diskarray import DiskArray
 from gigapath_desktop.slides.resample import Scale, read_at
 
 
@@ -34,6 +36,8 @@ class PredictJob:
     threshold: float = 0.5
     binary: bool = False  # 0/255 at the threshold instead of probability x 255
     tile: int = 2048
+    probabilities: Path | None = None  # also a pyramidal TIFF of each class's probability x 255, one channel each
+    slide_mpp: float | None = None  # the slide's own µm/px, for a slide that records none
 
 
 @dataclass
@@ -49,6 +53,7 @@ class PredictResult:
     pixel_area: float | None = None  # µm² per predicted pixel; None when the slide records no µm/px
     downsample: float = 1.0  # slide level-0 pixels per mask pixel
     values: MaskValues | None = None  # what the mask's values mean
+    probabilities: Path | None = None
 
     def areas(self) -> tuple[dict[str, float], str]:
         """Each class's area and its unit: mm² where the slide records its µm/px, else px² of the mask."""
@@ -62,9 +67,9 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     """Predict and write every requested output; on any failure no partial output file is left behind. `model`:
     `job.model` already loaded (a batch loads it once)."""
     start = time.perf_counter()
-    outputs = [p for p in (job.out, job.png, job.geojson) if p is not None]
+    outputs = [p for p in (job.out, job.png, job.geojson, job.probabilities) if p is not None]
     if len(set(map(os.path.abspath, outputs))) < len(outputs):
-        raise GigaPathError("the mask, PNG and GeoJSON outputs must be different files")
+        raise GigaPathError("the mask, PNG, GeoJSON and probability outputs must be different files")
     for path in outputs:
         check_output(path, inputs=(job.slide, job.model))
     model = model if model is not None else load_model(job.model)
@@ -73,7 +78,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     labels = len(classes.classes) > 2
     threshold = int(round(job.threshold * 255))
     values = MaskValues("labels" if labels else "binary" if job.binary else "probability", classes, threshold)
-    with open_slide(job.slide) as slide, ExitStack() as commit:
+    with open_slide(job.slide, job.slide_mpp) as slide, ExitStack() as commit:
         if not 0 <= job.level < slide.level_count:
             raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
@@ -96,16 +101,34 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds
         tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
         counts = np.zeros(len(classes.classes), np.int64)
-        bands = predict_bands(model, source, job.tile, progress, cancel, _encoder(values, job.threshold))
+        encode = _encoder(values, job.threshold)
+        store = None
+        if job.probabilities:  # kept on disk beside the output while the mask is written, then written itself
+            scratch = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=".prob-",
+                                                                            dir=job.probabilities.parent)))
+            channels = len(classes.names) if labels else 1  # the tissue model's one channel: tissue
+            store = commit.enter_context(closing(DiskArray.create(scratch / "p.npy", (*source.shape[:2], channels),
+                                                                  np.uint8)))
+            encode = _with_probabilities(encode)
+        bands = predict_bands(model, source, job.tile, progress, cancel, encode)
+        if store is not None:
+            bands = _probabilities_kept(bands, store)
         rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
             contours = write_contours(tmp[job.geojson], levels, values, cancel) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
+        if store is not None:
+            kept = ((y, np.asarray(store[y : y + TILE])) for y in range(0, store.shape[0], TILE))
+            shape = (canvas_h, canvas_w, store.shape[2])
+            about = {**description, "values": "probability x 255 of each class, one channel per class",
+                     "threshold": None, "channels": classes.names[-channels:]}
+            write_mask_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp, about,
+                            MaskValues("probability", classes)).close()
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start, notes, dict(zip(classes.names, map(int, counts))), pixel_area,
-                         ds, values)
+                         ds, values, job.probabilities)
 
 
 def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
@@ -130,6 +153,22 @@ def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.
     return lambda p: np.round(p * 255).astype(np.uint8)
 
 
+def _with_probabilities(encode: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Tile probabilities -> the mask's values stacked with each channel's probability x 255 (split again below)."""
+    def both(p: np.ndarray) -> np.ndarray:
+        per_channel = p if p.ndim == 3 else p[..., None]
+        return np.concatenate([encode(p)[..., None], np.round(per_channel * 255).astype(np.uint8)], axis=-1)
+    return both
+
+
+def _probabilities_kept(bands: Iterator[tuple[int, np.ndarray]],
+                        store: DiskArray) -> Iterator[tuple[int, np.ndarray]]:
+    """Save each band's probability channels to `store` and pass its mask values on."""
+    for y, band in bands:
+        store[y : y + band.shape[0]] = band[..., 1:]
+        yield y, band[..., 0]
+
+
 def _counted(bands: Iterator[tuple[int, np.ndarray]], values: MaskValues,
              counts: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """Pass the bands on, adding each class's pixels to `counts`."""
@@ -142,10 +181,11 @@ def _canvas_rows(
     bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], origin: tuple[int, int]
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time; a region
-    snapped onto a resampled grid may reach a pixel past the canvas, which is cut."""
-    height, width = shape
+    snapped onto a resampled grid may reach a pixel past the canvas, which is cut. `shape`: (height, width[,
+    channels])."""
+    height, width = shape[:2]
     r0, c0 = origin
-    pending = np.zeros((0, width), np.uint8)
+    pending = np.zeros((0, width, *shape[2:]), np.uint8)
     emitted = 0
 
     def drain(final: bool) -> Iterator[tuple[int, np.ndarray]]:
@@ -158,9 +198,9 @@ def _canvas_rows(
     for y, band in bands:
         band = band[: max(0, height - r0 - y), : width - c0]
         gap = r0 + y - (emitted + len(pending))
-        rows = np.zeros((gap + band.shape[0], width), np.uint8)
+        rows = np.zeros((gap + band.shape[0], width, *shape[2:]), np.uint8)
         rows[gap:, c0 : c0 + band.shape[1]] = band
         pending = np.concatenate([pending, rows])
         yield from drain(final=False)
-    pending = np.concatenate([pending, np.zeros((height - emitted - len(pending), width), np.uint8)])
+    pending = np.concatenate([pending, np.zeros((height - emitted - len(pending), width, *shape[2:]), np.uint8)])
     yield from drain(final=True)

@@ -63,9 +63,9 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
     spec = job.spec
     item = spec.train[0]
     if (args.spec or len(spec.train) != 1 or len(item.regions) != 1 or spec.classes or item.sparse or spec.mpp
-            or len(spec.validation) > 1 or any(v.slide != item.slide for v in spec.validation)):
+            or item.slide_mpp or len(spec.validation) > 1 or any(v.slide != item.slide for v in spec.validation)):
         raise GigaPathError("--remote trains the tissue model on one region of one slide (dense labels, the slide's "
-                            "own levels); train specs, several regions, classes, sparse labels or --mpp run locally")
+                            "own levels); train specs, several regions, classes, sparse labels, --mpp or --slide-mpp run locally")
     if args.memory_budget is not None or args.plan:
         raise GigaPathError("--memory-budget and --plan apply to local training; the server plans its steps in its "
                             "own memory")
@@ -93,7 +93,11 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
 def predict_remote(args: argparse.Namespace) -> int:
     from gigapath_desktop.outputs import check_output
 
+    if args.png or args.probabilities or args.slide_mpp:
+        raise GigaPathError("--remote predictions return the mask and its --geojson contours; leave out --png, "
+                            "--probabilities and --slide-mpp, or predict here with the downloaded model")
     out = check_output(args.out)
+    contours = check_output(args.geojson) if args.geojson else None
     with _client(args) as client:
         region = [int(v) for v in args.region.split(",")] if args.region else None
         submitted = client.submit_predict(slide=args.slide, model_job=args.model, region=region, level=args.level,
@@ -102,7 +106,9 @@ def predict_remote(args: argparse.Namespace) -> int:
         if end.get("state") != "finished":
             raise GigaPathError(f"job {submitted['id']} {end.get('state')}: {end.get('message')}")
         client.download(submitted["id"], "mask.tif", Path(out))
-    print(f"job {submitted['id']}: wrote {out}")
+        if contours:
+            client.download(submitted["id"], "contours.geojson", Path(contours))
+    print(f"job {submitted['id']}: wrote {', '.join(str(p) for p in (out, contours) if p)}")
     return 0
 
 

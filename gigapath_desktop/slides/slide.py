@@ -62,8 +62,9 @@ class Region:
 class Slide:
     """An open slide. Safe to read from several threads; use as a context manager or call `close()`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
         self.path = Path(path)
+        self._mpp = mpp  # the user's word for the slide's µm/px, over what the file records (or lacks)
         self._lock: threading.Lock | None = None  # only PIL-backed images need one
         if not self.path.is_file():
             raise SlideError(f"{self.path}: no such file")
@@ -106,8 +107,10 @@ class Slide:
 
     @property
     def mpp(self) -> tuple[float, float] | None:
-        """Microns per level-0 pixel (x, y), or None when the file does not record it (or records nonsense: 0,
-        negative, NaN, infinite)."""
+        """Microns per level-0 pixel (x, y): the one given when opening, else the file's; None when the file does not
+        record it (or records nonsense: 0, negative, NaN, infinite)."""
+        if self._mpp is not None:
+            return (self._mpp, self._mpp)
         props = self._osr.properties
         try:
             mpp = (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
@@ -247,9 +250,10 @@ class SlideSource:
         return self.slide.read_pixels(location, self.region.level, (x1 - x0, y1 - y0))
 
 
-def open_slide(path: str | os.PathLike[str]) -> Slide:
-    """Open a slide or plain image; raises `SlideError` with the file named when it cannot."""
-    return Slide(path)
+def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
+    """Open a slide or plain image; raises `SlideError` with the file named when it cannot. `mpp`: its µm per
+    level-0 pixel where the file records none (or records it wrongly)."""
+    return Slide(path, mpp)
 
 
 def _call(path: Path, fn: Callable[[], _T]) -> _T:

@@ -101,7 +101,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     train: list[RegionData] = []
     val: list[RegionData] = []
     for item, role, labels, regions in items:
-        with open_slide(item.slide) as slide:
+        with open_slide(item.slide, item.slide_mpp) as slide:
             scale = _scale(slide, job.spec.mpp, listeners)
             for region in regions:
                 data = load_region(slide, region, labels, cancel=cancel, classes=classes, sparse=item.sparse, scale=scale,
@@ -133,7 +133,7 @@ def _plans(job: TrainJob, items: list) -> list[tuple[str, StepPlan]]:
     budget, plans = job.config.memory_budget * GIB, []
     distributed = job.workers > 1 or job.ray_address is not None
     for item, role, _, regions in items:
-        with open_slide(item.slide) as slide:
+        with open_slide(item.slide, item.slide_mpp) as slide:
             scale = _scale(slide, job.spec.mpp, [])
             for region in regions:
                 width, height = slide.level_size(region) if scale is None else read_at(slide, region, scale).shape[1::-1]
@@ -166,7 +166,7 @@ def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple
     read: dict[tuple[Path, Path | None], list[Annotation]] = {}  # each labels file read (or tissue detected) once
     for role, items in (("training", spec.train), ("validation", spec.validation)):
         for item in items:
-            with open_slide(item.slide) as slide:
+            with open_slide(item.slide, item.slide_mpp) as slide:
                 key = (item.slide, item.labels)
                 annotations = read[key] = read.get(key) or _labels(item, slide, spec.classes, listeners)
                 regions = list(item.regions) or _drawn_regions(item, annotations, role, slide)

@@ -33,10 +33,12 @@ class SpecItem:
     regions: tuple[Region, ...] = ()  # empty: the labels file's own Train / Validation rectangles
     labels: Path | None = None  # GeoJSON; None: automatic tissue detection
     sparse: bool = False
+    slide_mpp: float | None = None  # the slide's own µm/px, for a slide that records none
 
     def as_json(self) -> dict[str, Any]:
         return {"slide": str(self.slide), "labels": None if self.labels is None else str(self.labels),
-                "mode": MODES[self.sparse], "regions": [[*r.as_tuple(), r.level] for r in self.regions]}
+                "mode": MODES[self.sparse], "regions": [[*r.as_tuple(), r.level] for r in self.regions],
+                "slide_mpp": self.slide_mpp}
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class TrainSpec:
     @classmethod
     def one_slide(cls, slide: Path, regions: tuple[Region, ...], labels: Path | None = None,
                   val_region: Region | None = None, classes: tuple[str, ...] | None = None,
-                  sparse: bool = False, mpp: float | None = None) -> "TrainSpec":
+                  sparse: bool = False, mpp: float | None = None, slide_mpp: float | None = None) -> "TrainSpec":
         """`train SLIDE --region R [--region R2 ...] [--val-region V]`: one slide, one labels file."""
-        validation = (SpecItem(slide, (val_region,), labels, sparse),) if val_region is not None else ()
-        spec = cls((SpecItem(slide, tuple(regions), labels, sparse),), validation, classes, mpp)
+        validation = (SpecItem(slide, (val_region,), labels, sparse, slide_mpp),) if val_region is not None else ()
+        spec = cls((SpecItem(slide, tuple(regions), labels, sparse, slide_mpp),), validation, classes, mpp)
         try:
             return cls._parse(spec.as_json(), Path("."))  # the same checks as a spec file's
         except (TypeError, KeyError, ValueError) as exc:
@@ -90,15 +92,12 @@ class TrainSpec:
             if not names or not all(isinstance(n, str) and n.strip() for n in names):
                 raise ValueError("'classes' must be a list of class names (or of {\"name\": ...} objects)")
             classes = tuple(names)
-        mpp = data.get("mpp")
-        if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not math.isfinite(mpp)
-                                or mpp <= 0):
-            raise ValueError(f"'mpp' must be a positive number of µm per pixel, got {mpp!r}")
+        mpp = _mpp(data, "mpp", "")
         train = tuple(_item(entry, base, f"train[{i}]") for i, entry in enumerate(_list(data, "train")))
         if not train:
             raise ValueError("'train' lists no item")
         validation = tuple(_item(entry, base, f"validation[{i}]") for i, entry in enumerate(_list(data, "validation")))
-        return cls(train, validation, classes, None if mpp is None else float(mpp))
+        return cls(train, validation, classes, mpp)
 
 
 def _list(data: dict, key: str) -> list:
@@ -121,7 +120,15 @@ def _item(entry: Any, base: Path, where: str) -> SpecItem:
     if not isinstance(regions, list) or not all(_is_rect(r) for r in regions):
         raise ValueError(f"{where}: 'regions' must be a list of [x, y, width, height] (and optionally a level)")
     return SpecItem(base / entry["slide"], tuple(Region(*r) for r in regions),
-                    None if labels is None else base / labels, mode == "sparse")
+                    None if labels is None else base / labels, mode == "sparse", _mpp(entry, "slide_mpp", f"{where}: "))
+
+
+def _mpp(data: dict, key: str, where: str) -> float | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{where}'{key}' must be a positive number of µm per pixel, got {value!r}")
+    return None if value is None else float(value)
 
 
 def _is_rect(value: Any) -> bool:
