@@ -38,7 +38,7 @@ class SpecItem:
     def as_json(self) -> dict[str, Any]:
         return {"slide": str(self.slide), "labels": None if self.labels is None else str(self.labels),
                 "mode": MODES[self.sparse], "regions": [[*r.as_tuple(), r.level] for r in self.regions],
-                "slide_mpp": self.slide_mpp}
+                **({} if self.slide_mpp is None else {"slide_mpp": self.slide_mpp})}
 
 
 @dataclass(frozen=True)
