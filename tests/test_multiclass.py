@@ -236,6 +236,7 @@ def test_a_bad_spec_is_one_clear_error(tmp_path: Path) -> None:
     for text, message in [("{", "not a JSON"), ('{"train": []}', "no item"), ('{"train": [{"slide": 3}]}', r"train\[0\]"),
                           ('{"train": [{"slide": "a.svs", "mode": "thin"}]}', "'dense' or 'sparse'"),
                           ('{"train": [{"slide": "a.svs"}], "mpp": NaN}', "positive number"),
+                          ('{"train": [{"slide": "a.svs", "slide_mpp": -1}]}', r"train\[0\]: 'slide_mpp' must be a positive"),
                           ('{"train": [{"slide": "a.svs", "regions": [[0, 0, 10]]}]}', "regions")]:
         spec.write_text(text)
         with pytest.raises(GigaPathError, match=message):
