@@ -22,6 +22,7 @@ from gigapath_desktop.training import (
     Trainer,
     WarningEvent,
     read_metrics,
+    region_step,
 )
 
 
@@ -174,3 +175,25 @@ def test_the_first_decode_of_a_region_can_be_stopped(synthetic_slide: Path, tmp_
     with pytest.raises(Cancelled):
         run_train_job(job, cancel=cancel)
     assert asked and not (tmp_path / "run").exists(), "stopped while decoding; no run folder is left behind"
+
+
+def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regions: tuple) -> None:
+    """The Trainer prepares the next one-tensor step's inputs on a thread: the same step, bit for bit; inputs
+    prepared for another step (the guard went back) are not used."""
+    from gigapath_desktop.model.geometry import model_geometry
+    from gigapath_desktop.training.augment import Augmentation
+    from gigapath_desktop.training.prefetch import StepPrefetch
+
+    model = _model()
+    region = Augmentation.draw(seed=1, step=3).apply(regions[0])
+    prefetch = StepPrefetch(model_geometry(model))
+    try:
+        prefetch.start(4, region)
+        assert prefetch.take(3) is None and prefetch.take(4) is None, "a stale prefetch is dropped, not kept"
+        prefetch.start(4, region)
+        inputs = prefetch.take(4)
+    finally:
+        prefetch.close()
+    loss, _, grads = region_step(model, region.image, region.labels, tile=None, inputs=inputs)
+    again = region_step(model, region.image, region.labels, tile=None)
+    assert loss == again[0] and all(np.array_equal(a, b) for a, b in zip(grads, again[2]))

@@ -74,9 +74,6 @@ class TileEngine:
             for mine, theirs in zip(self.net.trainable_variables, self.source.trainable_variables):
                 mine.assign(tf.cast(theirs, mine.dtype))
 
-    def tensors(self, image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> tuple:
-        """One tile's (x, y, m) tensors from its input pixels, labels and valid mask."""
-        return tuple(tf.constant(fold(a, self.block)) for a in (image, labels, valid))
 
     def _forward(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, training: bool) -> tuple:
         """(folded logits z as the net gives them, z per channel, p, one-hot y, mask m, per-pixel cross-entropy)."""
@@ -155,6 +152,11 @@ class TileEngine:
             loss = dice_loss + tf.cast(bce_weight, self.dtype) * tf.reduce_sum(m * ce) / tf.maximum(n, 1)
         grads = [tf.cast(g, tf.float64) for g in tape.gradient(loss, self.net.trainable_variables)]
         return tf.cast(loss, tf.float64), grads
+
+
+def step_tensors(block: int, image: np.ndarray, labels: np.ndarray, valid: np.ndarray) -> tuple:
+    """One tile's (x, y, m) tensors from its input pixels, labels and valid mask (thread-safe: no engine state)."""
+    return tuple(tf.constant(fold(a, block)) for a in (image, labels, valid))
 
 
 def engine_for(model: keras.Model, dtype: str = "float32") -> TileEngine:

@@ -27,11 +27,11 @@ import psutil
 import tensorflow as tf
 
 from gigapath_desktop.errors import Cancelled, TrainingError
-from gigapath_desktop.model.geometry import model_geometry
+from gigapath_desktop.model.geometry import Geometry, model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.training.config import BCE_WEIGHT
-from gigapath_desktop.training.engine import SMOOTH, TileEngine, dice_coefficients, engine_for
+from gigapath_desktop.training.engine import SMOOTH, TileEngine, dice_coefficients, engine_for, step_tensors
 from gigapath_desktop.training.plan import CALIBRATION
 
 CancelFn = Callable[[], bool]
@@ -163,9 +163,11 @@ def region_step(
     cancel: CancelFn | None = None,
     progress: TileProgressFn | None = None,
     executor: LocalExecutor | None = None,
+    inputs: tuple | None = None,
 ) -> tuple[float, LossTerms, list[np.ndarray]]:
     """(loss, global sums, gradients) of `model` on one whole region: `image` (H, W, 3) uint8, `labels` (H, W)
-    uint8 class indices (0/1 for the tissue model) with UNLABELLED (255) pixels left out of the loss.
+    uint8 class indices (0/1 for the tissue model) with UNLABELLED (255) pixels left out of the loss. `inputs`: a
+    one-tensor step's tensors prepared beforehand (`one_tensor_inputs`), e.g. on a thread during the last step.
 
     `tile=None` computes on the whole region as one tensor; an int gives the same result tile by tile, in this
     process or spread over workers (`executor`). `grads` are float64 arrays aligned with
@@ -175,7 +177,7 @@ def region_step(
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
     if tile is None:
-        engine, tensors = _one_tensor(model, dtype, plan, image, labels)
+        engine, tensors = _one_tensor(model, dtype, plan, image, labels, inputs)
         sums, grads = engine.single(*tensors, tf.constant(bce_weight, tf.float64))
         terms = LossTerms.from_vector(sums.numpy())
         return terms.loss(bce_weight), terms, [g.numpy() for g in grads]
@@ -224,16 +226,25 @@ def reference_step(model: keras.Model, image: np.ndarray, labels: np.ndarray, *,
     return float(loss), [g.numpy() for g in grads]
 
 
-def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> tuple:
+def one_tensor_inputs(geometry: Geometry, image: np.ndarray, labels: np.ndarray) -> tuple:
+    """The tensors of a one-tensor step on a region: its pixels mirrored to the padded size and folded, its labels
+    and valid mask folded, handed to TensorFlow (a fifth of a 16 MP step's time, so the Trainer prepares the next
+    step's on a thread)."""
+    plan = TilePlan.create(*labels.shape, geometry, None)
+    (t,) = plan.tiles()
+    return step_tensors(geometry.block, plan.image(image, t), *plan.labels(labels, t))
+
+
+def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
+                inputs: tuple | None = None) -> tuple:
     """(engine, tensors) of a one-tile plan, refused when it would not fit in memory."""
     engine = engine_for(model, dtype)
     _check_whole_fits(plan, dtype)
-    (t,) = plan.tiles()
-    return engine, _tile_tensors(plan, image, labels, t, engine)
+    return engine, inputs or one_tensor_inputs(plan.geometry, image, labels)
 
 
 def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile, engine: TileEngine) -> tuple:
-    return engine.tensors(plan.image(image, t), *plan.labels(labels, t))
+    return step_tensors(engine.block, plan.image(image, t), *plan.labels(labels, t))
 
 
 def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: TileEngine) -> Iterator[tuple]:

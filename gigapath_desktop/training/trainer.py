@@ -25,6 +25,7 @@ import tensorflow as tf
 from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model, save_model
+from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.info import ModelInfo, model_info, read_info
 from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
 from gigapath_desktop.outputs import atomic_path, pause_point, remove
@@ -35,6 +36,7 @@ from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEven
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
 from gigapath_desktop.training.plan import estimate, step_tile
+from gigapath_desktop.training.prefetch import StepPrefetch
 from gigapath_desktop.training.schedule import LearningRate
 
 CHECKPOINTS = "checkpoints"
@@ -140,6 +142,7 @@ class Trainer:
                 plan = estimate(*region.labels.shape, self._tile(region))
                 self._emit(LogEvent(f"plan for {region.name or 'the region'}: {plan.describe()}"))
         self._prepare()
+        self._prefetch = StepPrefetch(model_geometry(self.model))
         try:
             while self.step < self.config.steps and not self._stop.is_set():
                 event = self._train_step()
@@ -151,6 +154,7 @@ class Trainer:
         except Cancelled:
             self._emit(LogEvent(f"stopped during step {self.step + 1}; keeping the weights of step {self.step}"))
         finally:
+            self._prefetch.close()
             if self.run_dir is not None and self._saved != self.step:
                 self.save_checkpoint()
         return self.history
@@ -190,15 +194,19 @@ class Trainer:
 
     def _train_step(self) -> StepEvent | None:
         """One optimizer step, or None when the guard stepped back to the last good weights instead."""
-        region = source = self.region_of_step(self.step)
-        if self.config.augment:
-            region = Augmentation.draw(self.config.seed, self.step, self.config.colour_jitter,
-                                       self._dark_field).apply(region)
+        source = self.region_of_step(self.step)
+        region = self._augmented(source, self.step)
         start = time.perf_counter()
+        tile = self._tile(region)
+        inputs = self._prefetch.take(self.step) if tile is None else None
+        if self.step + 1 < self.config.steps:
+            upcoming = self._augmented(self.region_of_step(self.step + 1), self.step + 1)
+            if self._tile(upcoming) is None:
+                self._prefetch.start(self.step + 1, upcoming)
         loss, terms, grads = region_step(
-            self.model, region.image, region.labels, tile=self._tile(region), bce_weight=self.config.bce_weight,
+            self.model, region.image, region.labels, tile=tile, bce_weight=self.config.bce_weight,
             cancel=self._between_tiles, progress=lambda done, total: self._emit(TileEvent(self.step + 1, done, total)),
-            executor=self.executor,
+            executor=self.executor, inputs=inputs,
         )
         verdict = self.guard.check(loss, terms)
         if verdict.reason is None and not all(np.isfinite(g).all() for g in grads):
@@ -222,6 +230,12 @@ class Trainer:
         )
         self.history.append(event)
         return event
+
+    def _augmented(self, region: RegionData, step: int) -> RegionData:
+        """`region` as `step` sees it: its own draw of flips, turns, colour and blur (when augmenting)."""
+        if not self.config.augment:
+            return region
+        return Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field).apply(region)
 
     def _keep_good(self) -> None:
         self._good.append(([w.copy() for w in self.model.get_weights()], [v.numpy() for v in self.optimizer.variables]))
