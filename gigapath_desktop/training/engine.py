@@ -20,7 +20,8 @@ from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.unet import logits_model, output_channels, with_dtype
 
 SMOOTH = 1.0
-if not tf.config.list_physical_devices("GPU"):
+CPU_ONLY = not tf.config.list_physical_devices("GPU")
+if CPU_ONLY:
     # Grappler's remapper fails on the backward graph with oneDNN (LeakyReluGrad fed by a BiasAdd it fused away)
     # and logs an error per trace; without it the CPU step is as fast (measured), so it is off on CPU-only machines.
     tf.config.optimizer.set_experimental_options({"remapping": False})
@@ -63,6 +64,10 @@ class TileEngine:
         label_spec = tf.TensorSpec([1, None, None, None], tf.uint8)
         coefficients_spec = tf.TensorSpec([2 * self.channels + 1], tf.float64)
         weight_spec = tf.TensorSpec([], tf.float64)
+        # The loss's ~35 elementwise passes over full-resolution tensors were 40 % of a one-tensor step on CPU: XLA
+        # fuses them (0.39 -> 0.23 s at 16 MP). The convolutions stay outside XLA (slower there); Metal has no XLA.
+        self.loss_sums = tf.function(self._loss_sums, jit_compile=CPU_ONLY)
+        self.loss_dz = tf.function(self._loss_dz, jit_compile=CPU_ONLY)
         self.sums = tf.function(self._sums, input_signature=[image_spec, label_spec, label_spec])
         self.grads = tf.function(self._grads, input_signature=[image_spec, label_spec, label_spec, coefficients_spec])
         self.single = tf.function(self._single, input_signature=[image_spec, label_spec, label_spec, weight_spec])
@@ -74,13 +79,8 @@ class TileEngine:
             for mine, theirs in zip(self.net.trainable_variables, self.source.trainable_variables):
                 mine.assign(tf.cast(theirs, mine.dtype))
 
-
-    def _forward(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, training: bool) -> tuple:
-        """(folded logits z as the net gives them, z per channel, p, one-hot y, mask m, per-pixel cross-entropy)."""
-        z_flat = self.net(x, training=training)
-        return (z_flat, *self._loss_inputs(z_flat, y, m))
-
     def _loss_inputs(self, z_flat: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tuple:
+        """(z per channel, p, one-hot y, mask m, per-pixel cross-entropy) from the net's folded logits."""
         z = tf.reshape(z_flat, tf.concat([tf.shape(z_flat)[:3], [self.block**2, self.channels]], 0))
         m = tf.cast(m, self.dtype)[..., None] * tf.cast(y != UNLABELLED, self.dtype)[..., None]
         if self.channels == 1:
@@ -98,18 +98,17 @@ class TileEngine:
             return tf.cast(z > 0, z.dtype)
         return tf.one_hot(tf.argmax(z, axis=-1), self.channels, dtype=z.dtype)
 
-    def _tile_sums(self, z: tf.Tensor, p: tf.Tensor, y: tf.Tensor, m: tf.Tensor, ce: tf.Tensor) -> tf.Tensor:
+    def _loss_sums(self, z_flat: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+        """A tile's loss sums from its folded logits, in the layout of LossTerms.from_vector."""
+        z, p, y, m, ce = self._loss_inputs(z_flat, y, m)
         hard = self._hard(z)
         sums = [_sum(m * p * y), _sum(m * p), _sum(m * y), _sum(m * hard * y), _sum(m * hard), _sum(m * ce), _sum(m)]
-        return tf.concat(sums, 0)  # the layout of LossTerms.from_vector
+        return tf.concat(sums, 0)
 
-    def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
-        return self._tile_sums(*self._forward(x, y, m, training=False)[1:])
-
-    def _backward(self, tape: tf.GradientTape, z_flat: tf.Tensor, p: tf.Tensor, y: tf.Tensor, m: tf.Tensor,
-                  coefficients: tf.Tensor) -> list[tf.Tensor]:
-        """Backpropagate d(sum_c a_c I_c + b_c P_c + c B)/dz, written out, so no loss graph is differentiated.
+    def _loss_dz(self, z_flat: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> tf.Tensor:
+        """d(sum_c a_c I_c + b_c P_c + c B)/dz, written out, so no loss graph is differentiated.
         With g = m (a y + b):  sigmoid: g p (1 - p) + c m (p - y);  softmax: p (g - sum_k g_k p_k) + c m (p - y)."""
+        _, p, y, m, _ = self._loss_inputs(z_flat, y, m)
         coefficients = tf.cast(coefficients, self.dtype)
         a, b, c = coefficients[: self.channels], coefficients[self.channels : -1], coefficients[-1]
         g = m * (a * y + b)
@@ -117,31 +116,38 @@ class TileEngine:
             dz = g * p * (1 - p) + c * m * (p - y)
         else:
             dz = p * (g - tf.reduce_sum(g * p, axis=-1, keepdims=True)) + c * m * (p - y)
-        grads = tape.gradient(z_flat, self.net.trainable_variables, output_gradients=tf.reshape(dz, tf.shape(z_flat)))
-        return [tf.cast(g, tf.float64) for g in grads]
+        return tf.reshape(dz, tf.shape(z_flat))
+
+    def _backward(self, tape: tf.GradientTape, z_flat: tf.Tensor, y: tf.Tensor, m: tf.Tensor,
+                  coefficients: tf.Tensor) -> list[tf.Tensor]:
+        dz = self.loss_dz(z_flat, y, m, coefficients)
+        return [tf.cast(g, tf.float64) for g in tape.gradient(z_flat, self.net.trainable_variables, output_gradients=dz)]
+
+    def _sums(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+        return self.loss_sums(self.net(x, training=False), y, m)
 
     def _grads(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, coefficients: tf.Tensor) -> list[tf.Tensor]:
         with tf.GradientTape() as tape:
-            z_flat, _, p, y, m, _ = self._forward(x, y, m, training=True)
-        return self._backward(tape, z_flat, p, y, m, coefficients)
+            z_flat = self.net(x, training=True)
+        return self._backward(tape, z_flat, y, m, coefficients)
 
     def _single(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
         """The whole region as one tile, forward once: pass 1's sums and pass 2's backward share one forward pass.
         Returns (sums, gradients) with the sums and coefficients of the tiled step, so the result is the same."""
         with tf.GradientTape() as tape:
-            z_flat, z, p, y, m, ce = self._forward(x, y, m, training=True)
-        sums = self._tile_sums(z, p, y, m, ce)
+            z_flat = self.net(x, training=True)
+        sums = self.loss_sums(z_flat, y, m)
         c = self.channels
         truth = sums[2 * c : 3 * c]
         present = tf.ones_like(truth) if c == 1 else tf.cast(truth > 0, tf.float64)
         present = tf.where(tf.reduce_any(present > 0), present, tf.ones_like(present))
         coefficients = dice_coefficients(tnp, sums[:c], sums[c : 2 * c], truth, sums[-1], present, bce_weight)
-        return sums, self._backward(tape, z_flat, p, y, m, coefficients)
+        return sums, self._backward(tape, z_flat, y, m, coefficients)
 
     def _reference(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:
         """The naive reference for tests: one tensor, plain reductions in the model's dtype, autodiff of the loss."""
         with tf.GradientTape() as tape:
-            _, z, p, y, m, ce = self._forward(x, y, m, training=True)
+            z, p, y, m, ce = self._loss_inputs(self.net(x, training=True), y, m)
             axes = [0, 1, 2, 3]
             i, pp, yy = (tf.reduce_sum(t, axes) for t in (m * p * y, m * p, m * y))
             n = tf.reduce_sum(m)
