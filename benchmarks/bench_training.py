@@ -208,7 +208,7 @@ def run_plans(sizes: list[str]) -> list[dict]:
     return rows
 
 
-PEER_BYTES_PER_PIXEL = 80  # the PyTorch whole-image step's peak, measured at 16 MP (1.25 GiB)
+PEER_BYTES_PER_PIXEL = 80  # the PyTorch whole-image step's peak, measured at 16 MP (1.16 GiB)
 
 
 def peer_row(size: str) -> dict:

@@ -319,13 +319,13 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
 
     if args.spec:
         if (args.slide or args.region or args.labels or args.auto_labels or args.val_region or args.demo
-                or args.classes or args.sparse or args.mpp):
+                or args.classes or args.sparse or args.mpp or args.slide_mpp is not None):
             raise GigaPathError("--spec names the slides, regions, labels, classes and modes; give none of them on "
                                 "the command line")
         spec = TrainSpec.read(args.spec)
     elif args.demo:
         region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
-        spec = TrainSpec.one_slide(demo_slide(), (region,), None, val_region)
+        spec = TrainSpec.one_slide(demo_slide(), (region,), None, val_region, slide_mpp=args.slide_mpp)
     else:
         if not args.slide or not args.region:
             raise GigaPathError("train needs SLIDE and --region X,Y,W,H (or --spec, or --demo)")

@@ -54,9 +54,9 @@ def test_tiled_prediction_equals_whole_image_prediction(trained: Path, other_sli
 def test_exports_open_in_openslide_and_tifffile_and_contours_round_trip(trained: Path, other_slide: Path, tmp_path: Path) -> None:
     region = Region(200, 300, 1900, 1400)
     job = PredictJob(other_slide, trained, tmp_path / "mask.tif", region=region, png=tmp_path / "preview.png",
-                     downsample=4, geojson=tmp_path / "contours.geojson", tile=512)
+                     downsample=4, geojson=tmp_path / "contours.geojson", tile=512, probabilities=tmp_path / "prob.tif")
     result = run_predict_job(job)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["contours.geojson", "mask.tif", "preview.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contours.geojson", "mask.tif", "preview.png", "prob.tif"]
     with open_slide(other_slide) as slide:
         expected = np.round(predict_array(keras.models.load_model(trained), SlideSource(slide, region)) * 255)
         dims, mpp = slide.level_dimensions, slide.mpp
@@ -73,6 +73,9 @@ def test_exports_open_in_openslide_and_tifffile_and_contours_round_trip(trained:
     assert np.abs(level0[300:1700, 200:2100].astype(int) - expected).max() <= 1
     assert np.array_equal(via_openslide, level0[300:1700, 200:2100])
     assert level0[:300].max() == 0 and level0[:, :200].max() == 0, "outside the region stays empty"
+    with tifffile.TiffFile(job.probabilities) as tif:  # the tissue model's one channel: its probability mask
+        assert json.loads(tif.pages[0].description)["channels"] == ["Tissue"]
+        assert np.array_equal(tif.pages[0].asarray().reshape(level0.shape), level0)
     thresholded = level0 >= 128
     polygons = read_geojson(job.geojson)
     assert polygons and result.contours == len(polygons)
@@ -102,7 +105,8 @@ def test_bad_inputs_fail_cleanly_without_leftovers(trained: Path, other_slide: P
         run_predict_job(PredictJob(other_slide, trained, tmp_path / "missing" / "c.tif"))
     calls = []
     with pytest.raises(Cancelled):
-        run_predict_job(PredictJob(other_slide, trained, tmp_path / "d.tif", png=tmp_path / "d.png", tile=256),
+        run_predict_job(PredictJob(other_slide, trained, tmp_path / "d.tif", png=tmp_path / "d.png", tile=256,
+                                   probabilities=tmp_path / "d.prob.tif"),
                         progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
 

@@ -85,6 +85,24 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
     assert len(list((run_dir / "checkpoints").glob("step-*"))) == 2
 
 
+def test_one_tensor_steps_with_prefetched_augmented_inputs_resume_exactly(regions: tuple, tmp_path: Path) -> None:
+    """One-tensor steps take the inputs the Trainer prepared during the last step (each augmented for its own
+    step); a resumed run, whose first step is prepared without the thread, ends with the same weights."""
+    train, _ = regions
+    config = TrainConfig(steps=5, tile=None, checkpoint_every=1)
+    reference = Trainer(_model(), [train], None, config)
+    reference.run()
+    run_dir = tmp_path / "run"
+    trainer = Trainer(_model(), [train], None, config, run_dir)
+    trainer.listeners.append(lambda e: trainer.stop() if isinstance(e, StepEvent) and e.step == 2 else None)
+    trainer.run()
+    resumed = Trainer.from_checkpoint(run_dir, [train])
+    assert resumed.step == 2 and resumed.config.augment
+    resumed.run()
+    for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_pause_holds_between_tiles_and_resume_finishes(regions: tuple) -> None:
     train, _ = regions
     steps: list[float] = []
@@ -179,7 +197,7 @@ def test_the_first_decode_of_a_region_can_be_stopped(synthetic_slide: Path, tmp_
 
 def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regions: tuple) -> None:
     """The Trainer prepares the next one-tensor step's inputs on a thread: the same step, bit for bit; inputs
-    prepared for another step (the guard went back) are not used."""
+    prepared for an earlier step are dropped, those of a later step kept (the guard retries a step)."""
     from gigapath_desktop.model.geometry import model_geometry
     from gigapath_desktop.training.augment import Augmentation
     from gigapath_desktop.training.prefetch import StepPrefetch
@@ -189,8 +207,9 @@ def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regio
     prefetch = StepPrefetch(model_geometry(model))
     try:
         prefetch.start(4, region)
-        assert prefetch.take(3) is None and prefetch.take(4) is None, "a stale prefetch is dropped, not kept"
+        assert prefetch.take(5) is None and prefetch.take(4) is None, "a stale prefetch is dropped, not kept"
         prefetch.start(4, region)
+        assert prefetch.take(3) is None, "the step after a retried one is still coming"
         inputs = prefetch.take(4)
     finally:
         prefetch.close()

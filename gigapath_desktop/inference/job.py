@@ -106,9 +106,9 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         if job.probabilities:  # kept on disk beside the output while the mask is written, then written itself
             scratch = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=".prob-",
                                                                             dir=job.probabilities.parent)))
-            channels = len(classes.names) if labels else 1  # the tissue model's one channel: tissue
-            store = commit.enter_context(closing(DiskArray.create(scratch / "p.npy", (*source.shape[:2], channels),
-                                                                  np.uint8)))
+            channels = len(classes.names) if labels else 1  # the tissue model's one channel (a plain 2-D TIFF)
+            shape = (*source.shape[:2], channels) if labels else source.shape[:2]
+            store = commit.enter_context(closing(DiskArray.create(scratch / "p.npy", shape, np.uint8)))
             encode = _with_probabilities(encode)
         bands = predict_bands(model, source, job.tile, progress, cancel, encode)
         if store is not None:
@@ -121,7 +121,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
         if store is not None:
             kept = ((y, np.asarray(store[y : y + TILE])) for y in range(0, store.shape[0], TILE))
-            shape = (canvas_h, canvas_w, store.shape[2])
+            shape = (canvas_h, canvas_w, *store.shape[2:])
             about = {**description, "values": "probability x 255 of each class, one channel per class",
                      "threshold": None, "channels": classes.names[-channels:]}
             write_mask_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp, about,
@@ -165,7 +165,7 @@ def _probabilities_kept(bands: Iterator[tuple[int, np.ndarray]],
                         store: DiskArray) -> Iterator[tuple[int, np.ndarray]]:
     """Save each band's probability channels to `store` and pass its mask values on."""
     for y, band in bands:
-        store[y : y + band.shape[0]] = band[..., 1:]
+        store[y : y + band.shape[0]] = band[..., 1:].reshape(band.shape[0], *store.shape[1:])
         yield y, band[..., 0]
 
 
@@ -178,7 +178,7 @@ def _counted(bands: Iterator[tuple[int, np.ndarray]], values: MaskValues,
 
 
 def _canvas_rows(
-    bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], origin: tuple[int, int]
+    bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], origin: tuple[int, int]
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time; a region
     snapped onto a resampled grid may reach a pixel past the canvas, which is cut. `shape`: (height, width[,

@@ -128,8 +128,8 @@ def write_mask_tiff(
                 k = len(levels) - 1
                 tif.write(
                     _tiles(source, level_shape, store), shape=level_shape, dtype=np.uint8, photometric="minisblack",
-                    planarconfig="contig", tile=(TILE, TILE), compression="zlib", compressionargs={"level": 1},
-                    subfiletype=1 if k else 0,
+                    planarconfig="contig" if len(level_shape) == 3 else None, tile=(TILE, TILE), compression="zlib",
+                    compressionargs={"level": 1}, subfiletype=1 if k else 0,
                     description=json.dumps(description) if k == 0 else None, metadata=None,
                     **_resolution(mpp, downsample * 2**k),
                 )

@@ -56,6 +56,7 @@ class DepthToSpace(_BlockLayer):
 
 
 LOGITS = "logits_s2d"
+SPACE_TO_DEPTH = "space_to_depth"
 
 
 def build_unet(
@@ -86,7 +87,7 @@ def build_unet(
 
     image = keras.Input((None, None, 3), dtype="uint8", name="image")
     geom[id(image)] = TensorGeometry()
-    x = apply(SpaceToDepth(block, name="space_to_depth"), image)
+    x = apply(SpaceToDepth(block, name=SPACE_TO_DEPTH), image)
     x = apply(layers.Rescaling(1 / 127.5, offset=-1.0, dtype=dtype, name="rescale"), x)
     x = apply(layers.Conv2D(filters[0], 1, activation=activation, dtype=dtype, name="stem"), x)
     skips = []
@@ -132,7 +133,7 @@ def class_count(model: keras.Model) -> int:
 def logits_model(model: keras.Model) -> keras.Model:
     """The same network (shared weights) from the space-to-depth-folded image (1, H/b, W/b, b*b*3) to the folded
     logits: what training differentiates (the trainer folds tiles on the host, off the critical path)."""
-    return keras.Model(model.get_layer("space_to_depth").output, model.get_layer(LOGITS).output)
+    return keras.Model(model.get_layer(SPACE_TO_DEPTH).output, model.get_layer(LOGITS).output)
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:

@@ -98,6 +98,8 @@ def predict_remote(args: argparse.Namespace) -> int:
                             "--probabilities and --slide-mpp, or predict here with the downloaded model")
     out = check_output(args.out)
     contours = check_output(args.geojson) if args.geojson else None
+    if contours is not None and Path(contours).resolve() == Path(out).resolve():
+        raise GigaPathError("the mask and GeoJSON outputs must be different files")
     with _client(args) as client:
         region = [int(v) for v in args.region.split(",")] if args.region else None
         submitted = client.submit_predict(slide=args.slide, model_job=args.model, region=region, level=args.level,

@@ -31,7 +31,7 @@ from gigapath_desktop.model.geometry import Geometry, model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.training.config import BCE_WEIGHT
-from gigapath_desktop.training.engine import SMOOTH, TileEngine, dice_coefficients, engine_for, step_tensors
+from gigapath_desktop.training.engine import SMOOTH, dice_coefficients, engine_for, step_tensors
 from gigapath_desktop.training.plan import CALIBRATION
 
 CancelFn = Callable[[], bool]
@@ -109,7 +109,7 @@ class LocalExecutor:
     def sums(self, model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
              cancel: CancelFn | None, progress: Callable[[], None]) -> Iterator[list[float]]:
         engine = engine_for(model, dtype)
-        for x, y, m in _prefetched(plan, image, labels, engine):
+        for x, y, m in _prefetched(plan, image, labels):
             _check(cancel)
             yield engine.sums(x, y, m).numpy().tolist()
             progress()
@@ -119,7 +119,7 @@ class LocalExecutor:
               progress: Callable[[], None]) -> Iterator[list[np.ndarray]]:
         engine = engine_for(model, dtype)
         weights = tf.constant(coefficients, tf.float64)
-        for x, y, m in _prefetched(plan, image, labels, engine):
+        for x, y, m in _prefetched(plan, image, labels):
             _check(cancel)
             yield [g.numpy() for g in engine.grads(x, y, m, weights)]
             progress()
@@ -205,14 +205,14 @@ def tile_sums(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray,
               t: Tile) -> list[float]:
     """One tile's loss terms (what a remote worker computes)."""
     engine = engine_for(model, dtype)
-    return engine.sums(*_tile_tensors(plan, image, labels, t, engine)).numpy().tolist()
+    return engine.sums(*_tile_tensors(plan, image, labels, t)).numpy().tolist()
 
 
 def tile_grads(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile,
                coefficients: np.ndarray) -> list[np.ndarray]:
     """One tile's share of the gradient (what a remote worker computes)."""
     engine = engine_for(model, dtype)
-    x, y, m = _tile_tensors(plan, image, labels, t, engine)
+    x, y, m = _tile_tensors(plan, image, labels, t)
     return [g.numpy() for g in engine.grads(x, y, m, tf.constant(coefficients, tf.float64))]
 
 
@@ -232,7 +232,7 @@ def one_tensor_inputs(geometry: Geometry, image: np.ndarray, labels: np.ndarray)
     step's on a thread)."""
     plan = TilePlan.create(*labels.shape, geometry, None)
     (t,) = plan.tiles()
-    return step_tensors(geometry.block, plan.image(image, t), *plan.labels(labels, t))
+    return _tile_tensors(plan, image, labels, t)
 
 
 def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
@@ -240,16 +240,21 @@ def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarra
     """(engine, tensors) of a one-tile plan, refused when it would not fit in memory."""
     engine = engine_for(model, dtype)
     _check_whole_fits(plan, dtype)
-    return engine, inputs or one_tensor_inputs(plan.geometry, image, labels)
+    if inputs is None:
+        return engine, one_tensor_inputs(plan.geometry, image, labels)
+    blocks = tuple(side // plan.geometry.block for side in plan.padded_shape)
+    if tuple(inputs[1].shape[1:3]) != blocks:
+        raise TrainingError(f"inputs prepared for another region: {tuple(inputs[1].shape[1:3])} blocks, not {blocks}")
+    return engine, inputs
 
 
-def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile, engine: TileEngine) -> tuple:
-    return step_tensors(engine.block, plan.image(image, t), *plan.labels(labels, t))
+def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile) -> tuple:
+    return step_tensors(plan.geometry.block, plan.image(image, t), *plan.labels(labels, t))
 
 
-def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray, engine: TileEngine) -> Iterator[tuple]:
+def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> Iterator[tuple]:
     """Each tile's tensors in plan order, the next ones read and mirrored on a thread while the current one runs."""
-    for _, tensors in bounded_map(lambda t: _tile_tensors(plan, image, labels, t, engine), plan.tiles(), workers=1):
+    for _, tensors in bounded_map(lambda t: _tile_tensors(plan, image, labels, t), plan.tiles(), workers=1):
         yield tensors
 
 

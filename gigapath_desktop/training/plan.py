@@ -24,6 +24,7 @@ DEFAULT_BUDGET = 3 * GIB
 STRIDE, HALO = 64, 164  # the U-Net's (model.geometry; a test keeps them equal to what its layers give)
 DISTRIBUTED_TILE = 2048  # an "auto" tile when a step's tiles go to several workers
 MAX_SIDE = 16384  # px: a Metal texture's limit; no tensor of a plan is wider or taller
+PREFETCH_BYTES_PER_PIXEL = 20.0  # the next step's inputs: 5 B/px kept, up to 15 B/px of copies while preparing
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Calibration:
 
     base_bytes: float = 0.55 * GIB  # the process: TensorFlow, the model and its optimizer, the region cache's pages
     bytes_per_pixel: float = 90.0  # per input pixel of the tensor computed at once (forward + backward)
-    tiled_rate: float = 13.15e6  # input pixels per second, both passes, at an input side of 2048 (2026-11-23,
-    size_exponent: float = 0.01  # oneDNN on, tiles folded on the host, the loss fused by XLA, one tensor forward once)
+    # measured 2026-11-23 with oneDNN on, tiles folded on the host, the loss fused by XLA, one tensor forward once
+    tiled_rate: float = 13.15e6  # input pixels per second, both passes, at an input side of 2048
+    size_exponent: float = 0.01
     whole_speedup: float = 1.53
     seconds_per_tile: float = 0.005  # fixed cost of each tile pass (dispatch, mirroring the edges, summing)
 
@@ -106,6 +108,13 @@ def plans(height: int, width: int, dtype: str = "float32", calibration: Calibrat
     longest = min(longest, MAX_SIDE - 2 * HALO)
     return [estimate(height, width, tile, dtype, calibration)
             for tile in (*whole, *range(4 * STRIDE, longest // STRIDE * STRIDE + STRIDE, STRIDE))]
+
+
+def prefetch_fits(height: int, width: int, budget_gib: float) -> bool:
+    """Whether a one-tensor step on an H x W region leaves room in the budget for the next step's inputs prepared
+    beside it (`training.prefetch`: the folded pixels and labels kept, and the copies made on the way)."""
+    plan = estimate(height, width, None)
+    return plan.peak_bytes + PREFETCH_BYTES_PER_PIXEL * plan.input_pixels <= budget_gib * GIB
 
 
 def estimate(height: int, width: int, tile: int | None, dtype: str = "float32",

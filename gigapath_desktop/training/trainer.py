@@ -35,7 +35,7 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
-from gigapath_desktop.training.plan import estimate, step_tile
+from gigapath_desktop.training.plan import estimate, prefetch_fits, step_tile
 from gigapath_desktop.training.prefetch import StepPrefetch
 from gigapath_desktop.training.schedule import LearningRate
 
@@ -201,7 +201,7 @@ class Trainer:
         inputs = self._prefetch.take(self.step) if tile is None else None
         if self.step + 1 < self.config.steps:
             upcoming = self._augmented(self.region_of_step(self.step + 1), self.step + 1)
-            if self._tile(upcoming) is None:
+            if self._tile(upcoming) is None and prefetch_fits(*upcoming.labels.shape, self.config.memory_budget):
                 self._prefetch.start(self.step + 1, upcoming)
         loss, terms, grads = region_step(
             self.model, region.image, region.labels, tile=tile, bce_weight=self.config.bce_weight,
