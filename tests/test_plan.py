@@ -13,7 +13,7 @@ from gigapath_desktop.model import build_unet, model_geometry
 from gigapath_desktop.training import TrainConfig, Trainer, region_step
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import LogEvent, TileEvent
-from gigapath_desktop.training.plan import GIB, HALO, MAX_SIDE, STRIDE, estimate, plan_step, plans, step_tile
+from gigapath_desktop.training.plan import GIB, HALO, MAX_SIDE, NEAR_FASTEST, STRIDE, estimate, plan_step, plans, step_tile
 from test_cli import run
 
 
@@ -25,12 +25,15 @@ def test_the_planner_knows_the_models_geometry() -> None:
 
 @pytest.mark.parametrize("shape", [(4096, 4096), (16000, 16000), (16000, 64000), (2000, 1500), (300, 70000)])
 @pytest.mark.parametrize("budget", [1, 3, 8])
-def test_the_plan_is_the_fastest_that_fits_the_budget(shape: tuple[int, int], budget: float) -> None:
+def test_the_plan_is_the_leanest_of_the_fastest_that_fit_the_budget(shape: tuple[int, int], budget: float) -> None:
     plan = plan_step(*shape, budget * GIB)
     assert plan.peak_bytes <= budget * GIB
-    assert all(p.seconds >= plan.seconds for p in plans(*shape) if p.peak_bytes <= budget * GIB)
+    fitting = [p for p in plans(*shape) if p.peak_bytes <= budget * GIB]
+    fastest = min(p.seconds for p in fitting)
+    assert plan.seconds <= NEAR_FASTEST * fastest
+    assert all(p.peak_bytes >= plan.peak_bytes for p in fitting if p.seconds <= NEAR_FASTEST * fastest)
     bigger = plan_step(*shape, 4 * budget * GIB)
-    assert bigger.seconds <= plan.seconds, "more memory is never slower"
+    assert bigger.seconds <= NEAR_FASTEST * plan.seconds, "more memory is never meaningfully slower"
     if plan.tile is not None:
         assert plan.tile % STRIDE == 0 and estimate(*shape, plan.tile) == plan
     sides = [plan.width, plan.height] if plan.tile is None else [min(plan.tile, max(shape))] * 2
