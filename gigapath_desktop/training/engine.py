@@ -38,10 +38,19 @@ def fold(array: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(runs.swapaxes(1, 2)).view(array.dtype).reshape(1, h // block, w // block, -1)
 
 
-def dice_coefficients(xp: ModuleType, intersection: Any, predicted: Any, truth: Any, valid: Any, present: Any,
+def present_classes(xp: ModuleType, truth: Any) -> Any:
+    """1.0 for each channel that counts in the Dice, else 0.0: the tissue model's one channel always, a K-class
+    model's classes that occur in the labels (all of them when none does). `truth`: the per-channel label sums."""
+    ones = xp.ones_like(truth)
+    present = ones if truth.shape[0] == 1 else xp.where(truth > 0, ones, xp.zeros_like(truth))
+    return xp.where(xp.any(present > 0), present, ones)
+
+
+def dice_coefficients(xp: ModuleType, intersection: Any, predicted: Any, truth: Any, valid: Any,
                       bce_weight: Any) -> Any:
     """[d loss/dI (C), d loss/dP (C), d loss/dB] of  1 - mean over present c of (2 I_c + s)/(P_c + Y_c + s) + w B/N,
     in numpy (`xp=np`, between the passes) or in TensorFlow (`xp=tnp`, inside the one-tensor step): one formula."""
+    present = present_classes(xp, truth)
     denominator = predicted + truth + SMOOTH
     share = present / xp.sum(present)
     return xp.concatenate([-2.0 * share / denominator, share * (2 * intersection + SMOOTH) / denominator**2,
@@ -139,10 +148,7 @@ class TileEngine:
             z_flat = self.net(x, training=True)
         sums = self.loss_sums(z_flat, y, m)
         c = self.channels
-        truth = sums[2 * c : 3 * c]
-        present = tf.ones_like(truth) if c == 1 else tf.cast(truth > 0, tf.float64)
-        present = tf.where(tf.reduce_any(present > 0), present, tf.ones_like(present))
-        coefficients = dice_coefficients(tnp, sums[:c], sums[c : 2 * c], truth, sums[-1], present, bce_weight)
+        coefficients = dice_coefficients(tnp, sums[:c], sums[c : 2 * c], sums[2 * c : 3 * c], sums[-1], bce_weight)
         return sums, self._backward(tape, z_flat, y, m, coefficients)
 
     def _reference(self, x: tf.Tensor, y: tf.Tensor, m: tf.Tensor, bce_weight: tf.Tensor) -> tuple:

@@ -31,7 +31,7 @@ from gigapath_desktop.model.geometry import Geometry, model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.training.config import BCE_WEIGHT
-from gigapath_desktop.training.engine import SMOOTH, dice_coefficients, engine_for, step_tensors
+from gigapath_desktop.training.engine import SMOOTH, dice_coefficients, engine_for, present_classes, step_tensors
 from gigapath_desktop.training.plan import CALIBRATION
 
 CancelFn = Callable[[], bool]
@@ -74,11 +74,8 @@ class LossTerms:
 
     @property
     def present(self) -> np.ndarray:
-        """Channels that count in the Dice: the tissue model's one channel always (today's loss), a K-class
-        model's classes that occur in the labels (all of them when none does)."""
-        if len(self.truth) == 1 or not (self.truth > 0).any():
-            return np.ones(len(self.truth), bool)
-        return self.truth > 0
+        """Channels that count in the Dice (`engine.present_classes`, the rule the one-tensor step applies too)."""
+        return present_classes(np, self.truth) > 0
 
     def loss(self, bce_weight: float = BCE_WEIGHT) -> float:
         soft = (2 * self.intersection + SMOOTH) / (self.predicted + self.truth + SMOOTH)
@@ -96,8 +93,7 @@ class LossTerms:
 
     def coefficients(self, bce_weight: float = BCE_WEIGHT) -> np.ndarray:
         """[d loss/dI (C), d loss/dP (C), d loss/dB]: the weights of the per-tile surrogate in pass 2."""
-        return dice_coefficients(np, self.intersection, self.predicted, self.truth, self.valid,
-                                 self.present.astype(np.float64), bce_weight)
+        return dice_coefficients(np, self.intersection, self.predicted, self.truth, self.valid, bce_weight)
 
 
 class LocalExecutor:
