@@ -6,9 +6,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from gigapath_desktop import ModelError
-from gigapath_desktop.model import build_unet, load_model, model_geometry, save_model
+from gigapath_desktop.model import build_unet, load_model, logits_model, model_geometry, save_model, with_dtype
+from gigapath_desktop.model.unet import LOGITS
+from gigapath_desktop.training.engine import fold
 
 
 def test_default_model_is_compact_and_its_geometry_comes_from_its_layers() -> None:
@@ -30,6 +33,20 @@ def test_output_is_full_resolution_probability_of_the_tile() -> None:
     out = np.asarray(model(image))
     assert out.shape == (1, 128, 192, 1)
     assert ((out > 0) & (out < 1)).all()
+
+
+@pytest.mark.parametrize("dtype, bound", [("float64", 1e-12), ("float32", 1e-5)])
+def test_the_training_network_gives_the_model_own_logits(dtype: str, bound: float) -> None:
+    """Training differentiates `logits_model` (folded input, rescaling moved into the stem's weights); prediction
+    runs the Keras model: both must compute the same function, down to float64 rounding."""
+    keras.utils.set_random_seed(3)
+    model = with_dtype(build_unet(classes=3), dtype)
+    g = model_geometry(model)
+    image = np.random.default_rng(1).integers(0, 256, (128 + 2 * g.halo, 192 + 2 * g.halo, 3), np.uint8)
+    expected = np.asarray(keras.Model(model.input, model.get_layer(LOGITS).output)(image[None]))
+    actual = np.asarray(logits_model(model)(tf.constant(fold(image, g.block))))
+    assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape == (1, 32, 48, 16 * 3)
+    assert np.abs(actual - expected).max() <= bound * np.abs(expected).max()
 
 
 def test_layers_that_break_tiling_are_refused() -> None:

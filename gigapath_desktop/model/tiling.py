@@ -70,14 +70,12 @@ class TilePlan:
         halo = self.geometry.halo
         return mirrored(image, tile.y - halo, tile.x - halo, tile.height + 2 * halo, tile.width + 2 * halo)
 
-    def labels(self, labels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, valid) for the tile's output rectangle: zeros and valid=0 where it pads past the region."""
-        out = np.zeros((tile.height, tile.width), np.uint8)
-        valid = np.zeros((tile.height, tile.width), np.uint8)
+    def labels(self, labels: np.ndarray, tile: Tile, pad: int) -> np.ndarray:
+        """The labels of the tile's output rectangle, `pad` where it reaches past the region."""
+        out = np.full((tile.height, tile.width), pad, np.uint8)
         h, w = min(tile.height, self.height - tile.y), min(tile.width, self.width - tile.x)
         out[:h, :w] = labels[tile.y : tile.y + h, tile.x : tile.x + w]
-        valid[:h, :w] = 1
-        return out, valid
+        return out
 
     def crop(self, output: np.ndarray, tile: Tile) -> tuple[tuple[slice, slice], np.ndarray]:
         """Where a tile's output goes in the (unpadded) region, and the part of it that lands there."""

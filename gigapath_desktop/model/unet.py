@@ -130,10 +130,33 @@ def class_count(model: keras.Model) -> int:
     return max(2, output_channels(model))
 
 
-def logits_model(model: keras.Model) -> keras.Model:
+def logits_model(model: keras.Model) -> "FoldedLogits":
     """The same network (shared weights) from the space-to-depth-folded image (1, H/b, W/b, b*b*3) to the folded
     logits: what training differentiates (the trainer folds tiles on the host, off the critical path)."""
-    return keras.Model(model.get_layer(SPACE_TO_DEPTH).output, model.get_layer(LOGITS).output)
+    return FoldedLogits(model)
+
+
+class FoldedLogits:
+    """`model` from its folded uint8 input to its folded logits, with the input's rescaling moved into the stem
+    convolution's weights: (s W) x + (b + o sum W) = W (s x + o) + b. The 48-channel float input is the step's
+    largest tensor; this saves a pass over it (forward and backward). Gradients reach W and b through the tape."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.rescale = model.get_layer("rescale")
+        self.stem = model.get_layer("stem")
+        self.rest = keras.Model(self.stem.output, model.get_layer(LOGITS).output)
+        self.trainable_variables = [*self.stem.trainable_variables, *self.rest.trainable_variables]
+        if [id(v) for v in self.trainable_variables] != [id(v) for v in model.trainable_variables]:
+            raise ValueError("the stem is not the model's first layer with weights")
+
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        kernel, bias = self.stem.kernel, self.stem.bias
+        # cast as the Rescaling layer casts (via float32: a float64 twin must give the model's own output)
+        scale, offset = (keras.ops.cast(v, kernel.dtype) for v in (self.rescale.scale, self.rescale.offset))
+        scaled = kernel * scale
+        shifted = bias + offset * tf.reduce_sum(kernel, axis=[0, 1, 2])
+        stem = self.stem.activation(tf.nn.conv2d(tf.cast(x, kernel.dtype), scaled, 1, "VALID") + shifted)
+        return self.rest(stem, training=training)
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:

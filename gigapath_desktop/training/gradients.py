@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
+from gigapath_desktop.annotations.raster import UNLABELLED
 from gigapath_desktop.errors import Cancelled, TrainingError
 from gigapath_desktop.model.geometry import Geometry, model_geometry
 from gigapath_desktop.model.tiling import Tile, TilePlan
@@ -105,9 +106,9 @@ class LocalExecutor:
     def sums(self, model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
              cancel: CancelFn | None, progress: Callable[[], None]) -> Iterator[list[float]]:
         engine = engine_for(model, dtype)
-        for x, y, m in _prefetched(plan, image, labels):
+        for x, y in _prefetched(plan, image, labels):
             _check(cancel)
-            yield engine.sums(x, y, m).numpy().tolist()
+            yield engine.sums(x, y).numpy().tolist()
             progress()
 
     def grads(self, model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray, labels: np.ndarray,
@@ -115,9 +116,9 @@ class LocalExecutor:
               progress: Callable[[], None]) -> Iterator[list[np.ndarray]]:
         engine = engine_for(model, dtype)
         weights = tf.constant(coefficients, tf.float64)
-        for x, y, m in _prefetched(plan, image, labels):
+        for x, y in _prefetched(plan, image, labels):
             _check(cancel)
-            yield [g.numpy() for g in engine.grads(x, y, m, weights)]
+            yield [g.numpy() for g in engine.grads(x, y, weights)]
             progress()
 
 
@@ -208,8 +209,8 @@ def tile_grads(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarray
                coefficients: np.ndarray) -> list[np.ndarray]:
     """One tile's share of the gradient (what a remote worker computes)."""
     engine = engine_for(model, dtype)
-    x, y, m = _tile_tensors(plan, image, labels, t)
-    return [g.numpy() for g in engine.grads(x, y, m, tf.constant(coefficients, tf.float64))]
+    x, y = _tile_tensors(plan, image, labels, t)
+    return [g.numpy() for g in engine.grads(x, y, tf.constant(coefficients, tf.float64))]
 
 
 def reference_step(model: keras.Model, image: np.ndarray, labels: np.ndarray, *, dtype: str = "float64",
@@ -224,7 +225,7 @@ def reference_step(model: keras.Model, image: np.ndarray, labels: np.ndarray, *,
 
 def one_tensor_inputs(geometry: Geometry, image: np.ndarray, labels: np.ndarray) -> tuple:
     """The tensors of a one-tensor step on a region: its pixels mirrored to the padded size and folded, its labels
-    and valid mask folded, handed to TensorFlow (a fifth of a 16 MP step's time, so the Trainer prepares the next
+    (unlabelled past the region) folded, handed to TensorFlow (a fifth of a 16 MP step's time, so the Trainer prepares the next
     step's on a thread)."""
     plan = TilePlan.create(*labels.shape, geometry, None)
     (t,) = plan.tiles()
@@ -245,7 +246,7 @@ def _one_tensor(model: keras.Model, dtype: str, plan: TilePlan, image: np.ndarra
 
 
 def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile) -> tuple:
-    return step_tensors(plan.geometry.block, plan.image(image, t), *plan.labels(labels, t))
+    return step_tensors(plan.geometry.block, plan.image(image, t), plan.labels(labels, t, UNLABELLED))
 
 
 def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> Iterator[tuple]:
