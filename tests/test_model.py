@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from gigapath_desktop import ModelError
 from gigapath_desktop.model import build_unet, load_model, logits_model, model_geometry, save_model, with_dtype
-from gigapath_desktop.model.unet import LOGITS
+from gigapath_desktop.model.unet import LOGITS, FoldedLogits
 from gigapath_desktop.training.engine import fold
 
 
@@ -47,6 +47,22 @@ def test_the_training_network_gives_the_model_own_logits(dtype: str, bound: floa
     actual = np.asarray(logits_model(model)(tf.constant(fold(image, g.block))))
     assert actual.dtype == np.dtype(dtype) and actual.shape == expected.shape == (1, 32, 48, 16 * 3)
     assert np.abs(actual - expected).max() <= bound * np.abs(expected).max()
+
+
+def test_a_stem_the_fold_does_not_cover_trains_through_the_plain_graph() -> None:
+    """A loaded model whose stem has no bias (tileable, but not what build_unet makes) keeps the Keras graph."""
+    config = build_unet().get_config()
+    for layer in config["layers"]:
+        if layer["config"]["name"] == "stem":
+            layer["config"]["use_bias"] = False
+    model = keras.Model.from_config(config)
+    assert FoldedLogits.fits(build_unet()) and not FoldedLogits.fits(model)
+    g = model_geometry(model)
+    image = np.random.default_rng(2).integers(0, 256, (64 + 2 * g.halo, 64 + 2 * g.halo, 3), np.uint8)
+    net = logits_model(model)
+    expected = np.asarray(keras.Model(model.input, model.get_layer(LOGITS).output)(image[None]))
+    np.testing.assert_allclose(np.asarray(net(tf.constant(fold(image, g.block)))), expected, rtol=1e-6, atol=1e-6)
+    assert [id(v) for v in net.trainable_variables] == [id(v) for v in model.trainable_variables]
 
 
 def test_layers_that_break_tiling_are_refused() -> None:

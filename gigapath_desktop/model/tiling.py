@@ -71,7 +71,8 @@ class TilePlan:
         return mirrored(image, tile.y - halo, tile.x - halo, tile.height + 2 * halo, tile.width + 2 * halo)
 
     def labels(self, labels: np.ndarray, tile: Tile, pad: int) -> np.ndarray:
-        """The labels of the tile's output rectangle, `pad` where it reaches past the region."""
+        """The labels of the tile's output rectangle, `pad` (a value the loss leaves out) where it reaches past the
+        region."""
         out = np.full((tile.height, tile.width), pad, np.uint8)
         h, w = min(tile.height, self.height - tile.y), min(tile.width, self.width - tile.x)
         out[:h, :w] = labels[tile.y : tile.y + h, tile.x : tile.x + w]

@@ -10,7 +10,7 @@ and tiles whose origins are multiples of the total stride give exactly the whole
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -130,10 +130,13 @@ def class_count(model: keras.Model) -> int:
     return max(2, output_channels(model))
 
 
-def logits_model(model: keras.Model) -> "FoldedLogits":
+def logits_model(model: keras.Model) -> Callable:
     """The same network (shared weights) from the space-to-depth-folded image (1, H/b, W/b, b*b*3) to the folded
-    logits: what training differentiates (the trainer folds tiles on the host, off the critical path)."""
-    return FoldedLogits(model)
+    logits: what training differentiates (the trainer folds tiles on the host, off the critical path). `net(x,
+    training)` and `net.trainable_variables`, in the model's order."""
+    if FoldedLogits.fits(model):
+        return FoldedLogits(model)
+    return keras.Model(model.get_layer(SPACE_TO_DEPTH).output, model.get_layer(LOGITS).output)
 
 
 class FoldedLogits:
@@ -149,13 +152,24 @@ class FoldedLogits:
         if [id(v) for v in self.trainable_variables] != [id(v) for v in model.trainable_variables]:
             raise ValueError("the stem is not the model's first layer with weights")
 
+    @staticmethod
+    def fits(model: keras.Model) -> bool:
+        """Whether the stem is what `build_unet` makes: a stride-1 'valid' convolution with a bias, fed by a scalar
+        rescaling only (other tileable models train through the plain Keras graph)."""
+        rescale, stem = model.get_layer("rescale"), model.get_layer("stem")
+        config = stem.get_config()
+        return (config["strides"] == (1, 1) and config["dilation_rate"] == (1, 1) and config["padding"] == "valid"
+                and config["use_bias"] and np.ndim(rescale.scale) == 0 and np.ndim(rescale.offset) == 0
+                and [layer.name for layer in model.layers if layer.input is rescale.output] == ["stem"])
+
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        kernel, bias = self.stem.kernel, self.stem.bias
+        dtype = self.stem.compute_dtype
+        kernel, bias = (tf.cast(v, dtype) for v in (self.stem.kernel, self.stem.bias))
         # cast as the Rescaling layer casts (via float32: a float64 twin must give the model's own output)
-        scale, offset = (keras.ops.cast(v, kernel.dtype) for v in (self.rescale.scale, self.rescale.offset))
+        scale, offset = (keras.ops.cast(v, dtype) for v in (self.rescale.scale, self.rescale.offset))
         scaled = kernel * scale
         shifted = bias + offset * tf.reduce_sum(kernel, axis=[0, 1, 2])
-        stem = self.stem.activation(tf.nn.conv2d(tf.cast(x, kernel.dtype), scaled, 1, "VALID") + shifted)
+        stem = self.stem.activation(tf.nn.conv2d(tf.cast(x, dtype), scaled, 1, "VALID") + shifted)
         return self.rest(stem, training=training)
 
 

@@ -2,8 +2,8 @@
 
 Inputs arrive folded on the host (space-to-depth done in numpy, on a prefetch thread where there is one), so the
 compiled graphs start at the model's first convolution: on 2 CPU cores TensorFlow's uint8 SpaceToDepth and its
-copies cost a fifth of a tile step. Labels and the mask arrive folded the same way, so the loss runs on the logits
-without a depth-to-space.
+copies cost a fifth of a tile step. Labels arrive folded the same way (UNLABELLED past the region's edge), so the
+loss runs on the logits without a depth-to-space.
 """
 from __future__ import annotations
 

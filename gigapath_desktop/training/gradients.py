@@ -13,8 +13,8 @@ whole-region gradient. `tile=None` takes the whole region as one tile and runs f
 coefficients and the backward pass in one graph (the fastest plan where it fits the memory budget);
 `reference_step` differentiates the loss itself, the independent truth the tests hold every plan to.
 
-Per-tile reductions stay short (rows first, then a float64 sum of the row sums), which is why the tiled float32
-result is closer to the float64 truth than one long float32 reduction over the whole region.
+Per-tile reductions stay short (each row of a tile in float32, then a float64 sum of the row sums), which is why the
+float32 result is closer to the float64 truth than one long float32 reduction over the whole region.
 """
 from __future__ import annotations
 
@@ -225,8 +225,8 @@ def reference_step(model: keras.Model, image: np.ndarray, labels: np.ndarray, *,
 
 def one_tensor_inputs(geometry: Geometry, image: np.ndarray, labels: np.ndarray) -> tuple:
     """The tensors of a one-tensor step on a region: its pixels mirrored to the padded size and folded, its labels
-    (unlabelled past the region) folded, handed to TensorFlow (a fifth of a 16 MP step's time, so the Trainer prepares the next
-    step's on a thread)."""
+    (unlabelled past the region) folded, handed to TensorFlow (a sixth of a 16 MP step's time, so the Trainer
+    prepares the next step's on a thread)."""
     plan = TilePlan.create(*labels.shape, geometry, None)
     (t,) = plan.tiles()
     return _tile_tensors(plan, image, labels, t)

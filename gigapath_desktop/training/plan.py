@@ -25,7 +25,7 @@ STRIDE, HALO = 64, 164  # the U-Net's (model.geometry; a test keeps them equal t
 DISTRIBUTED_TILE = 2048  # an "auto" tile when a step's tiles go to several workers
 MAX_SIDE = 16384  # px: a Metal texture's limit; no tensor of a plan is wider or taller
 NEAR_FASTEST = 1.03  # plans estimated within 3 % of the fastest count as fast
-PREFETCH_BYTES_PER_PIXEL = 20.0  # the next step's inputs: 5 B/px kept, up to 15 B/px of copies while preparing
+PREFETCH_BYTES_PER_PIXEL = 20.0  # the next step's inputs: 4 B/px kept, up to 15 B/px of copies while preparing
 
 
 @dataclass(frozen=True)
