@@ -154,8 +154,11 @@ class FoldedLogits:
 
     @staticmethod
     def fits(model: keras.Model) -> bool:
-        """Whether the stem is what `build_unet` makes: a stride-1 'valid' convolution with a bias, fed by a scalar
+        """Whether the model has `build_unet`'s stem: a stride-1 'valid' convolution with a bias, fed by a scalar
         rescaling only (other tileable models train through the plain Keras graph)."""
+        names = {layer.name for layer in model.layers}
+        if not {"rescale", "stem"} <= names:
+            return False
         rescale, stem = model.get_layer("rescale"), model.get_layer("stem")
         config = stem.get_config()
         return (config["strides"] == (1, 1) and config["dilation_rate"] == (1, 1) and config["padding"] == "valid"
