@@ -85,7 +85,8 @@ def region(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> R
 def test_a_step_on_two_workers_equals_the_local_step(executor, region: RegionData, dtype: str, bound: float) -> None:  # noqa: ANN001
     keras.utils.set_random_seed(5)
     model = build_unet()
-    augmented = Augmentation.draw(seed=1, step=3).apply(region)  # workers apply the step's augmentation themselves
+    augmented = Augmentation.draw(seed=1, step=3, ink=1.0).apply(region)  # workers apply the step's augmentation
+    # themselves, ink included
     local = region_gradients(model, augmented.image, augmented.labels, tile=256, dtype=dtype)
     done: list[int] = []
     remote = region_gradients(model, augmented.image, augmented.labels, tile=256, dtype=dtype, executor=executor,

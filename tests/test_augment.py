@@ -14,6 +14,7 @@ from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.slides.synthetic import mask_path_for
 from gigapath_desktop.training import RegionData, reference_step, region_gradients
 from gigapath_desktop.training.augment import Augmentation
+from gigapath_desktop.training.ink import InkLayer
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,12 @@ def region(synthetic_slide: Path) -> RegionData:
 
 
 def _whole(aug: Augmentation, array: np.ndarray, pixels: bool) -> np.ndarray:
-    """The reference: transform the whole array at once with numpy and OpenCV."""
+    """The reference: transform the whole array at once with numpy and OpenCV (and ink it as one rectangle)."""
     out = array.swapaxes(0, 1) if aug.transpose else array
     out = out[::-1] if aug.flip_rows else out
     out = np.ascontiguousarray(out[:, ::-1] if aug.flip_cols else out)
+    if pixels and aug.ink:
+        out = InkLayer(aug.ink, out.shape[:2]).apply(out, 0, 0)
     if pixels and aug.lut is not None:
         out = cv2.LUT(out, aug.lut.reshape(1, 256, 3))
     if pixels and aug.blur:
@@ -38,9 +41,9 @@ def _whole(aug: Augmentation, array: np.ndarray, pixels: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("step", range(12))
 def test_rectangles_of_the_augmented_region_equal_the_whole_transform(region: RegionData, step: int) -> None:
-    aug = Augmentation.draw(seed=5, step=step)
-    if step % 3 == 0:  # make sure blurred draws are covered
-        aug = Augmentation(aug.transpose, aug.flip_rows, aug.flip_cols, aug.lut, 1.1)
+    aug = Augmentation.draw(seed=5, step=step, ink=0.5)
+    if step % 3 == 0:  # make sure blurred draws are covered, inked or not
+        aug = Augmentation(aug.transpose, aug.flip_rows, aug.flip_cols, aug.lut, 1.1, aug.ink)
     augmented = aug.apply(region)
     image, labels = _whole(aug, region.image, True), _whole(aug, region.labels, False)
     assert augmented.image.shape == image.shape and augmented.labels.shape == labels.shape
@@ -60,13 +63,30 @@ def test_draws_are_reproducible_and_vary() -> None:
     assert len({(d.transpose, d.flip_rows, d.flip_cols) for d in draws}) == 8
     assert len({d.lut.tobytes() for d in draws}) == 40 and sum(d.blur > 0 for d in draws) >= 3
     assert all(Augmentation.draw(1, s, colour=0).lut is None for s in range(5))
+    assert not any(d.ink for d in draws)  # no ink unless asked
+    inked = [Augmentation.draw(1, step, ink=0.5) for step in range(40)]
+    assert 10 <= sum(bool(d.ink) for d in inked) <= 30
+    assert [d.lut.tobytes() for d in inked] == [d.lut.tobytes() for d in draws]  # the other draws do not move
+    assert not any(Augmentation.draw(1, s, dark_field=True, ink=1.0).ink for s in range(10))  # no ink on black glass
+
+
+def test_ink_darkens_a_stroke_of_the_pixels_and_leaves_the_labels(region: RegionData) -> None:
+    aug = next(a for a in (Augmentation.draw(4, s, ink=1.0) for s in range(20)) if not a.blur)
+    plain = Augmentation(aug.transpose, aug.flip_rows, aug.flip_cols, aug.lut).apply(region)
+    inked = aug.apply(region)
+    before, after = np.asarray(plain.image).astype(int), np.asarray(inked.image).astype(int)
+    changed = (after != before).any(axis=2)
+    assert 0.001 < changed.mean() < 0.5, "a stroke, not the whole region"
+    assert (after <= before).all(), "ink only absorbs light"
+    assert np.array_equal(np.asarray(inked.labels), np.asarray(plain.labels))
 
 
 def test_float64_tiled_step_equals_whole_step_on_an_augmented_region(region: RegionData) -> None:
     keras.utils.set_random_seed(4)
     model = build_unet()
     aug = Augmentation.draw(seed=2, step=3)
-    aug = Augmentation(True, True, False, aug.lut, 0.9)  # a turn, a flip, colour and blur at once
+    ink = next(a.ink for a in (Augmentation.draw(2, s, ink=1.0) for s in range(20)) if len(a.ink) == 2)
+    aug = Augmentation(True, True, False, aug.lut, 0.9, ink)  # a turn, a flip, colour, two ink strokes and blur
     augmented = aug.apply(region)
     whole = reference_step(model, np.asarray(augmented.image), np.asarray(augmented.labels))
     tiled = region_gradients(model, augmented.image, augmented.labels, tile=320, dtype="float64")

@@ -9,7 +9,8 @@ the augmented region exactly.
 
 The colour change is a per-channel look-up table, so it costs next to nothing per tile: a random scale and shift of
 each channel's optical density (stain strength and hue, section thickness: H&E stains differ mostly by how much
-light each channel absorbs), then brightness, contrast and gamma. The blur is a Gaussian computed with a margin
+light each channel absorbs), then brightness, contrast and gamma. Half the bright-field steps also get a stroke or two
+of marker ink of a random colour (`training/ink.py`), drawn before the colour change as ink on the glass is. The blur is a Gaussian computed with a margin
 around each rectangle, mirrored at the region's edges as a whole-region blur would be.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from gigapath_desktop.model.tiling import mirrored
 from gigapath_desktop.slides.arraylike import RectangleView
 from gigapath_desktop.training.data import RegionData
+from gigapath_desktop.training.ink import InkLayer, InkStroke
 
 BLUR_PROBABILITY = 0.25
 MAX_BLUR_SIGMA = 1.2
@@ -37,17 +39,22 @@ class Augmentation:
     flip_cols: bool = False
     lut: np.ndarray | None = None
     blur: float = 0.0
+    ink: tuple[InkStroke, ...] = ()
 
     @classmethod
-    def draw(cls, seed: int, step: int, colour: float = 1.0, dark_field: bool = False) -> "Augmentation":
+    def draw(cls, seed: int, step: int, colour: float = 1.0, dark_field: bool = False,
+             ink: float = 0.0) -> "Augmentation":
         """The augmentation of `step` in a run seeded `seed`; `colour` scales the colour jitter (0 = none);
-        `dark_field` (fluorescence: bright tissue on black) changes light by gains instead of stains."""
+        `dark_field` (fluorescence: bright tissue on black) changes light by gains instead of stains and gets no ink;
+        `ink` is the chance of marker strokes on a bright-field step."""
         rng = np.random.default_rng([seed, step])
         transpose, flip_rows, flip_cols = (bool(b) for b in rng.integers(0, 2, 3))
         table = dark_field_table if dark_field else colour_table
         lut = table(rng, colour) if colour > 0 else None
         blur = float(rng.uniform(0.5, MAX_BLUR_SIGMA)) if colour > 0 and rng.random() < BLUR_PROBABILITY else 0.0
-        return cls(transpose, flip_rows, flip_cols, lut, blur)
+        inked = colour > 0 and not dark_field and rng.random() < ink
+        strokes = tuple(InkStroke.draw(rng) for _ in range(rng.integers(1, 3))) if inked else ()
+        return cls(transpose, flip_rows, flip_cols, lut, blur, strokes)
 
     def apply(self, region: RegionData) -> RegionData:
         return RegionData(AugmentedRegion(region.image, self), AugmentedRegion(region.labels, self, pixels=False),
@@ -88,6 +95,8 @@ class AugmentedRegion(RectangleView):
         self._blurred = pixels and blur and augmentation.blur > 0
         h, w = source.shape[:2]
         self.shape = (w, h, *source.shape[2:]) if augmentation.transpose else tuple(source.shape)
+        self._ink = InkLayer(augmentation.ink, self.shape[:2]) if pixels and augmentation.ink else None
+        self._unblurred = AugmentedRegion(source, augmentation, blur=False) if self._blurred else None
         self.dtype = source.dtype
         self.ndim = source.ndim
 
@@ -95,6 +104,8 @@ class AugmentedRegion(RectangleView):
         if self._blurred:
             return self._blur(r0, r1, c0, c1)
         out = self._dihedral(r0, r1, c0, c1)
+        if self._ink is not None:
+            out = self._ink.apply(out, r0, c0)
         if self.pixels and self.aug.lut is not None:
             out = cv2.LUT(out, self.aug.lut.reshape(1, 256, 3))
         return out
@@ -116,8 +127,7 @@ class AugmentedRegion(RectangleView):
     def _blur(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """The blurred rectangle: blur a mirrored margin around it (as a whole-region blur would), keep the centre."""
         margin = int(np.ceil(4 * self.aug.blur))
-        plain = AugmentedRegion(self.source, self.aug, blur=False)
-        window = mirrored(plain, r0 - margin, c0 - margin, r1 - r0 + 2 * margin, c1 - c0 + 2 * margin)
+        window = mirrored(self._unblurred, r0 - margin, c0 - margin, r1 - r0 + 2 * margin, c1 - c0 + 2 * margin)
         size = 2 * margin + 1
         blurred = cv2.GaussianBlur(window, (size, size), self.aug.blur, borderType=cv2.BORDER_REFLECT)
         return blurred[margin : margin + r1 - r0, margin : margin + c1 - c0]

@@ -28,6 +28,7 @@ class TrainConfig:
     clip_norm: float | None = 1.0  # global gradient-norm clipping
     augment: bool = True  # exact dihedral + colour augmentation of the whole region each step
     colour_jitter: float = 1.0  # strength of the colour augmentation (0 = geometry only)
+    ink: float = 0.0  # chance per bright-field step of marker strokes of a random colour over the region
     init_bias: bool = True  # start the output bias at the labels' tissue prior
     max_recoveries: int = 3  # collapse-guard restarts before giving up
     seed: int = 0  # drives the augmentation draws (and, in the job, the initial weights)
@@ -52,6 +53,7 @@ class TrainConfig:
              "warm-up steps, restarts and the seed must be >= 0"),
             (self.clip_norm is not None and self.clip_norm <= 0, "the gradient clip norm must be > 0 (or none)"),
             (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
+            (not 0 <= self.ink <= 1, "the ink chance must lie in [0, 1]"),
         ]
         for bad, message in problems:
             if bad:

@@ -235,7 +235,8 @@ class Trainer:
         """`region` as `step` sees it: its own draw of flips, turns, colour and blur (when augmenting)."""
         if not self.config.augment:
             return region
-        return Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field).apply(region)
+        return Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field,
+                                 self.config.ink).apply(region)
 
     def _keep_good(self) -> None:
         self._good.append(([w.copy() for w in self.model.get_weights()], [v.numpy() for v in self.optimizer.variables]))
