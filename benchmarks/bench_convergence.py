@@ -63,7 +63,7 @@ def cases() -> dict:
 
 
 STROKE_LABELLED = {"3 classes, sparse strokes"}  # trained on brush strokes; every other case on its dense truth
-STROKES = 40  # per class, on the training half of a sparse case (about a tenth of its pixels labelled)
+STROKES = 40  # per class, on the training half of a STROKE_LABELLED case (about a tenth of its pixels labelled)
 
 
 def main() -> None:

@@ -81,12 +81,13 @@ def region(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> R
     return RegionData(image, labels)
 
 
-@pytest.mark.parametrize("dtype, bound", [("float64", 1e-12), ("float32", 1e-6)])
+# float32: workers and the local process round their reductions differently (this file alone showed 1.4e-5 of a
+# tensor's largest gradient, at HEAD before the ink change too), while float64 agrees to 1e-12
+@pytest.mark.parametrize("dtype, bound", [("float64", 1e-12), ("float32", 5e-5)])
 def test_a_step_on_two_workers_equals_the_local_step(executor, region: RegionData, dtype: str, bound: float) -> None:  # noqa: ANN001
     keras.utils.set_random_seed(5)
     model = build_unet()
-    augmented = Augmentation.draw(seed=1, step=3, ink=1.0).apply(region)  # workers apply the step's augmentation
-    # themselves, ink included
+    augmented = Augmentation.draw(seed=1, step=3, ink=1.0).apply(region)  # workers apply it themselves, ink too
     local = region_gradients(model, augmented.image, augmented.labels, tile=256, dtype=dtype)
     done: list[int] = []
     remote = region_gradients(model, augmented.image, augmented.labels, tile=256, dtype=dtype, executor=executor,

@@ -81,6 +81,19 @@ def test_ink_darkens_a_stroke_of_the_pixels_and_leaves_the_labels(region: Region
     assert np.array_equal(np.asarray(inked.labels), np.asarray(plain.labels))
 
 
+@pytest.mark.parametrize("shape", [(900, 1100), (5, 3)])
+def test_inked_pixels_are_the_same_whatever_rectangle_reads_them(region: RegionData, shape: tuple[int, int]) -> None:
+    ink = next(a.ink for a in (Augmentation.draw(6, s, ink=1.0) for s in range(20)) if len(a.ink) == 2)
+    image = np.ascontiguousarray(np.asarray(region.image)[: shape[0], : shape[1]])
+    inked = Augmentation(ink=ink).apply(RegionData(image, np.zeros(shape, np.uint8))).image
+    whole = inked[0 : shape[0], 0 : shape[1]]
+    tiled = np.concatenate([np.concatenate([inked[r : r + 37, c : c + 53] for c in range(0, shape[1], 53)], axis=1)
+                            for r in range(0, shape[0], 37)])
+    assert np.array_equal(tiled, whole)
+    for r, c in [(0, 0), (0, shape[1] - 1), (shape[0] - 1, 0), (shape[0] - 1, shape[1] - 1)]:
+        assert np.array_equal(inked[r : r + 1, c : c + 1], whole[r : r + 1, c : c + 1])
+
+
 def test_float64_tiled_step_equals_whole_step_on_an_augmented_region(region: RegionData) -> None:
     keras.utils.set_random_seed(4)
     model = build_unet()

@@ -9,8 +9,9 @@ the augmented region exactly.
 
 The colour change is a per-channel look-up table, so it costs next to nothing per tile: a random scale and shift of
 each channel's optical density (stain strength and hue, section thickness: H&E stains differ mostly by how much
-light each channel absorbs), then brightness, contrast and gamma. Half the bright-field steps also get a stroke or two
-of marker ink of a random colour (`training/ink.py`), drawn before the colour change as ink on the glass is. The blur is a Gaussian computed with a margin
+light each channel absorbs), then brightness, contrast and gamma. With an ink chance (`TrainConfig.ink`), a
+bright-field step may also get a stroke or two of marker ink of a random colour (`training/ink.py`), drawn before the
+colour change as ink on the glass is. The blur is a Gaussian computed with a margin
 around each rectangle, mirrored at the region's edges as a whole-region blur would be.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ MAX_BLUR_SIGMA = 1.2
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One step's draw: dihedral transform (transpose, then flips), colour table (256, 3) or None, blur sigma."""
+    """One step's draw: dihedral transform (transpose, then flips), colour table (256, 3) or None, blur sigma,
+    marker strokes."""
 
     transpose: bool = False
     flip_rows: bool = False
@@ -52,7 +54,7 @@ class Augmentation:
         table = dark_field_table if dark_field else colour_table
         lut = table(rng, colour) if colour > 0 else None
         blur = float(rng.uniform(0.5, MAX_BLUR_SIGMA)) if colour > 0 and rng.random() < BLUR_PROBABILITY else 0.0
-        inked = colour > 0 and not dark_field and rng.random() < ink
+        inked = not dark_field and rng.random() < ink
         strokes = tuple(InkStroke.draw(rng) for _ in range(rng.integers(1, 3))) if inked else ()
         return cls(transpose, flip_rows, flip_cols, lut, blur, strokes)
 
@@ -95,7 +97,8 @@ class AugmentedRegion(RectangleView):
         self._blurred = pixels and blur and augmentation.blur > 0
         h, w = source.shape[:2]
         self.shape = (w, h, *source.shape[2:]) if augmentation.transpose else tuple(source.shape)
-        self._ink = InkLayer(augmentation.ink, self.shape[:2]) if pixels and augmentation.ink else None
+        self._ink = InkLayer(augmentation.ink, self.shape[:2]) if pixels and augmentation.ink and not self._blurred \
+            else None
         self._unblurred = AugmentedRegion(source, augmentation, blur=False) if self._blurred else None
         self.dtype = source.dtype
         self.ndim = source.ndim

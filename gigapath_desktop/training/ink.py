@@ -20,7 +20,7 @@ import numpy as np
 GRID = 8  # coverage grid step in region pixels: a stroke is tens of pixels wide, its edge soft
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InkStroke:
     """One stroke, scaled to the region it is drawn on: a start (x, y) as fractions of the region's width and height,
     a path (n, 2) of offsets and a width as fractions of its longer side, the ink's transmission (3,) per channel
@@ -77,31 +77,41 @@ class InkLayer:
 
 
 MARGIN = 2  # grid nodes beyond the region on every side, so no interpolation ever reaches past the grid
+ALIGN = 4  # crops span a multiple of this many nodes (32 px): no SIMD tail in OpenCV's resize to compute differently
 
 
 def _render(stroke: InkStroke, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The stroke's coverage (0-1, float32) on the coarse grid, whose node k sits at the centre of region pixels
     GRID * (k - MARGIN) ... + GRID - 1, and the box (r0, r1, c0, c1) of region pixels it can touch."""
     h, w = shape
-    grid = np.zeros((h // GRID + 2 * MARGIN + 1, w // GRID + 2 * MARGIN + 1), np.float32)
+    stroke_mask = np.zeros((h // GRID + 2 * MARGIN + ALIGN, w // GRID + 2 * MARGIN + ALIGN), np.uint8)
     xy = stroke.start * (w, h) + stroke.path * max(h, w)
     points = np.rint((xy / GRID - 0.5 + MARGIN) * 16).astype(np.int32)  # in grid nodes, 4 fractional bits
     thickness = max(1, int(round(stroke.width * max(h, w) / GRID)))
-    cv2.polylines(grid, [points], False, 1.0, thickness=thickness, lineType=cv2.LINE_AA, shift=4)
-    grid = cv2.GaussianBlur(grid, (0, 0), 0.7)
+    cv2.polylines(stroke_mask, [points], False, 255, thickness=thickness, lineType=cv2.LINE_AA, shift=4)
+    grid = cv2.GaussianBlur(stroke_mask.astype(np.float32) / 255, (0, 0), 0.7)
     rows, cols = np.nonzero(grid.max(axis=1))[0], np.nonzero(grid.max(axis=0))[0]
     if not len(rows):
         return grid, (0, 0, 0, 0)
-    to_pixels = lambda first, last, size: (max(0, (first - MARGIN - 1) * GRID), min(size, (last - MARGIN + 2) * GRID))  # noqa: E731
-    return grid, (*to_pixels(rows[0], rows[-1], h), *to_pixels(cols[0], cols[-1], w))
+    return grid, (*_pixel_span(rows[0], rows[-1], h), *_pixel_span(cols[0], cols[-1], w))
+
+
+def _pixel_span(first: int, last: int, size: int) -> tuple[int, int]:
+    """The region pixels whose interpolation reads grid nodes first..last (one node reaches one node's width)."""
+    return max(0, (first - MARGIN - 1) * GRID), min(size, (last - MARGIN + 2) * GRID)
 
 
 def _coverage(grid: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
     """Bilinear coverage of pixels r0:r1 x c0:c1. The grid is cut at whole nodes around the rectangle and enlarged
     GRID times by OpenCV, so each pixel's weights depend on its position alone: any tiling gets the same values."""
-    g0, h0 = r0 // GRID + MARGIN - 1, c0 // GRID + MARGIN - 1
-    g1, h1 = (r1 - 1) // GRID + MARGIN + 2, (c1 - 1) // GRID + MARGIN + 2
-    crop = grid[g0:g1, h0:h1]
+    (row0, row1), (col0, col1) = _node_span(r0, r1), _node_span(c0, c1)
+    crop = grid[row0:row1, col0:col1]
     big = cv2.resize(crop, (crop.shape[1] * GRID, crop.shape[0] * GRID), interpolation=cv2.INTER_LINEAR)
-    y, x = r0 - (g0 - MARGIN) * GRID, c0 - (h0 - MARGIN) * GRID
+    y, x = r0 - (row0 - MARGIN) * GRID, c0 - (col0 - MARGIN) * GRID
     return big[y : y + r1 - r0, x : x + c1 - c0]
+
+
+def _node_span(start: int, stop: int) -> tuple[int, int]:
+    """Grid nodes from one before pixel `start`'s to one after pixel `stop - 1`'s, a multiple of ALIGN of them."""
+    first, last = start // GRID + MARGIN - 1, (stop - 1) // GRID + MARGIN + 2
+    return first, last + (-(last - first)) % ALIGN

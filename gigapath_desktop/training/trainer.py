@@ -232,7 +232,7 @@ class Trainer:
         return event
 
     def _augmented(self, region: RegionData, step: int) -> RegionData:
-        """`region` as `step` sees it: its own draw of flips, turns, colour and blur (when augmenting)."""
+        """`region` as `step` sees it: its own draw of flips, turns, colour, blur and ink (when augmenting)."""
         if not self.config.augment:
             return region
         return Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field,
