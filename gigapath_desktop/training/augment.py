@@ -11,8 +11,8 @@ The colour change is a per-channel look-up table, so it costs next to nothing pe
 each channel's optical density (stain strength and hue, section thickness: H&E stains differ mostly by how much
 light each channel absorbs), then brightness, contrast and gamma. With an ink chance (`TrainConfig.ink`), a
 bright-field step may also get a stroke or two of marker ink of a random colour (`training/ink.py`), drawn before the
-colour change as ink on the glass is. The blur is a Gaussian computed with a margin
-around each rectangle, mirrored at the region's edges as a whole-region blur would be.
+colour change as ink on the glass is. The blur is a Gaussian computed with a margin around each rectangle, mirrored
+at the region's edges as a whole-region blur would be.
 """
 from __future__ import annotations
 
