@@ -175,16 +175,11 @@ def strokes_only(region: object, seed: int) -> object:
     return RegionData(region.image, labels, name=region.name)
 
 
-TRUTH_MIN_AREA_UM2 = 1000.0  # objects and holes kept in the real slides' labels: a few cells (~30 µm) across
-
-
 def real_regions() -> tuple:
-    """TCGA frozen section (train) and CMU skin (validate), whole level 0, labels by tissue detection. The detector's
-    default drops objects and fills holes under 20000 µm² (to bootstrap annotations without debris); as truth that
-    left CMU's loose tissue fragments out and filled an empty ~140 µm cavity, which a model trained on pixels rightly
-    calls glass. Checked by eye at TRUTH_MIN_AREA_UM2 they follow the tissue (TCGA records no µm/px, so its labels
-    keep the detector's 0.05 %-of-the-view rule)."""
-    from gigapath_desktop.annotations import TISSUE, detect_tissue
+    """TCGA frozen section (train) and CMU skin (validate), whole level 0, labels by the detector's defaults, as a
+    user's `--auto-labels` gets them. Checked by eye they follow the tissue, keep CMU's loose fragments and leave its
+    empty cavities out (TCGA records no µm/px, so its labels keep the detector's 0.05 %-of-the-view rule)."""
+    from gigapath_desktop.annotations import detect_tissue
     from gigapath_desktop.slides import Region, open_slide
     from gigapath_desktop.training import load_region
 
@@ -192,7 +187,7 @@ def real_regions() -> tuple:
     for path in (HE[1], HE[0]):
         with open_slide(path) as slide:
             w, h = slide.dimensions
-            regions.append(load_region(slide, Region(0, 0, w, h), detect_tissue(slide, TISSUE, TRUTH_MIN_AREA_UM2)))
+            regions.append(load_region(slide, Region(0, 0, w, h), detect_tissue(slide)))
     return tuple(regions)
 
 

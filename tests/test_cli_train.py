@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     first = run(*args, "--steps", "3", "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "decoding the training region (0, 0, 2220, 1800) of CMU-1-Small-Region.svs into the cache: 100%" in first.stdout
-    assert first.stdout.count("detected 1 tissue polygon(s)") == 1, "one detection for the training and validation regions"
+    detections = re.findall(r"detected (\d+) tissue polygon\(s\)", first.stdout)
+    assert len(detections) == 1 and int(detections[0]) >= 1, "one detection for the training and validation regions"
     for name in ("model.keras", "config.json", "metrics.csv"):
         assert (out / name).is_file()
     config = json.loads((out / "config.json").read_text())

@@ -22,6 +22,9 @@ from gigapath_desktop.slides.slide import Slide
 
 THUMBNAIL_SIZE = 2048
 MIN_CONTRAST = 0.04  # Otsu classes whose means differ by less (on a 0-1 scale) are noise, not tissue
+# Objects and holes kept: a few cells (~30 µm) across. Dust specks stay below it; at 20000 µm² (an earlier default)
+# the labels filled empty ~140 µm cavities as tissue and left loose tissue fragments out, which taught a model both.
+MIN_AREA_UM2 = 1000.0
 
 
 class Modality(str, enum.Enum):
@@ -42,7 +45,7 @@ class TissueMask:
 def detect_tissue(
     slide: Slide,
     cls: AnnotationClass = TISSUE,
-    min_area_um2: float = 20_000.0,
+    min_area_um2: float = MIN_AREA_UM2,
     modality: Modality | None = None,
 ) -> list[Annotation]:
     """Tissue polygons (level-0 px) as label annotations of class `cls`; raises `TissueDetectionError`."""
@@ -51,7 +54,7 @@ def detect_tissue(
     return [Annotation(p, cls=cls, role=Role.LABEL, kind=Kind.POLYGON, name="detected tissue") for p in polygons]
 
 
-def tissue_mask(slide: Slide, min_area_um2: float = 20_000.0, modality: Modality | None = None) -> TissueMask:
+def tissue_mask(slide: Slide, min_area_um2: float = MIN_AREA_UM2, modality: Modality | None = None) -> TissueMask:
     """The boolean tissue mask of a thumbnail of at most THUMBNAIL_SIZE px, with its downsample."""
     rgb = slide.thumbnail(THUMBNAIL_SIZE)
     downsample = slide.dimensions[0] / rgb.shape[1]
