@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -307,7 +308,40 @@ def train_with_progress(job: "TrainJob", started: Callable[["Trainer"], None] | 
             elif isinstance(event, WarningEvent):
                 bar.write(f"warning: {event.message}", file=sys.stderr)
 
-        return run_train_job(job, [show], started)
+        with _signals_stop_training(started) as begin:
+            return run_train_job(job, [show], begin)
+
+
+@contextlib.contextmanager
+def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Iterator[Callable[["Trainer"], None]]:
+    """Once training begins, Ctrl-C / SIGTERM stop it between tiles instead of raising wherever the step happens
+    to be: a step cut between its optimizer update and its bookkeeping would checkpoint weights, step and
+    history that disagree (a resumed run then lost a metrics row). After a stopped run, KeyboardInterrupt as
+    before (exit 130, "interrupted"); a second signal leaves at once."""
+    stopped: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def begin(trainer: "Trainer") -> None:
+        def stop(signum: int, frame: object) -> None:
+            if stopped:
+                raise KeyboardInterrupt
+            stopped.append(signum)
+            trainer.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in previous:
+                signal.signal(sig, stop)
+        if started is not None:
+            started(trainer)
+
+    try:
+        yield begin
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if stopped:
+        raise KeyboardInterrupt
 
 
 def _train_job(args: argparse.Namespace) -> "TrainJob":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import shutil
 import sys
 import time
@@ -59,15 +60,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 def pause_point(name: str) -> None:
     """A test hook at a moment worth killing a process in: with GIGAPATH_PAUSE_AT=name (or name#k for its k-th
-    passage) in the environment, the process says `paused at NAME` on stderr and waits here to be killed."""
+    passage) in the environment, the process says `paused at NAME` on stderr and waits here for a signal (kill -9
+    ends it here; after another signal's handler it goes on)."""
     wanted = os.environ.get("GIGAPATH_PAUSE_AT")
     if not wanted or wanted.split("#")[0] != name:
         return
     _passages[name] = _passages.get(name, 0) + 1
     if "#" not in wanted or int(wanted.split("#")[1]) == _passages[name]:
         print(f"paused at {name}", file=sys.stderr, flush=True)
-        while True:
-            time.sleep(1)
+        signal.pause()
 
 
 _passages: dict[str, int] = {}

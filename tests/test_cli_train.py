@@ -96,12 +96,20 @@ def _start_training(out: Path, *extra: str, rows: int = 3) -> subprocess.Popen[s
 
 def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _start_training(out, "--checkpoint-every", "1000")
+    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GIGAPATH_PAUSE_AT": "step applied#3"})
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the worst moment: step 3's update applied, its metrics row not yet written
+        if "paused at step applied" in line:
+            break
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    stderr = proc.stderr.read()
+    proc.wait(60)
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
-    latest = (out / "checkpoints" / "latest").read_text()
-    assert int(latest.split("-")[1]) >= 2
+    latest = int((out / "checkpoints" / "latest").read_text().split("-")[1])
+    steps = [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())]
+    assert latest == 3 and steps == [1, 2, 3], "the step whose update was applied is recorded and checkpointed"
 
 
 def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tmp_path: Path) -> None:

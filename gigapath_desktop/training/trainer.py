@@ -221,6 +221,7 @@ class Trainer:
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
         seconds = time.perf_counter() - start
         self.step += 1
+        pause_point("step applied")
         val_dice, val_detail = self._validate()
         event = StepEvent(
             step=self.step, total_steps=self.config.steps, loss=loss, dice=terms.dice, val_dice=val_dice,
