@@ -124,6 +124,8 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "predict: NaN weights": (["predict", slide, "--model", "{w}/nan-weights.keras", "--out", "{w}/m.tif"],
                                  "non-finite"),
         "predict: grey input": (["predict", slide, "--model", "{w}/grey-input.keras", "--out", "{w}/m.tif"], "RGB"),
+        "serve: job-nice 30": (["serve", "--token-file", "{w}/notes.txt", "--slides-root", "{w}", "--data-dir",
+                                "{w}/data", "--job-nice", "30"], "--job-nice"),
         "train: lr nan": ([*train, "--auto-labels", "--lr", "nan"], "finite"),
         "train: lr inf": ([*train, "--auto-labels", "--lr", "inf"], "finite"),
         "train: lr 5": ([*train, "--auto-labels", "--lr", "5"], "learning rate"),

@@ -24,14 +24,15 @@ log = logging.getLogger(__name__)
 TRAIN_FILES = ("model.keras", "metrics.csv", "config.json")
 PREDICT_FILES = ("mask.tif", "contours.geojson")
 INTERRUPTED = 130  # the command's exit code after SIGTERM / Ctrl-C
-NICE = ["nice", "-n", "10"] if shutil.which("nice") else []  # the server answers first; the job takes what is left
 
 
 class Runner:
     def __init__(self, store: JobStore, data_dir: Path, slides_root: Path, workers: int = 1,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, nice: int = 10) -> None:
+        """`nice`: the jobs' niceness; at 10 the server answers first and the job takes what is left."""
         self.store, self.data_dir, self.slides_root = store, data_dir, slides_root
         self.workers, self.ray_address = workers, ray_address
+        self.nice = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
         self._queue: queue.Queue[tuple[str, bool] | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._procs: dict[str, subprocess.Popen] = {}
@@ -93,7 +94,7 @@ class Runner:
         log_path = self.folder(job_id) / "job.log"
         _wait_for_lock(self.folder(job_id) / "run")  # a job of a killed server may still be saving its checkpoint
         with log_path.open("ab") as out:
-            proc = subprocess.Popen([*NICE, sys.executable, "-m", "gigapath_desktop", *argv], stdout=out,
+            proc = subprocess.Popen([*self.nice, sys.executable, "-m", "gigapath_desktop", *argv], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, EXIT_WITH_PARENT: str(os.getpid())})
             with self._lock:

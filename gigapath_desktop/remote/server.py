@@ -38,6 +38,7 @@ class ServerConfig:
     data_dir: Path
     workers: int = 1
     ray_address: str | None = None
+    job_nice: int = 10
     max_body_bytes: int = 64 * 2**20  # GeoJSON labels of a whole slide fit; anything larger is refused (413)
 
 
@@ -68,7 +69,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     root = config.slides_root.resolve()
     store = JobStore(config.data_dir / "jobs.sqlite")
     interrupted = store.mark_interrupted()
-    runner = Runner(store, config.data_dir, root, config.workers, config.ray_address)
+    runner = Runner(store, config.data_dir, root, config.workers, config.ray_address, config.job_nice)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
