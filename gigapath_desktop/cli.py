@@ -314,22 +314,27 @@ def train_with_progress(job: "TrainJob", started: Callable[["Trainer"], None] | 
 
 @contextlib.contextmanager
 def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Iterator[Callable[["Trainer"], None]]:
-    """Once training begins, Ctrl-C / SIGTERM stop it between tiles instead of raising wherever the step happens
-    to be: a step cut between its optimizer update and its bookkeeping would checkpoint weights, step and
-    history that disagree (a resumed run then lost a metrics row). After a stopped run, KeyboardInterrupt as
-    before (exit 130, "interrupted"); a second signal leaves at once."""
+    """Once training begins, Ctrl-C / SIGTERM stop it at the next tile (or after a whole-region step) instead of
+    raising wherever the step happens to be: a step cut between its optimizer update and its bookkeeping would
+    checkpoint weights, step and history that disagree (a resumed run then lost a metrics row). The weights of the
+    last whole step are kept (checkpoint and model.keras), then KeyboardInterrupt as before (exit 130,
+    "interrupted"). A second Ctrl-C leaves at once; SIGTERMs (a server's shutdown, then its exit) only repeat the
+    request. A signal the shell told the process to ignore stays ignored."""
+    trainers: list["Trainer"] = []
     stopped: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+
+    def stop(signum: int, frame: object) -> None:
+        if stopped and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stopped.append(signum)
+        trainers[0].stop()
 
     def begin(trainer: "Trainer") -> None:
-        def stop(signum: int, frame: object) -> None:
-            if stopped:
-                raise KeyboardInterrupt
-            stopped.append(signum)
-            trainer.stop()
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in previous:
+        trainers.append(trainer)
+        for sig, handler in previous.items():
+            if handler is not signal.SIG_IGN:
                 signal.signal(sig, stop)
         if started is not None:
             started(trainer)
@@ -337,10 +342,9 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
     try:
         yield begin
     finally:
-        if threading.current_thread() is threading.main_thread():
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    if stopped:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    if stopped and trainers[0].step < trainers[0].config.steps:  # (a signal during the final save: the run is whole)
         raise KeyboardInterrupt
 
 

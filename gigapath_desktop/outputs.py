@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from gigapath_desktop.errors import GigaPathError
 
@@ -60,18 +61,38 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 def pause_point(name: str) -> None:
     """A test hook at a moment worth killing a process in: with GIGAPATH_PAUSE_AT=name (or name#k for its k-th
-    passage) in the environment, the process says `paused at NAME` on stderr and waits here for a signal (kill -9
-    ends it here; after another signal's handler it goes on)."""
+    passage) in the environment, the process says `paused at NAME` on stderr and waits here for a signal: kill -9
+    ends it here; after SIGINT / SIGTERM (main thread only) the handler the process had runs and it goes on."""
     wanted = os.environ.get("GIGAPATH_PAUSE_AT")
     if not wanted or wanted.split("#")[0] != name:
         return
     _passages[name] = _passages.get(name, 0) + 1
     if "#" not in wanted or int(wanted.split("#")[1]) == _passages[name]:
-        print(f"paused at {name}", file=sys.stderr, flush=True)
-        signal.pause()
+        _wait_for_a_signal(lambda: print(f"paused at {name}", file=sys.stderr, flush=True))
 
 
 _passages: dict[str, int] = {}
+
+
+def _wait_for_a_signal(say: Callable[[], None]) -> None:
+    """`say()`, then sleep until SIGINT / SIGTERM comes and hand it to the handler in place. The wrappers go in
+    before `say()`, so a signal sent as soon as it is said is never missed."""
+    if threading.current_thread() is not threading.main_thread():  # (no signals there: only kill -9 ends the wait)
+        say()
+        while True:
+            time.sleep(1)
+    came: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: came.append(signum))
+    say()
+    while not came:
+        time.sleep(0.05)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    handler = previous[came[0]]
+    if callable(handler):
+        handler(came[0], None)
 
 
 def keep_aside(path: PathLike) -> Path:

@@ -27,7 +27,8 @@ class Server:
     def start(self) -> "Server":
         self.proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", "serve", "--port", str(self.port),
                                       "--token-file", str(self.token_file), "--slides-root", str(self.root),
-                                      "--data-dir", str(self.data), "--job-nice", "0"],  # niced jobs crawl beside a busy test
+                                      "--data-dir", str(self.data),
+                                      "--job-nice", "0"],  # niced jobs crawl beside the other test worker
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

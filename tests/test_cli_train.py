@@ -104,12 +104,12 @@ def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) 
         if "paused at step applied" in line:
             break
     proc.send_signal(signal.SIGTERM)
-    stderr = proc.stderr.read()
-    proc.wait(60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
     latest = int((out / "checkpoints" / "latest").read_text().split("-")[1])
     steps = [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())]
     assert latest == 3 and steps == [1, 2, 3], "the step whose update was applied is recorded and checkpointed"
+    assert (out / "model.keras").is_file(), "the weights of the last whole step, as the app's Stop keeps them"
 
 
 def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tmp_path: Path) -> None:

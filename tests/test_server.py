@@ -154,6 +154,8 @@ def test_a_killed_server_marks_the_job_interrupted_and_it_resumes(setup: dict, t
         with Client(second.url, TOKEN) as c:
             assert c.job(done["id"])["state"] == "finished", "finished jobs are intact"
             assert c.job(job["id"])["state"] == "interrupted"
+            with pytest.raises(RemoteError, match="409"):  # a stopped run's model.keras is not a finished model
+                c.submit_predict(slide="sub/slide.tif", model_job=job["id"], region=[0, 0, 256, 256])
             c.resume(job["id"])
             steps, end = _follow(c, job["id"])
             assert end["state"] == "finished", end

@@ -149,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = train_with_progress(job, record)
     except BaseException as exc:
         if started:
-            project.add_run(job.out, stopped=now(), status=f"stopped: {exc or type(exc).__name__}")
+            why = f"at step {started[0].step}" if isinstance(exc, KeyboardInterrupt) else exc or type(exc).__name__
+            project.add_run(job.out, stopped=now(), status=f"stopped: {why}")
         raise
     last = trainer.history[-1] if trainer.history else None
     project.add_run(job.out, finished=now(), status="finished", steps=trainer.step,

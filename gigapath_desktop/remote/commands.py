@@ -23,8 +23,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data-dir", required=True, help="folder for jobs.sqlite and the jobs' runs and masks")
     p.add_argument("--workers", type=int, default=1, help="Ray workers for each training step (default 1: none)")
     p.add_argument("--ray-address", help="run the workers on this Ray cluster")
-    p.add_argument("--job-nice", type=int, default=10, help="niceness of the job processes, 0-19 (default 10: the "
-                                                            "server and other work on the machine come first)")
+    p.add_argument("--job-nice", type=int, default=10, help="added to the server's niceness for its job processes, "
+                   "0-19 (default 10: the server and other work on the machine come first; 0: none)")
     p.set_defaults(command=cmd_serve)
 
 
@@ -40,8 +40,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gigapath_desktop.remote.client import read_token
     from gigapath_desktop.remote.server import ServerConfig, create_app
 
-    if not 0 < args.port < 65536 or args.workers < 1 or not 0 <= args.job_nice <= 19:
-        raise GigaPathError("--port must lie in 1-65535, --workers be at least 1 and --job-nice lie in 0-19")
+    for bad, message in ((not 0 < args.port < 65536, "--port must lie in 1-65535"),
+                         (args.workers < 1, "--workers must be at least 1"),
+                         (not 0 <= args.job_nice <= 19, "--job-nice must lie in 0-19")):
+        if bad:
+            raise GigaPathError(message)
     token = read_token(args.token_file)
     root, data = Path(args.slides_root), Path(args.data_dir)
     if not root.is_dir():

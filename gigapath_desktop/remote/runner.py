@@ -29,10 +29,11 @@ INTERRUPTED = 130  # the command's exit code after SIGTERM / Ctrl-C
 class Runner:
     def __init__(self, store: JobStore, data_dir: Path, slides_root: Path, workers: int = 1,
                  ray_address: str | None = None, nice: int = 10) -> None:
-        """`nice`: the jobs' niceness; at 10 the server answers first and the job takes what is left."""
+        """`nice`: added to the server's niceness for its jobs; at 10 the server answers first and the job takes
+        what is left."""
         self.store, self.data_dir, self.slides_root = store, data_dir, slides_root
         self.workers, self.ray_address = workers, ray_address
-        self.nice = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
+        self._nice_prefix = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
         self._queue: queue.Queue[tuple[str, bool] | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._procs: dict[str, subprocess.Popen] = {}
@@ -94,8 +95,9 @@ class Runner:
         log_path = self.folder(job_id) / "job.log"
         _wait_for_lock(self.folder(job_id) / "run")  # a job of a killed server may still be saving its checkpoint
         with log_path.open("ab") as out:
-            proc = subprocess.Popen([*self.nice, sys.executable, "-m", "gigapath_desktop", *argv], stdout=out,
+            proc = subprocess.Popen([*self._nice_prefix, sys.executable, "-m", "gigapath_desktop", *argv], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True,  # the terminal's Ctrl-C reaches the server, not the job
                                     env={**os.environ, EXIT_WITH_PARENT: str(os.getpid())})
             with self._lock:
                 self._procs[job_id] = proc

@@ -165,8 +165,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     def submit_predict(request: PredictRequest) -> dict[str, Any]:
         slide = slide_path(request.slide)
         source = job_of(request.model_job)
-        if source.kind != "train" or not (runner.run_dir(source) / "model.keras").is_file():
-            raise HTTPException(409, f"job {request.model_job} has no model yet")
+        model = runner.run_dir(source) / "model.keras"
+        if source.kind != "train" or source.state != "finished" or not model.is_file():
+            raise HTTPException(409, f"job {request.model_job} has no finished model")
         if not 0 < request.threshold < 1:
             raise HTTPException(422, "threshold must lie in (0, 1)")
         params = request.model_dump() | {"slide": str(slide.relative_to(root))}
