@@ -89,7 +89,7 @@ def _wait_for_a_signal(say: Callable[[], None]) -> None:
     while not came:
         time.sleep(0.05)
     for sig, handler in previous.items():
-        signal.signal(sig, handler)
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     handler = previous[came[0]]
     if callable(handler):
         handler(came[0], None)
