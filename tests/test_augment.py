@@ -81,9 +81,14 @@ def test_ink_darkens_a_stroke_of_the_pixels_and_leaves_the_labels(region: Region
     assert np.array_equal(np.asarray(inked.labels), np.asarray(plain.labels))
 
 
+def _two_strokes(seed: int) -> tuple:
+    """The ink of the first inked draw of `seed` that has two strokes (where they cross, both apply)."""
+    return next(a.ink for a in (Augmentation.draw(seed, s, ink=1.0) for s in range(20)) if len(a.ink) == 2)
+
+
 @pytest.mark.parametrize("shape", [(900, 1100), (5, 3)])
 def test_inked_pixels_are_the_same_whatever_rectangle_reads_them(region: RegionData, shape: tuple[int, int]) -> None:
-    ink = next(a.ink for a in (Augmentation.draw(6, s, ink=1.0) for s in range(20)) if len(a.ink) == 2)
+    ink = _two_strokes(seed=6)
     image = np.ascontiguousarray(np.asarray(region.image)[: shape[0], : shape[1]])
     inked = Augmentation(ink=ink).apply(RegionData(image, np.zeros(shape, np.uint8))).image
     whole = inked[0 : shape[0], 0 : shape[1]]
@@ -98,7 +103,7 @@ def test_float64_tiled_step_equals_whole_step_on_an_augmented_region(region: Reg
     keras.utils.set_random_seed(4)
     model = build_unet()
     aug = Augmentation.draw(seed=2, step=3)
-    ink = next(a.ink for a in (Augmentation.draw(2, s, ink=1.0) for s in range(20)) if len(a.ink) == 2)
+    ink = _two_strokes(seed=2)
     aug = Augmentation(True, True, False, aug.lut, 0.9, ink)  # a turn, a flip, colour, two ink strokes and blur
     augmented = aug.apply(region)
     whole = reference_step(model, np.asarray(augmented.image), np.asarray(augmented.labels))

@@ -94,15 +94,21 @@ def _start_training(out: Path, *extra: str, rows: int = 3) -> subprocess.Popen[s
     return proc
 
 
+def _paused_training(out: Path, moment: str, *extra: str) -> subprocess.Popen[str]:
+    """A real training process, returned once it waits at the test hook `moment` (GIGAPATH_PAUSE_AT)."""
+    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GIGAPATH_PAUSE_AT": moment})
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if f"paused at {moment.split('#')[0]}" in line:
+            break
+    return proc
+
+
 def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "GIGAPATH_PAUSE_AT": "step applied#3"})
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the worst moment: step 3's update applied, its metrics row not yet written
-        if "paused at step applied" in line:
-            break
+    proc = _paused_training(out, "step applied#3")  # the worst moment: step 3's update applied, its row not written
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
@@ -144,15 +150,8 @@ def test_labels_that_miss_the_region_or_name_other_classes_are_warned_about(tmp_
 @pytest.mark.parametrize("moment", ["rename latest#1", "rename checkpoint#2"])
 def test_a_kill_at_the_worst_moment_of_a_checkpoint_leaves_a_run_that_resumes(moment: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = {**os.environ, "GIGAPATH_PAUSE_AT": moment}
-    proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *LONG_RUN, "--out", str(out),
-                             "--checkpoint-every", "2"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=env)
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait for the writer to reach the moment, then kill -9 there
-        if f"paused at {moment.split('#')[0]}" in line:
-            break
-    proc.kill()
+    proc = _paused_training(out, moment, "--checkpoint-every", "2")
+    proc.kill()  # kill -9 where the writer waits
     proc.wait()
     resumed = run(*LONG_RUN, "--out", str(out), "--resume", "--steps", "5", "--checkpoint-every", "2")
     assert resumed.returncode == 0, resumed.stderr
