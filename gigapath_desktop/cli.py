@@ -19,6 +19,7 @@ from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
+from gigapath_desktop.signals import routed_signals
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.config import TrainConfig
@@ -322,8 +323,6 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
     request. A signal the shell told the process to ignore stays ignored."""
     trainers: list["Trainer"] = []
     stopped: list[int] = []
-    main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
 
     def stop(signum: int, frame: object) -> None:
         if stopped and signum == signal.SIGINT:
@@ -331,19 +330,15 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
         stopped.append(signum)
         trainers[0].stop()
 
-    def begin(trainer: "Trainer") -> None:
-        trainers.append(trainer)
-        for sig, handler in previous.items():
-            if handler is not signal.SIG_IGN:
-                signal.signal(sig, stop)
-        if started is not None:
-            started(trainer)
+    with contextlib.ExitStack() as routed:
+        def begin(trainer: "Trainer") -> None:
+            trainers.append(trainer)
+            if threading.current_thread() is threading.main_thread():
+                routed.enter_context(routed_signals(stop))
+            if started is not None:
+                started(trainer)
 
-    try:
         yield begin
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     if stopped and trainers[0].step < trainers[0].config.steps:  # (a signal during the final save: the run is whole)
         raise KeyboardInterrupt
 

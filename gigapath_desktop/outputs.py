@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.signals import routed_signals
 
 PathLike = str | os.PathLike[str]
 # OSErrors a write can end in that are the user's situation rather than a bug: said in one line.
@@ -82,14 +82,10 @@ def _wait_for_a_signal(say: Callable[[], None]) -> None:
         while True:
             time.sleep(1)
     came: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: came.append(signum))
-    say()
-    while not came:
-        time.sleep(0.05)
-    for sig, handler in previous.items():
-        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    with routed_signals(lambda signum, frame: came.append(signum), keep_ignored=False) as previous:
+        say()
+        while not came:
+            time.sleep(0.05)
     handler = previous[came[0]]
     if callable(handler):
         handler(came[0], None)

@@ -119,7 +119,7 @@ class Runner:
         return "failed", last.removeprefix("error: ")
 
     def _train_command(self, job: Job, resume: bool) -> list[str]:
-        from gigapath_desktop.training.trainer import has_checkpoint
+        from gigapath_desktop.training.checkpoints import has_checkpoint
 
         p, t = job.params, job.params["training"]
         run, labels = self.run_dir(job), self.folder(job.id) / "labels.geojson"

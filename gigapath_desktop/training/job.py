@@ -25,7 +25,8 @@ from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
-from gigapath_desktop.training.trainer import Trainer, checkpoint_info, has_checkpoint
+from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoint
+from gigapath_desktop.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.ray_executor import RayExecutor

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
-import zipfile
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -22,14 +20,14 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
-from gigapath_desktop.model.io import load_model, save_model
+from gigapath_desktop.model.io import load_model
 from gigapath_desktop.model.geometry import model_geometry
-from gigapath_desktop.model.info import ModelInfo, model_info, read_info
+from gigapath_desktop.model.info import model_info
 from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
-from gigapath_desktop.outputs import atomic_path, pause_point, remove
+from gigapath_desktop.outputs import pause_point
 from gigapath_desktop.training.augment import Augmentation
+from gigapath_desktop.training.checkpoints import CHECKPOINTS, checkpoint_folders, write_checkpoint
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
@@ -39,8 +37,6 @@ from gigapath_desktop.training.plan import estimate, prefetch_fits, step_tile
 from gigapath_desktop.training.prefetch import StepPrefetch
 from gigapath_desktop.training.schedule import LearningRate
 
-CHECKPOINTS = "checkpoints"
-KEEP_CHECKPOINTS = 2
 KEEP_GOOD = 3  # the guard steps back to the oldest of the last few good states: the last one may already be sliding
 ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 DARK_FIELD = 80  # mean grey level of the labelled background below which a region is dark-field (fluorescence)
@@ -106,6 +102,7 @@ class Trainer:
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
+        self._next: tuple[int, RegionData] | None = None  # the last step whose view `_view` drew, and that view
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
         self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
         self._running = threading.Event()
@@ -194,13 +191,12 @@ class Trainer:
 
     def _train_step(self) -> StepEvent | None:
         """One optimizer step, or None when the guard stepped back to the last good weights instead."""
-        source = self.region_of_step(self.step)
-        region = self._augmented(source, self.step)
+        region = self._view(self.step)
         start = time.perf_counter()
         tile = self._tile(region)
         inputs = self._prefetch.take(self.step) if tile is None else None
         if self.step + 1 < self.config.steps:
-            upcoming = self._augmented(self.region_of_step(self.step + 1), self.step + 1)
+            upcoming = self._view(self.step + 1)
             if self._tile(upcoming) is None and prefetch_fits(*upcoming.labels.shape, self.config.memory_budget):
                 self._prefetch.start(self.step + 1, upcoming)
         loss, terms, grads = region_step(
@@ -227,17 +223,21 @@ class Trainer:
             step=self.step, total_steps=self.config.steps, loss=loss, dice=terms.dice, val_dice=val_dice,
             seconds=seconds, mpix_per_s=region.pixels / 1e6 / seconds, rss_bytes=psutil.Process().memory_info().rss,
             device_memory_bytes=device_memory_bytes(), device=self.device, learning_rate=learning_rate,
-            recoveries=self.recoveries, region=source.name, val_detail=val_detail,
+            recoveries=self.recoveries, region=region.name, val_detail=val_detail,
         )
         self.history.append(event)
         return event
 
-    def _augmented(self, region: RegionData, step: int) -> RegionData:
-        """`region` as `step` sees it: its own draw of flips, turns, colour, blur and ink (when augmenting)."""
-        if not self.config.augment:
-            return region
-        return Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field,
-                                 self.config.ink).apply(region)
+    def _view(self, step: int) -> RegionData:
+        """The training region of `step` as that step sees it: its own draw of flips, turns, colour, blur and ink
+        (when augmenting). Drawn once: the step before looks at it to prefetch."""
+        if self._next is None or self._next[0] != step:
+            region = self.region_of_step(step)
+            if self.config.augment:
+                region = Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field,
+                                           self.config.ink).apply(region)
+            self._next = (step, region)
+        return self._next[1]
 
     def _keep_good(self) -> None:
         self._good.append(([w.copy() for w in self.model.get_weights()], [v.numpy() for v in self.optimizer.variables]))
@@ -302,33 +302,13 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write run_dir/checkpoints/step-N/ (model, optimizer state, progress) and point `latest` at it.
-
-        Nothing is ever overwritten: the folder is written under a temporary name and renamed to a new name (a
-        second save of the same step, e.g. after a guard restart, gets `step-N.1`), then `latest` is replaced
-        atomically and only then are the oldest folders pruned, so a kill at any moment leaves a loadable run."""
+        """Write run_dir/checkpoints/step-N/ (model, optimizer state, progress) and point `latest` at it (never
+        overwriting: see `checkpoints.write_checkpoint`)."""
         assert self.run_dir is not None
-        root = self.run_dir / CHECKPOINTS
-        final = root / f"step-{self.step:06d}"
-        for again in range(1, 10**6):
-            if not final.exists():
-                break
-            final = root / f"step-{self.step:06d}.{again}"
-        for orphan in root.glob(".*.partial-*"):  # left by a killed run; the run folder is ours (locked) now
-            remove(orphan)
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
-        with atomic_path(final) as tmp:  # the whole folder appears at once
-            tmp.mkdir(parents=True)
-            save_model(self.model, tmp / "model.keras")
-            np.savez(tmp / "optimizer.npz", *[v.numpy() for v in self.optimizer.variables])
-            (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            pause_point("rename checkpoint")
-        with atomic_path(root / "latest") as latest:
-            latest.write_text(final.name)
+        final = write_checkpoint(self.run_dir / CHECKPOINTS, self.model, self.optimizer.variables, state)
         self._saved = self.step
-        for old in _checkpoints(root)[KEEP_CHECKPOINTS:]:
-            shutil.rmtree(old, ignore_errors=True)
         return final
 
     @classmethod
@@ -350,7 +330,7 @@ class Trainer:
         except OSError:
             latest = []
         problems = []
-        for folder in dict.fromkeys(latest + _checkpoints(root)):
+        for folder in dict.fromkeys(latest + checkpoint_folders(root)):
             try:
                 trainer = cls._load(folder, train, val, listeners, changes or {}, executor)
             except (OSError, ValueError, KeyError, TypeError, GigaPathError) as exc:
@@ -385,26 +365,3 @@ class Trainer:
             trainer._emit(LogEvent(f"resuming at step {trainer.step} with peak learning rate {config.learning_rate:g} "
                                    f"(was {previous.learning_rate:g})"))
         return trainer
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a run to resume (a `latest` pointer or any checkpoint folder)."""
-    root = run_dir / CHECKPOINTS
-    return (root / "latest").exists() or bool(_checkpoints(root))
-
-
-def checkpoint_info(run_dir: Path) -> ModelInfo | None:
-    """The classes and µm/px of the run's newest readable checkpoint, read from its model file without loading it
-    (so a resume that cannot continue is refused before its regions are decoded); None if none can be read."""
-    for folder in _checkpoints(run_dir / CHECKPOINTS):
-        try:
-            return read_info(folder / "model.keras") or ModelInfo(ClassMap.tissue())
-        except (OSError, zipfile.BadZipFile, GigaPathError):
-            continue
-    return None
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders, newest first."""
-    return sorted(root.glob("step-*"), reverse=True)
-

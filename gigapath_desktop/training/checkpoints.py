@@ -1,0 +1,69 @@
+"""A run's checkpoints on disk: run/checkpoints/step-N/ folders and a `latest` pointer, written so that a kill at
+any moment leaves a loadable run."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from gigapath_desktop.annotations import ClassMap
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.model.info import ModelInfo, read_info
+from gigapath_desktop.model.io import save_model
+from gigapath_desktop.outputs import atomic_path, pause_point, remove
+
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+
+
+def write_checkpoint(root: Path, model: keras.Model, optimizer_variables: Sequence[Any], state: dict) -> Path:
+    """Write root/step-N/ (model.keras, optimizer.npz, state.json; N = state["step"]) and point root/latest at it.
+
+    Nothing is ever overwritten: the folder is written under a temporary name and renamed to a new name (a second
+    save of the same step, e.g. after a guard restart, gets `step-N.1`), then `latest` is replaced atomically and
+    only then are the oldest folders pruned."""
+    final = root / f"step-{state['step']:06d}"
+    for again in range(1, 10**6):
+        if not final.exists():
+            break
+        final = root / f"step-{state['step']:06d}.{again}"
+    for orphan in root.glob(".*.partial-*"):  # left by a killed run; the run folder is ours (locked) now
+        remove(orphan)
+    with atomic_path(final) as tmp:  # the whole folder appears at once
+        tmp.mkdir(parents=True)
+        save_model(model, tmp / "model.keras")
+        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in optimizer_variables])
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        pause_point("rename checkpoint")
+    with atomic_path(root / "latest") as latest:
+        latest.write_text(final.name)
+    for old in checkpoint_folders(root)[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a run to resume (a `latest` pointer or any checkpoint folder)."""
+    root = run_dir / CHECKPOINTS
+    return (root / "latest").exists() or bool(checkpoint_folders(root))
+
+
+def checkpoint_info(run_dir: Path) -> ModelInfo | None:
+    """The classes and µm/px of the run's newest readable checkpoint, read from its model file without loading it
+    (so a resume that cannot continue is refused before its regions are decoded); None if none can be read."""
+    for folder in checkpoint_folders(run_dir / CHECKPOINTS):
+        try:
+            return read_info(folder / "model.keras") or ModelInfo(ClassMap.tissue())
+        except (OSError, zipfile.BadZipFile, GigaPathError):
+            continue
+    return None
+
+
+def checkpoint_folders(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first."""
+    return sorted(root.glob("step-*"), reverse=True)
