@@ -19,7 +19,7 @@ from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
-from gigapath_desktop.signals import routed_signals
+from gigapath_desktop.signals import restore, route, stop_handlers
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.config import TrainConfig
@@ -330,15 +330,20 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
         stopped.append(signum)
         trainers[0].stop()
 
-    with contextlib.ExitStack() as routed:
-        def begin(trainer: "Trainer") -> None:
-            trainers.append(trainer)
-            if threading.current_thread() is threading.main_thread():
-                routed.enter_context(routed_signals(stop))
-            if started is not None:
-                started(trainer)
+    previous = stop_handlers() if threading.current_thread() is threading.main_thread() else None
 
+    def begin(trainer: "Trainer") -> None:
+        trainers.append(trainer)
+        if previous is not None:
+            route(previous, stop)
+        if started is not None:
+            started(trainer)
+
+    try:
         yield begin
+    finally:  # back to the handlers of the start, whatever came between (ray.init replaces SIGTERM's)
+        if previous is not None:
+            restore(previous)
     if stopped and trainers[0].step < trainers[0].config.steps:  # (a signal during the final save: the run is whole)
         raise KeyboardInterrupt
 

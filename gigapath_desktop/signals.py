@@ -1,4 +1,6 @@
-"""SIGINT / SIGTERM routed to a handler for a while, then given back to whatever handled them before."""
+"""SIGINT / SIGTERM routed to a handler for a while, then given back to whatever handled them before.
+
+Main thread only (Python's rule for signal handlers)."""
 from __future__ import annotations
 
 import signal
@@ -9,17 +11,31 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Handler = Callable[[int, Any], None]
 
 
-@contextmanager
-def routed_signals(handler: Handler, keep_ignored: bool = True) -> Iterator[dict[int, Any]]:
-    """Inside the block SIGINT and SIGTERM call `handler`; yields the handlers they had. With `keep_ignored`, a
-    signal the process was told to ignore (SIG_IGN, e.g. by `nohup`) stays ignored. Main thread only (Python's
-    rule for signal handlers)."""
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+def stop_handlers() -> dict[int, Any]:
+    """SIGINT's and SIGTERM's handlers now, to `route` by and `restore` later."""
+    return {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+
+
+def route(previous: dict[int, Any], handler: Handler, keep_ignored: bool = True) -> None:
+    """Point the stop signals at `handler`; with `keep_ignored`, one that `previous` ignores (SIG_IGN, e.g. under
+    `nohup`) stays ignored."""
     for sig, old in previous.items():
         if not (keep_ignored and old is signal.SIG_IGN):
             signal.signal(sig, handler)
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Give the stop signals back to `previous` (a handler set outside Python reads as None: the default)."""
+    for sig, old in previous.items():
+        signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+@contextmanager
+def routed_signals(handler: Handler, keep_ignored: bool = True) -> Iterator[dict[int, Any]]:
+    """Inside the block the stop signals call `handler`; yields the handlers they had."""
+    previous = stop_handlers()
     try:
+        route(previous, handler, keep_ignored)
         yield previous
     finally:
-        for sig, old in previous.items():  # a handler set outside Python reads as None: the default stands for it
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
+        restore(previous)
