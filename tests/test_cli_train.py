@@ -118,6 +118,25 @@ def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) 
     assert (out / "model.keras").is_file(), "the weights of the last whole step, as the app's Stop keeps them"
 
 
+def test_training_gives_the_stop_signals_back_to_the_handlers_it_found() -> None:
+    """ray.init (several workers) replaces SIGTERM's handler while a run is prepared; afterwards SIGTERM must reach
+    the CLI's handler again (ending in 'interrupted'), not Ray's, whatever came in between."""
+    from gigapath_desktop.cli import _signals_stop_training
+
+    def mine(signum: int, frame: object) -> None: ...
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _signals_stop_training(None) as begin:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as ray.init does, before training begins
+            begin(type("Trainer", (), {"stop": lambda self: None})())
+            assert signal.getsignal(signal.SIGTERM) is not mine, "routed to the stop request while training"
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     holder = _start_training(out, "--checkpoint-every", "1")
