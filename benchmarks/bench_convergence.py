@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import RESULTS, machine, replace_readme_block, write_result  # noqa: E402
+from common import RESULTS, machine, replace_readme_block, run_child, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT.parent / "shared" / "testdata" / "slides"
@@ -78,18 +77,11 @@ def main() -> None:
     path = RESULTS / "convergence.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     with ThreadPoolExecutor(args.parallel) as pool:
-        for result in pool.map(lambda job: run_in_process(*job), jobs):
+        for result in pool.map(lambda job: run_child(__file__, *job), jobs):
             print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
             runs = [r for r in runs if (r["case"], r["seed"]) != (result["case"], result["seed"])] + [result]
             write_result("convergence", {"steps": STEPS, "parallel": args.parallel, "runs": runs})
     update_readme(runs, args.parallel)
-
-
-def run_in_process(name: str, seed: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--run", name, str(seed)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(name: str, seed: int) -> dict:
@@ -160,8 +152,9 @@ def truth_region(slide_path: Path, region: object, classes: int = 2) -> object:
         return RegionData(slide.read_region(region), labels, name=f"{slide_path.name} {region.as_tuple()}")
 
 
-def strokes_only(region: object, seed: int) -> object:
-    """The region labelled as a user with a brush would: STROKES short strokes inside each class, the rest unlabelled."""
+def strokes_only(region: object, seed: int, per_class: int = STROKES) -> object:
+    """The region labelled as a user with a brush would: `per_class` short strokes inside each class, the rest
+    unlabelled."""
     import numpy as np
 
     from gigapath_desktop.annotations import UNLABELLED, ClassMap, rasterize
@@ -169,7 +162,7 @@ def strokes_only(region: object, seed: int) -> object:
     from gigapath_desktop.training import RegionData
 
     names = ["Background", "Class 1", "Class 2"]
-    strokes = truth_strokes(np.asarray(region.labels), names, STROKES, np.random.default_rng(seed))
+    strokes = truth_strokes(np.asarray(region.labels), names, per_class, np.random.default_rng(seed))
     labels = rasterize(strokes, (0.0, 0.0), 1.0, region.labels.shape, values=ClassMap.named(names).values(strokes),
                        fill=UNLABELLED)
     return RegionData(region.image, labels, name=region.name)

@@ -8,13 +8,13 @@ the number of steps. Each run is its own process.
 
 Writes benchmarks/results/cross_slide.json and the table between the markers in README.md.
     python benchmarks/bench_cross_slide.py [--seeds 0,1] [--slides 1] [--steps 80] [--size 2048x1536]
+(the README's table: the defaults, then --slides 3 --steps 120 --seeds 0,1,2)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench_convergence import HE  # noqa: E402
-from common import RESULTS, machine, replace_readme_block, write_result  # noqa: E402
+from bench_convergence import HE, strokes_only  # noqa: E402
+from common import RESULTS, machine, replace_readme_block, run_child, write_result  # noqa: E402
 
 STROKES = 15
 NAMES = ["Background", "CMU texture", "TCGA texture"]
@@ -39,11 +39,7 @@ def main() -> None:
     path = RESULTS / "cross_slide.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     for seed in args.seeds.split(","):
-        out = subprocess.run([sys.executable, __file__, "--run", seed, str(args.slides), str(args.steps), args.size],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"seed {seed} failed:\n{out.stderr[-3000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = run_child(__file__, seed, args.slides, args.steps, args.size)
         print(json.dumps(result), flush=True)
         key = ("seed", "slides", "steps", "size")
         runs = [r for r in runs if tuple(r[k] for k in key) != tuple(result[k] for k in key)] + [result]
@@ -55,9 +51,9 @@ def run(seed: int, slides: int, steps: int, size: str) -> dict:
     import keras
     import numpy as np
 
-    from gigapath_desktop.annotations import UNLABELLED, ClassMap, rasterize
+    from gigapath_desktop.annotations import UNLABELLED
     from gigapath_desktop.model import build_unet
-    from gigapath_desktop.slides.realistic import Case, render, truth_strokes
+    from gigapath_desktop.slides.realistic import Case, render
     from gigapath_desktop.training import RegionData, StepEvent, TrainConfig, Trainer
     from gigapath_desktop.training.gradients import region_sums
 
@@ -70,11 +66,7 @@ def run(seed: int, slides: int, steps: int, size: str) -> dict:
     train = []
     for k in range(slides):  # one slide: the seed's own; several: seeds 10 * seed + k
         slide_seed = seed if slides == 1 else 10 * seed + k
-        image, truth = slide(slide_seed)
-        strokes = truth_strokes(truth, NAMES, STROKES, np.random.default_rng(slide_seed))
-        labels = rasterize(strokes, (0.0, 0.0), 1.0, truth.shape, values=ClassMap.named(NAMES).values(strokes),
-                           fill=UNLABELLED)
-        train.append(RegionData(image, labels, f"training slide {slide_seed}"))
+        train.append(strokes_only(RegionData(*slide(slide_seed), f"training slide {slide_seed}"), slide_seed, STROKES))
     val_image, val_truth = slide(seed + 50 if slides == 1 else 1000 + seed)
     keras.utils.set_random_seed(seed)
     curve: list = []

@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,12 @@ def replace_readme_block(name: str, block: str) -> None:
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     if begin in text:
         readme.write_text(text[: text.index(begin)] + f"{begin}\n{block}\n{end}" + text[text.index(end) + len(end) :])
+
+
+def run_child(script: str, *args: object) -> dict[str, Any]:
+    """Run `script --run ARGS...` in a fresh process (its memory and TensorFlow state its own) and return the JSON
+    object it prints last; a failed run stops the benchmark with its stderr."""
+    out = subprocess.run([sys.executable, script, "--run", *map(str, args)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{Path(script).name} {' '.join(map(str, args))} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

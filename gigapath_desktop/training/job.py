@@ -19,13 +19,13 @@ from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, open_slide
 from gigapath_desktop.slides.cache import CancelFn
 from gigapath_desktop.slides.resample import Scale, read_at
+from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoint
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
 from gigapath_desktop.training.spec import SpecItem, TrainSpec
-from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoint
 from gigapath_desktop.training.trainer import Trainer
 
 if TYPE_CHECKING:

@@ -102,7 +102,7 @@ class Trainer:
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
-        self._next: tuple[int, RegionData] | None = None  # the last step whose view `_view` drew, and that view
+        self._drawn: tuple[int, RegionData] | None = None  # the last step whose view `_view` drew, and that view
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
         self._good: deque[tuple[list[np.ndarray], list[np.ndarray]]] = deque(maxlen=KEEP_GOOD)
         self._running = threading.Event()
@@ -231,13 +231,13 @@ class Trainer:
     def _view(self, step: int) -> RegionData:
         """The training region of `step` as that step sees it: its own draw of flips, turns, colour, blur and ink
         (when augmenting). Drawn once: the step before looks at it to prefetch."""
-        if self._next is None or self._next[0] != step:
+        if self._drawn is None or self._drawn[0] != step:
             region = self.region_of_step(step)
             if self.config.augment:
                 region = Augmentation.draw(self.config.seed, step, self.config.colour_jitter, self._dark_field,
                                            self.config.ink).apply(region)
-            self._next = (step, region)
-        return self._next[1]
+            self._drawn = (step, region)
+        return self._drawn[1]
 
     def _keep_good(self) -> None:
         self._good.append(([w.copy() for w in self.model.get_weights()], [v.numpy() for v in self.optimizer.variables]))
