@@ -90,7 +90,7 @@ def run(name: str, seed: int) -> dict:
 
     from gigapath_desktop.annotations import UNLABELLED
     from gigapath_desktop.model import build_unet
-    from gigapath_desktop.training import StepEvent, TrainConfig, Trainer
+    from gigapath_desktop.training import StepEvent, TrainConfig, Trainer, WarningEvent
     from gigapath_desktop.training.gradients import region_sums
     from gigapath_desktop.training.plan import step_tile
 
@@ -115,6 +115,7 @@ def run(name: str, seed: int) -> dict:
 
     return {"case": name, "seed": seed, "val_dice": round(final, 4), "steps_to_0.97": first(0.97),
             "steps_to_0.99": first(0.99), "seconds": round(seconds, 1), "collapses": trainer.recoveries,
+            "guard": [e.message for e in events if isinstance(e, WarningEvent) and "restarted" in e.message],
             "train_pixels": train.pixels, "val_pixels": val.pixels,
             "labelled_fraction": round(float(np.mean(np.asarray(train.labels) != UNLABELLED)), 3),
             "class_dice": [round(d, 4) for d in terms.class_dice.tolist()],
