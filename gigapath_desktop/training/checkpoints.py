@@ -21,12 +21,14 @@ CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 
 
-def write_checkpoint(root: Path, model: keras.Model, optimizer_variables: Sequence[Any], state: dict) -> Path:
-    """Write root/step-N/ (model.keras, optimizer.npz, state.json; N = state["step"]) and point root/latest at it.
+def write_checkpoint(run_dir: Path, model: keras.Model, optimizer_variables: Sequence[Any], state: dict) -> Path:
+    """Write run_dir/checkpoints/step-N/ (model.keras, optimizer.npz, state.json; N = state["step"]) and point
+    checkpoints/latest at it.
 
     Nothing is ever overwritten: the folder is written under a temporary name and renamed to a new name (a second
     save of the same step, e.g. after a guard restart, gets `step-N.1`), then `latest` is replaced atomically and
     only then are the oldest folders pruned."""
+    root = run_dir / CHECKPOINTS
     final = root / f"step-{state['step']:06d}"
     for again in range(1, 10**6):
         if not final.exists():
@@ -62,6 +64,17 @@ def checkpoint_info(run_dir: Path) -> ModelInfo | None:
         except (OSError, zipfile.BadZipFile, GigaPathError):
             continue
     return None
+
+
+def resume_order(run_dir: Path) -> list[Path]:
+    """The checkpoint folders to try resuming from: the one `latest` names first (when readable), then the others,
+    newest first."""
+    root = run_dir / CHECKPOINTS
+    try:
+        latest = [root / (root / "latest").read_text().strip()]
+    except OSError:
+        latest = []
+    return list(dict.fromkeys(latest + checkpoint_folders(root)))
 
 
 def checkpoint_folders(root: Path) -> list[Path]:

@@ -27,7 +27,7 @@ from gigapath_desktop.model.info import model_info
 from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
 from gigapath_desktop.outputs import pause_point
 from gigapath_desktop.training.augment import Augmentation
-from gigapath_desktop.training.checkpoints import CHECKPOINTS, checkpoint_folders, write_checkpoint
+from gigapath_desktop.training.checkpoints import resume_order, write_checkpoint
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
@@ -307,7 +307,7 @@ class Trainer:
         assert self.run_dir is not None
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
-        final = write_checkpoint(self.run_dir / CHECKPOINTS, self.model, self.optimizer.variables, state)
+        final = write_checkpoint(self.run_dir, self.model, self.optimizer.variables, state)
         self._saved = self.step
         return final
 
@@ -324,13 +324,8 @@ class Trainer:
         """Continue a run: same weights, optimizer state, step and history as its latest readable checkpoint
         (an unreadable latest one is reported and the older kept one used). `changes` are settings to change
         from there on, e.g. {"steps": 300, "learning_rate": 0.01}; a changed learning rate is said in the log."""
-        root = Path(run_dir) / CHECKPOINTS
-        try:
-            latest = [root / (root / "latest").read_text().strip()]
-        except OSError:
-            latest = []
         problems = []
-        for folder in dict.fromkeys(latest + checkpoint_folders(root)):
+        for folder in resume_order(Path(run_dir)):
             try:
                 trainer = cls._load(folder, train, val, listeners, changes or {}, executor)
             except (OSError, ValueError, KeyError, TypeError, GigaPathError) as exc:
