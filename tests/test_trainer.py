@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gigapath_desktop import TrainingError
-from gigapath_desktop.model import build_unet
+from gigapath_desktop.model import build_unet, load_model
 from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.slides.synthetic import mask_path_for
 from gigapath_desktop.training import (
@@ -23,6 +23,7 @@ from gigapath_desktop.training import (
     WarningEvent,
     read_metrics,
     region_step,
+    region_sums,
 )
 
 
@@ -101,6 +102,36 @@ def test_one_tensor_steps_with_prefetched_augmented_inputs_resume_exactly(region
     resumed.run()
     for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_finished_run_ends_with_the_average_of_its_steps_weights(regions: tuple, tmp_path: Path) -> None:
+    """The model a run ends with is the moving average of the weights after each step (momentum growing as
+    (1 + t) / (10 + t), at most `average`); validation measures that average; checkpoints keep the steps' own
+    weights (resuming goes on from them: the tests above); `average=0` ends with the last step's weights."""
+    train, val = regions
+    steps: list[list[np.ndarray]] = []
+    trainer = Trainer(_model(), [train], val, TrainConfig(steps=4, tile=None, average=0.5), tmp_path / "run",
+                      listeners=[lambda e: steps.append(trainer.model.get_weights()) if isinstance(e, StepEvent)
+                                 else None])
+    start = trainer.model.get_weights()
+    history = trainer.run()
+    expected = start
+    for t, weights in enumerate(steps):
+        rate = 1 - min(0.5, (1 + t) / (10 + t))
+        expected = [e + rate * (w - e) for e, w in zip(expected, weights)]
+    for final, want, last in zip(trainer.model.get_weights(), expected, steps[-1]):
+        np.testing.assert_allclose(final, want, rtol=1e-5, atol=1e-7)
+    assert max(np.abs(f - w).max() for f, w in zip(trainer.model.get_weights(), steps[-1])) > 1e-4
+    saved = load_model(tmp_path / "run" / "checkpoints" / "step-000004" / "model.keras")
+    for a, b in zip(saved.get_weights(), steps[-1]):
+        assert np.array_equal(a, b)
+    assert history[-1].val_dice == pytest.approx(region_sums(trainer.model, val.image, val.labels, tile=None).dice,
+                                                 abs=1e-6)
+    plain = Trainer(_model(), [train], None, TrainConfig(steps=4, tile=None, average=0),
+                    listeners=[lambda e: steps.append(plain.model.get_weights()) if isinstance(e, StepEvent) else None])
+    plain.run()
+    for a, b in zip(plain.model.get_weights(), steps[-1]):
+        assert np.array_equal(a, b)
 
 
 def test_pause_holds_between_tiles_and_resume_finishes(regions: tuple) -> None:

@@ -6,7 +6,7 @@ import json
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -21,9 +21,9 @@ CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 
 
-def write_checkpoint(run_dir: Path, model: keras.Model, optimizer_variables: Sequence[Any], state: dict) -> Path:
-    """Write run_dir/checkpoints/step-N/ (model.keras, optimizer.npz, state.json; N = state["step"]) and point
-    checkpoints/latest at it.
+def write_checkpoint(run_dir: Path, model: keras.Model, arrays: dict[str, Sequence[np.ndarray]], state: dict) -> Path:
+    """Write run_dir/checkpoints/step-N/ (model.keras, NAME.npz for each list of `arrays`, e.g. the optimizer's
+    state, and state.json; N = state["step"]) and point checkpoints/latest at it.
 
     Nothing is ever overwritten: the folder is written under a temporary name and renamed to a new name (a second
     save of the same step, e.g. after a guard restart, gets `step-N.1`), then `latest` is replaced atomically and
@@ -39,7 +39,8 @@ def write_checkpoint(run_dir: Path, model: keras.Model, optimizer_variables: Seq
     with atomic_path(final) as tmp:  # the whole folder appears at once
         tmp.mkdir(parents=True)
         save_model(model, tmp / "model.keras")
-        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in optimizer_variables])
+        for name, values in arrays.items():
+            np.savez(tmp / f"{name}.npz", *values)
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         pause_point("rename checkpoint")
     with atomic_path(root / "latest") as latest:
@@ -47,6 +48,14 @@ def write_checkpoint(run_dir: Path, model: keras.Model, optimizer_variables: Seq
     for old in checkpoint_folders(root)[KEEP_CHECKPOINTS:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def read_arrays(folder: Path, name: str) -> list[np.ndarray] | None:
+    """The list of arrays `write_checkpoint` saved as NAME.npz in `folder`; None when it has none (an older run)."""
+    if not (folder / f"{name}.npz").exists():
+        return None
+    with np.load(folder / f"{name}.npz") as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def has_checkpoint(run_dir: Path) -> bool:

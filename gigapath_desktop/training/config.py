@@ -30,6 +30,7 @@ class TrainConfig:
     colour_jitter: float = 1.0  # strength of the colour augmentation (0 = geometry only)
     ink: float = 0.0  # chance per bright-field step of marker strokes of a random colour over the region
     init_bias: bool = True  # start the output bias at the labels' tissue prior
+    average: float = 0.98  # momentum of the moving average of the weights a run ends with (0: the last step's)
     max_recoveries: int = 3  # collapse-guard restarts before giving up
     seed: int = 0  # drives the augmentation draws (and, in the job, the initial weights)
 
@@ -54,6 +55,7 @@ class TrainConfig:
             (self.clip_norm is not None and self.clip_norm <= 0, "the gradient clip norm must be > 0 (or none)"),
             (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
             (not 0 <= self.ink <= 1, "the ink chance must lie in [0, 1]"),
+            (not 0 <= self.average < 1, "the weight average's momentum must lie in [0, 1)"),
         ]
         for bad, message in problems:
             if bad:

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +28,8 @@ from gigapath_desktop.model.info import model_info
 from gigapath_desktop.model.unet import class_count, init_output_bias, output_channels
 from gigapath_desktop.outputs import pause_point
 from gigapath_desktop.training.augment import Augmentation
-from gigapath_desktop.training.checkpoints import resume_order, write_checkpoint
+from gigapath_desktop.training.averaging import WeightAverage
+from gigapath_desktop.training.checkpoints import read_arrays, resume_order, write_checkpoint
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
@@ -99,6 +101,7 @@ class Trainer:
         self.schedule = LearningRate(config.learning_rate, config.warmup_steps, config.steps, config.decay)
         self.optimizer = keras.optimizers.Adam(self.schedule, global_clipnorm=config.clip_norm)
         self.optimizer.build(model.trainable_variables)
+        self.average = WeightAverage(model.trainable_variables, config.average) if config.average else None
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
@@ -130,7 +133,9 @@ class Trainer:
 
     # --- running -----------------------------------------------------------------------------------------------
     def run(self) -> list[StepEvent]:
-        """Train until `config.steps` or `stop()`; checkpoints every N steps, at the end and on stop."""
+        """Train until `config.steps` or `stop()`; checkpoints every N steps, at the end and on stop. A run that
+        reaches its last step ends with the weight average in the model (`averaging`); checkpoints keep the steps'
+        own weights and the average, so a resumed run goes on exactly."""
         pixels = sum(r.pixels for r in self.train)
         self._emit(LogEvent(f"training on {self.device}: {len(self.train)} region(s), {pixels / 1e6:.1f} MP, "
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
@@ -154,6 +159,8 @@ class Trainer:
             self._prefetch.close()
             if self.run_dir is not None and self._saved != self.step:
                 self.save_checkpoint()
+        if self.average is not None and self.step >= self.config.steps:
+            self.average.apply()
         return self.history
 
     def _prepare(self) -> None:
@@ -215,6 +222,8 @@ class Trainer:
         learning_rate = self.learning_rate
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
+        if self.average is not None:
+            self.average.update()
         seconds = time.perf_counter() - start
         self.step += 1
         pause_point("step applied")
@@ -257,6 +266,8 @@ class Trainer:
         self.model.set_weights(weights)
         for variable, value in zip(self.optimizer.variables, state):
             variable.assign(value if variable is self.optimizer.iterations else np.zeros_like(value))
+        if self.average is not None:
+            self.average.reset()
         self._keep_good()
         self.recoveries += 1
         self._saved = None
@@ -268,13 +279,15 @@ class Trainer:
                                 f"{self.config.max_recoveries})"))
 
     def _validate(self) -> tuple[float | None, dict[str, float] | None]:
-        """Validation Dice over all validation pixels together, and per class and per slide (`detail_columns`);
-        (None, None) when not due or stopped midway (the step itself is done and is recorded)."""
+        """Validation Dice of the weight average (what the run would end with now) over all validation pixels
+        together, and per class and per slide (`detail_columns`); (None, None) when not due or stopped midway (the
+        step itself is done and is recorded)."""
         if not self.val or self.step % self.config.validate_every:
             return None, None
         try:
-            sums = [region_sums(self.model, region.image, region.labels, tile=self._tile(region),
-                                cancel=self._between_tiles, executor=self.executor) for region in self.val]
+            with self.average.applied() if self.average is not None else nullcontext():
+                sums = [region_sums(self.model, region.image, region.labels, tile=self._tile(region),
+                                    cancel=self._between_tiles, executor=self.executor) for region in self.val]
         except Cancelled:
             return None, None
         total = sum(sums[1:], sums[0])
@@ -307,7 +320,11 @@ class Trainer:
         assert self.run_dir is not None
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
-        final = write_checkpoint(self.run_dir, self.model, self.optimizer.variables, state)
+        arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables]}
+        if self.average is not None:
+            arrays["average"] = self.average.values
+            state["average_updates"] = self.average.updates
+        final = write_checkpoint(self.run_dir, self.model, arrays, state)
         self._saved = self.step
         return final
 
@@ -343,13 +360,15 @@ class Trainer:
         previous = TrainConfig.from_dict(state["config"])
         config = replace(previous, **changes)
         model = load_model(folder / "model.keras")
-        with np.load(folder / "optimizer.npz") as saved:
-            arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        arrays = read_arrays(folder, "optimizer")
         trainer = cls(model, train, val, config, folder.parent.parent, listeners, executor)
-        if len(arrays) != len(trainer.optimizer.variables):
-            raise ValueError("optimizer state does not match the model")
+        if arrays is None or len(arrays) != len(trainer.optimizer.variables):
+            raise ValueError("optimizer state missing or not matching the model")
         for variable, value in zip(trainer.optimizer.variables, arrays):
             variable.assign(value)
+        average = read_arrays(folder, "average")
+        if trainer.average is not None and average is not None:  # (else it starts from the loaded weights)
+            trainer.average.load(average, state.get("average_updates", 0))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
         trainer.schedule.scale = state.get("lr_scale", 1.0)
