@@ -69,10 +69,12 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
 
     run_dir = tmp_path / "run"
     trainer = Trainer(_model(), [train], None, config, run_dir)
+    own: list = []  # the steps' own weights (the model ends with their average)
+    trainer.listeners.append(lambda e: own.append(trainer.model.get_weights()) if isinstance(e, StepEvent) else None)
     trainer.listeners.append(lambda e: trainer.stop() if isinstance(e, TileEvent) and e.step == 4 and e.done == 2 else None)
     trainer.run()
     assert trainer.step == 3, "the step in progress when stopped is discarded"
-    stopped_weights = [w.copy() for w in trainer.model.get_weights()]
+    stopped_weights = own[-1]
 
     resumed = Trainer.from_checkpoint(run_dir, [train])
     assert resumed.step == 3 and [e.step for e in resumed.history] == [1, 2, 3]
@@ -104,33 +106,43 @@ def test_one_tensor_steps_with_prefetched_augmented_inputs_resume_exactly(region
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_a_finished_run_ends_with_the_average_of_its_steps_weights(regions: tuple, tmp_path: Path) -> None:
-    """The model a run ends with is the moving average of the weights after each step (momentum growing as
-    (1 + t) / (10 + t), at most `average`); validation measures that average; checkpoints keep the steps' own
-    weights (resuming goes on from them: the tests above); `average=0` ends with the last step's weights."""
+def test_a_run_ends_with_the_average_of_its_steps_weights(regions: tuple, tmp_path: Path) -> None:
+    """The model a run ends with, finished or stopped, is the moving average of the weights after each step, from
+    the weights the first step starts from (output bias set), the momentum growing as (1 + t) / (10 + t) up to
+    `average`; validation measures that average; checkpoints keep the steps' own weights; `average=0` ends with the
+    last step's weights."""
     train, val = regions
-    steps: list[list[np.ndarray]] = []
-    trainer = Trainer(_model(), [train], val, TrainConfig(steps=4, tile=None, average=0.5), tmp_path / "run",
-                      listeners=[lambda e: steps.append(trainer.model.get_weights()) if isinstance(e, StepEvent)
-                                 else None])
-    start = trainer.model.get_weights()
+    weights: dict[str, list] = {"start": [], "steps": []}
+
+    def watch(event: object) -> None:
+        if isinstance(event, TileEvent) and not weights["start"]:  # step 1 under way: the bias is set
+            weights["start"] = trainer.model.get_weights()
+        if isinstance(event, StepEvent):
+            weights["steps"].append(trainer.model.get_weights())
+            if event.step == 4:
+                trainer.stop()
+
+    trainer = Trainer(_model(), [train], val, TrainConfig(steps=6, tile=768, average=0.2), tmp_path / "run",
+                      listeners=[watch])
     history = trainer.run()
-    expected = start
-    for t, weights in enumerate(steps):
-        rate = 1 - min(0.5, (1 + t) / (10 + t))
-        expected = [e + rate * (w - e) for e, w in zip(expected, weights)]
-    for final, want, last in zip(trainer.model.get_weights(), expected, steps[-1]):
+    assert trainer.step == 4
+    expected = weights["start"]
+    for t, own in enumerate(weights["steps"]):
+        rate = 1 - min(0.2, (1 + t) / (10 + t))
+        expected = [e + rate * (w - e) for e, w in zip(expected, own)]
+    for final, want in zip(trainer.model.get_weights(), expected):
         np.testing.assert_allclose(final, want, rtol=1e-5, atol=1e-7)
-    assert max(np.abs(f - w).max() for f, w in zip(trainer.model.get_weights(), steps[-1])) > 1e-4
+    assert max(np.abs(f - w).max() for f, w in zip(trainer.model.get_weights(), weights["steps"][-1])) > 1e-4
     saved = load_model(tmp_path / "run" / "checkpoints" / "step-000004" / "model.keras")
-    for a, b in zip(saved.get_weights(), steps[-1]):
+    for a, b in zip(saved.get_weights(), weights["steps"][-1]):
         assert np.array_equal(a, b)
     assert history[-1].val_dice == pytest.approx(region_sums(trainer.model, val.image, val.labels, tile=None).dice,
                                                  abs=1e-6)
-    plain = Trainer(_model(), [train], None, TrainConfig(steps=4, tile=None, average=0),
-                    listeners=[lambda e: steps.append(plain.model.get_weights()) if isinstance(e, StepEvent) else None])
+    last: list = []
+    plain = Trainer(_model(), [train], None, TrainConfig(steps=2, tile=None, average=0),
+                    listeners=[lambda e: last.append(plain.model.get_weights()) if isinstance(e, StepEvent) else None])
     plain.run()
-    for a, b in zip(plain.model.get_weights(), steps[-1]):
+    for a, b in zip(plain.model.get_weights(), last[-1]):
         assert np.array_equal(a, b)
 
 

@@ -4,21 +4,23 @@ Each step trains on one whole region under one augmentation draw (batch 1, as th
 weights towards that draw. A K-class model's choice between two similar textures swung with those pulls: on another
 slide the weaker class's validation Dice went from 0.74 at step 100 to 0.30 at step 120 with the learning rate
 already decayed. The average of the last steps' weights sits between the pulls (benchmarks/bench_cross_slide.py;
-README "Classes"). The momentum grows with the steps taken, min(momentum, (1 + t) / (10 + t)) as TensorFlow's
-ExponentialMovingAverage does with num_updates, so a short run is not dragged back towards its first weights.
+README "Classes" and "Recipe"). The momentum grows with the steps taken, min(momentum, (1 + t) / (10 + t)) as
+TensorFlow's ExponentialMovingAverage does with num_updates, so a short run is not dragged back towards its first
+weights: 0.94 after 150 steps; the default cap of 0.98 binds from ~440 steps on.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+import keras
 import numpy as np
 
 
 class WeightAverage:
     """An exponential moving average of `variables` (the model's trainable variables), updated after each step."""
 
-    def __init__(self, variables: Sequence, momentum: float) -> None:
+    def __init__(self, variables: Sequence[keras.Variable], momentum: float) -> None:
         self.variables = list(variables)
         self.momentum = momentum
         self.reset()
@@ -29,6 +31,7 @@ class WeightAverage:
         self.updates = 0
 
     def update(self) -> None:
+        """Take in the weights of the step just applied."""
         rate = 1.0 - min(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
         for value, variable in zip(self.values, self.variables):
             value += rate * (variable.numpy() - value)

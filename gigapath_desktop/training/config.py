@@ -30,7 +30,7 @@ class TrainConfig:
     colour_jitter: float = 1.0  # strength of the colour augmentation (0 = geometry only)
     ink: float = 0.0  # chance per bright-field step of marker strokes of a random colour over the region
     init_bias: bool = True  # start the output bias at the labels' tissue prior
-    average: float = 0.98  # momentum of the moving average of the weights a run ends with (0: the last step's)
+    average: float = 0.98  # cap of the momentum of the weight average a run ends with (0: the last step's weights)
     max_recoveries: int = 3  # collapse-guard restarts before giving up
     seed: int = 0  # drives the augmentation draws (and, in the job, the initial weights)
 

@@ -69,7 +69,8 @@ class CollapseGuard:
                 return Verdict(False, f"the loss keeps rising (lower quartile {low:.3f} over the last "
                                       f"{len(self.losses)} steps, {self.typical:.3f} before)")
             self.typical = min(self.typical, low)
-        return Verdict(answer is None and loss <= 1.1 * self.typical)
+        level = self.typical if math.isfinite(self.typical) else min(self.losses)  # (the first steps: the best)
+        return Verdict(answer is None and loss <= 1.1 * level)
 
 
 def single_answer(terms: LossTerms) -> str | None:

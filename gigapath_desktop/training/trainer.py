@@ -133,9 +133,9 @@ class Trainer:
 
     # --- running -----------------------------------------------------------------------------------------------
     def run(self) -> list[StepEvent]:
-        """Train until `config.steps` or `stop()`; checkpoints every N steps, at the end and on stop. A run that
-        reaches its last step ends with the weight average in the model (`averaging`); checkpoints keep the steps'
-        own weights and the average, so a resumed run goes on exactly."""
+        """Train until `config.steps` or `stop()`; checkpoints every N steps, at the end and on stop. The run ends
+        with the weight average in `model` (`averaging`: what validation measured, what the job saves), finished or
+        stopped; the steps' own weights and the average stay in the checkpoint, the place to go on from."""
         pixels = sum(r.pixels for r in self.train)
         self._emit(LogEvent(f"training on {self.device}: {len(self.train)} region(s), {pixels / 1e6:.1f} MP, "
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
@@ -159,8 +159,9 @@ class Trainer:
             self._prefetch.close()
             if self.run_dir is not None and self._saved != self.step:
                 self.save_checkpoint()
-        if self.average is not None and self.step >= self.config.steps:
+        if self.average is not None:
             self.average.apply()
+            self._saved = None  # `model` no longer holds the steps' own weights
         return self.history
 
     def _prepare(self) -> None:
@@ -172,6 +173,8 @@ class Trainer:
                 self._emit(WarningEvent(one_class_warning(region, share)))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
+        if self.step == 0 and self.average is not None:
+            self.average.reset()  # from the weights the first step starts from, output bias included
         self._keep_good()
 
     @property
@@ -222,10 +225,10 @@ class Trainer:
         learning_rate = self.learning_rate
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
+        self.step += 1
         if self.average is not None:
             self.average.update()
         seconds = time.perf_counter() - start
-        self.step += 1
         pause_point("step applied")
         val_dice, val_detail = self._validate()
         event = StepEvent(
