@@ -2,6 +2,7 @@
 collapse, gives up on a hopeless run with one message, and regions of nearly one class are warned about."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -117,6 +118,21 @@ def test_the_guard_lets_a_many_region_run_through_its_hard_draws() -> None:
     assert all(guard.check(loss, _terms(0.9)).reason is None for loss in EIGHT_SLIDES)
     best = [min(EIGHT_SLIDES[:i]) for i in range(1, len(EIGHT_SLIDES))]
     assert min(EIGHT_SLIDES[35:45]) > max(1.5 * best[35], best[35] + 0.1), "the single-best rule tripped here"
+
+
+def test_a_resumed_guard_judges_as_the_whole_run_would() -> None:
+    """The guard's memory goes into each checkpoint (state.json): after a resume it trips where the run would have."""
+    climb = EIGHT_SLIDES[:120] + [4 * loss for loss in EIGHT_SLIDES[:40]]
+    whole, first = CollapseGuard(), CollapseGuard()
+    expected = [whole.check(loss, _terms(0.9)) for loss in climb]
+    assert any(v.reason for v in expected[120:])
+    for loss in climb[:100]:
+        first.check(loss, _terms(0.9))
+    resumed = CollapseGuard()
+    resumed.load(json.loads(json.dumps(first.state())))
+    assert [resumed.check(loss, _terms(0.9)) for loss in climb[100:]] == expected[100:]
+    fresh = CollapseGuard()
+    assert [fresh.check(loss, _terms(0.9)) for loss in climb[100:]] != expected[100:], "without it: another verdict"
 
 
 EIGHT_SLIDES = [

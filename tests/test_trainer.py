@@ -78,6 +78,7 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
 
     resumed = Trainer.from_checkpoint(run_dir, [train])
     assert resumed.step == 3 and [e.step for e in resumed.history] == [1, 2, 3]
+    assert list(resumed.guard.losses) == pytest.approx([e.loss for e in resumed.history]), "the guard's memory too"
     for a, b in zip(resumed.model.get_weights(), stopped_weights):
         assert np.array_equal(a, b)
     resumed.run()

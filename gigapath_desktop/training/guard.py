@@ -50,6 +50,16 @@ class CollapseGuard:
         self.window.clear()
         self.losses.clear()
 
+    def state(self) -> dict:
+        """What the guard has seen, for a checkpoint: a resumed run judges its next steps as the whole run would."""
+        typical = self.typical if math.isfinite(self.typical) else None
+        return {"window": [list(w) for w in self.window], "losses": list(self.losses), "typical": typical}
+
+    def load(self, state: dict) -> None:
+        self.window.extend((float(loss), bool(degenerate)) for loss, degenerate in state.get("window", []))
+        self.losses.extend(float(loss) for loss in state.get("losses", []))
+        self.typical = math.inf if state.get("typical") is None else float(state["typical"])
+
     def check(self, loss: float, terms: LossTerms) -> Verdict:
         """Judge one step from its loss and global sums (hard Dice, class counts)."""
         if not math.isfinite(loss) or not math.isfinite(terms.dice):

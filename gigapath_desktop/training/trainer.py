@@ -322,7 +322,8 @@ class Trainer:
         overwriting: see `checkpoints.write_checkpoint`)."""
         assert self.run_dir is not None
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
-                 "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart}
+                 "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart,
+                 "guard": self.guard.state()}
         arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables]}
         if self.average is not None:
             arrays["average"] = self.average.values
@@ -374,6 +375,7 @@ class Trainer:
             trainer.average.load(average, state.get("average_updates", 0))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
+        trainer.guard.load(state.get("guard", {}))
         trainer.schedule.scale = state.get("lr_scale", 1.0)
         trainer.schedule.restart = state.get("lr_restart", 0)
         trainer.history = [StepEvent(**e) for e in state["history"]]
