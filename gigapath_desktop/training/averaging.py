@@ -18,7 +18,8 @@ import numpy as np
 
 
 class WeightAverage:
-    """An exponential moving average of `variables` (the model's trainable variables), updated after each step."""
+    """An exponential moving average of `variables` (the model's trainable variables), updated after each step;
+    momentum 0 keeps the last step's weights."""
 
     def __init__(self, variables: Sequence[keras.Variable], momentum: float) -> None:
         self.variables = list(variables)
@@ -32,9 +33,10 @@ class WeightAverage:
 
     def update(self) -> None:
         """Take in the weights of the step just applied."""
-        rate = 1.0 - min(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
+        momentum = min(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
         for value, variable in zip(self.values, self.variables):
-            value += rate * (variable.numpy() - value)
+            value *= momentum  # (momentum 0: exactly the step's weights)
+            value += (1.0 - momentum) * variable.numpy()
         self.updates += 1
 
     @contextmanager

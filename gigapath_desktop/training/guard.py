@@ -42,22 +42,24 @@ class CollapseGuard:
 
     def __init__(self, patience: int = PATIENCE) -> None:
         self.patience = patience
-        self.window: deque[tuple[float, bool]] = deque(maxlen=patience)
-        self.losses: deque[float] = deque(maxlen=2 * patience)
-        self.typical = math.inf  # the lowest lower-quartile loss of a full `losses` so far: the level reached
+        self.steps: deque[tuple[float, bool]] = deque(maxlen=2 * patience)  # (loss, degenerate output) per step
+        self.typical = math.inf  # the lowest lower-quartile loss of 2 x patience steps so far: the level reached
+
+    @property
+    def losses(self) -> list[float]:
+        """The losses of the steps it remembers, oldest first."""
+        return [loss for loss, _ in self.steps]
 
     def reset(self) -> None:
-        self.window.clear()
-        self.losses.clear()
+        self.steps.clear()
 
     def state(self) -> dict:
         """What the guard has seen, for a checkpoint: a resumed run judges its next steps as the whole run would."""
         typical = self.typical if math.isfinite(self.typical) else None
-        return {"window": [list(w) for w in self.window], "losses": list(self.losses), "typical": typical}
+        return {"steps": [list(step) for step in self.steps], "typical": typical}
 
     def load(self, state: dict) -> None:
-        self.window.extend((float(loss), bool(degenerate)) for loss, degenerate in state.get("window", []))
-        self.losses.extend(float(loss) for loss in state.get("losses", []))
+        self.steps.extend((float(loss), bool(degenerate)) for loss, degenerate in state.get("steps", []))
         self.typical = math.inf if state.get("typical") is None else float(state["typical"])
 
     def check(self, loss: float, terms: LossTerms) -> Verdict:
@@ -65,19 +67,19 @@ class CollapseGuard:
         if not math.isfinite(loss) or not math.isfinite(terms.dice):
             return Verdict(False, f"the loss became {loss}")
         answer = single_answer(terms)
-        self.window.append((loss, answer is not None))
-        self.losses.append(loss)
-        full = len(self.window) == self.window.maxlen
-        first = self.window[0][0]
+        self.steps.append((loss, answer is not None))
+        window = list(self.steps)[-self.patience :]
+        full = len(window) == self.patience
+        first = window[0][0]
         mixed = np.count_nonzero(terms.truth) > 1 if len(terms.truth) > 1 else 0 < terms.truth[0] < terms.valid
-        if full and all(d for _, d in self.window) and loss > FROZEN * first and mixed:
+        if full and all(d for _, d in window) and loss > FROZEN * first and mixed:
             return Verdict(False, f"the model collapsed (it predicts {answer}; hard Dice {terms.dice:.3f} for "
                                   f"{self.patience} steps and the loss stopped falling)")
-        if len(self.losses) == self.losses.maxlen:
+        if len(self.steps) == self.steps.maxlen:
             low = float(np.percentile(self.losses, 25))
             if low > max(RISING * self.typical, self.typical + RISING_BY):
                 return Verdict(False, f"the loss keeps rising (lower quartile {low:.3f} over the last "
-                                      f"{len(self.losses)} steps, {self.typical:.3f} before)")
+                                      f"{len(self.steps)} steps, {self.typical:.3f} before)")
             self.typical = min(self.typical, low)
         level = self.typical if math.isfinite(self.typical) else min(self.losses)  # (the first steps: the best)
         return Verdict(answer is None and loss <= 1.1 * level)

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections import deque
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
@@ -101,7 +100,7 @@ class Trainer:
         self.schedule = LearningRate(config.learning_rate, config.warmup_steps, config.steps, config.decay)
         self.optimizer = keras.optimizers.Adam(self.schedule, global_clipnorm=config.clip_norm)
         self.optimizer.build(model.trainable_variables)
-        self.average = WeightAverage(model.trainable_variables, config.average) if config.average else None
+        self.average = WeightAverage(model.trainable_variables, config.average)
         self.recoveries = 0
         self.guard = CollapseGuard()
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
@@ -159,9 +158,8 @@ class Trainer:
             self._prefetch.close()
             if self.run_dir is not None and self._saved != self.step:
                 self.save_checkpoint()
-        if self.average is not None:
-            self.average.apply()
-            self._saved = None  # `model` no longer holds the steps' own weights
+        self.average.apply()
+        self._saved = None  # `model` no longer holds the steps' own weights
         return self.history
 
     def _prepare(self) -> None:
@@ -173,7 +171,7 @@ class Trainer:
                 self._emit(WarningEvent(one_class_warning(region, share)))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
-        if self.step == 0 and self.average is not None:
+        if self.step == 0:
             self.average.reset()  # from the weights the first step starts from, output bias included
         self._keep_good()
 
@@ -226,8 +224,7 @@ class Trainer:
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients([(tf.constant(g, v.dtype), v) for g, v in zip(grads, variables)])
         self.step += 1
-        if self.average is not None:
-            self.average.update()
+        self.average.update()
         seconds = time.perf_counter() - start
         pause_point("step applied")
         val_dice, val_detail = self._validate()
@@ -269,8 +266,7 @@ class Trainer:
         self.model.set_weights(weights)
         for variable, value in zip(self.optimizer.variables, state):
             variable.assign(value if variable is self.optimizer.iterations else np.zeros_like(value))
-        if self.average is not None:
-            self.average.reset()
+        self.average.reset()
         self._keep_good()
         self.recoveries += 1
         self._saved = None
@@ -288,7 +284,7 @@ class Trainer:
         if not self.val or self.step % self.config.validate_every:
             return None, None
         try:
-            with self.average.applied() if self.average is not None else nullcontext():
+            with self.average.applied():
                 sums = [region_sums(self.model, region.image, region.labels, tile=self._tile(region),
                                     cancel=self._between_tiles, executor=self.executor) for region in self.val]
         except Cancelled:
@@ -324,10 +320,8 @@ class Trainer:
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart,
                  "guard": self.guard.state()}
-        arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables]}
-        if self.average is not None:
-            arrays["average"] = self.average.values
-            state["average_updates"] = self.average.updates
+        state["average_updates"] = self.average.updates
+        arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables], "average": self.average.values}
         final = write_checkpoint(self.run_dir, self.model, arrays, state)
         self._saved = self.step
         return final
@@ -371,7 +365,7 @@ class Trainer:
         for variable, value in zip(trainer.optimizer.variables, arrays):
             variable.assign(value)
         average = read_arrays(folder, "average")
-        if trainer.average is not None and average is not None:  # (else it starts from the loaded weights)
+        if average is not None:  # (a run from before the average: it starts from the loaded weights)
             trainer.average.load(average, state.get("average_updates", 0))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
