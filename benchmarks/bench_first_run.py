@@ -1,0 +1,107 @@
+"""Issue 8's acceptance command as a new user runs it, on fresh realistic slides of several seeds.
+
+For each seed: `make-slide --realistic` writes an 8192 x 6144 slide (real H&E texture, stain variation, holes, fat,
+folds, pen, dust, bubbles, JPEG; no µm/px recorded) with its truth as GeoJSON; then, through the command line with
+no flag beyond these,
+
+    gigapath-desktop train SLIDE --region 0,0,4096,6144 --labels truth.geojson --steps 150 --out RUN
+    gigapath-desktop predict SLIDE --model RUN/model.keras --region 4096,0,4096,6144 --binary --out MASK
+
+and the right half's mask, read back by OpenSlide, is scored against the slide's exact truth. Each command is its own
+process; peak memory is the training process's largest resident size, polled.
+
+Writes benchmarks/results/first_run.json and the table between the markers in README.md.
+    python benchmarks/bench_first_run.py [--seeds 0,1,2,3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, replace_readme_block, write_result  # noqa: E402
+
+WORK = Path(__file__).resolve().parent / "out" / "first_run"
+WIDTH, HEIGHT = 8192, 6144
+TRAIN, HELD_OUT = "0,0,4096,6144", "4096,0,4096,6144"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1,2,3")
+    args = parser.parse_args()
+    path = RESULTS / "first_run.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        result = run(seed)
+        print(json.dumps(result), flush=True)
+        runs = sorted([r for r in runs if r["seed"] != seed] + [result], key=lambda r: r["seed"])
+        write_result("first_run", {"width": WIDTH, "height": HEIGHT, "runs": runs})
+    update_readme(runs)
+
+
+def run(seed: int) -> dict:
+    folder = WORK / f"seed-{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    slide, truth, model, mask = (folder / name for name in ("slide.tif", "truth.geojson", "run", "mask.tif"))
+    cli("make-slide", "--width", WIDTH, "--height", HEIGHT, "--seed", seed, "--realistic", "--geojson", truth, slide)
+    start = time.perf_counter()
+    peak = cli("train", slide, "--region", TRAIN, "--labels", truth, "--steps", 150, "--out", model)
+    trained = time.perf_counter()
+    cli("predict", slide, "--model", model / "model.keras", "--region", HELD_OUT, "--binary", "--out", mask)
+    predicted = time.perf_counter()
+    return {"seed": seed, "held_out_dice": round(held_out_dice(slide, mask), 4),
+            "train_seconds": round(trained - start), "predict_seconds": round(predicted - trained),
+            "train_peak_gib": round(peak / 2**30, 2)}
+
+
+def cli(*args: object) -> int:
+    """Run one gigapath-desktop command in its own process; its peak resident size (polled every 0.2 s)."""
+    process = psutil.Popen([sys.executable, "-m", "gigapath_desktop", *map(str, args)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    stderr = process.stderr.read()
+    if process.returncode != 0:
+        raise SystemExit(f"gigapath-desktop {' '.join(map(str, args))} failed:\n{stderr[-3000:]}")
+    return peak
+
+
+def held_out_dice(slide: Path, mask: Path) -> float:
+    """Dice of the predicted mask against the slide's truth on the held-out half, both read back by OpenSlide."""
+    import numpy as np
+
+    from gigapath_desktop.slides import Region, open_slide
+    from gigapath_desktop.slides.synthetic import mask_path_for
+
+    x, y, w, h = (int(v) for v in HELD_OUT.split(","))
+    region = Region(x, y, w, h)
+    with open_slide(mask) as predicted, open_slide(mask_path_for(slide)) as truth:
+        p = predicted.read_region(region)[..., 0] > 127
+        t = truth.read_region(region)[..., 0] > 127
+    return float(2 * np.sum(p & t) / (np.sum(p) + np.sum(t)))
+
+
+def update_readme(runs: list[dict]) -> None:
+    rows = ["| slide seed | held-out Dice | training | prediction | training peak memory |", "|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| {r['seed']} | {r['held_out_dice']:.4f} | {r['train_seconds'] / 60:.1f} min | "
+                    f"{r['predict_seconds']} s | {r['train_peak_gib']:.1f} GiB |")
+    line = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: `make-slide --realistic` "
+            f"{WIDTH} x {HEIGHT}, `train` on the left half with `--steps 150` and nothing else, `predict` the right half.")
+    replace_readme_block("first-run", "\n".join([line, "", *rows]))
+
+
+if __name__ == "__main__":
+    main()
