@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import keras
@@ -79,6 +80,11 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
     resumed = Trainer.from_checkpoint(run_dir, [train])
     assert resumed.step == 3 and [e.step for e in resumed.history] == [1, 2, 3]
     assert list(resumed.guard.losses) == pytest.approx([e.loss for e in resumed.history]), "the guard's memory too"
+    def flat(good: deque) -> list[np.ndarray]:
+        return [array for state in good for arrays in state for array in arrays]
+
+    assert len(resumed._good) == len(trainer._good) >= 1, "and the good states its guard would step back to"
+    assert all(np.array_equal(a, b) for a, b in zip(flat(resumed._good), flat(trainer._good)))
     for a, b in zip(resumed.model.get_weights(), stopped_weights):
         assert np.array_equal(a, b)
     resumed.run()

@@ -173,7 +173,8 @@ class Trainer:
             init_output_bias(self.model, np.mean(shares, axis=0))
         if self.step == 0:
             self.average.reset()  # from the weights the first step starts from, output bias included
-        self._keep_good()
+        if not self._good:  # a resumed run keeps the good states its checkpoint holds, as the whole run would
+            self._keep_good()
 
     @property
     def detail_columns(self) -> list[str]:
@@ -321,7 +322,8 @@ class Trainer:
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart,
                  "guard": self.guard.state()}
         state["average_updates"] = self.average.updates
-        arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables], "average": self.average.values}
+        arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables], "average": self.average.values,
+                  "good": [array for weights, optimizer in self._good for array in (*weights, *optimizer)]}
         final = write_checkpoint(self.run_dir, self.model, arrays, state)
         self._saved = self.step
         return final
@@ -367,6 +369,9 @@ class Trainer:
         average = read_arrays(folder, "average")
         if average is not None:  # (a run from before the average: it starts from the loaded weights)
             trainer.average.load(average, state.get("average_updates", 0))
+        good = read_arrays(folder, "good") or []  # the states the guard would step back to (older runs: none)
+        weights, size = len(model.get_weights()), len(model.get_weights()) + len(arrays)
+        trainer._good.extend((good[k : k + weights], good[k + weights : k + size]) for k in range(0, len(good), size))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
         trainer.guard.load(state.get("guard", {}))
