@@ -121,7 +121,7 @@ def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) 
 def test_training_gives_the_stop_signals_back_to_the_handlers_it_found() -> None:
     """ray.init (several workers) replaces SIGTERM's handler while a run is prepared; afterwards SIGTERM must reach
     the CLI's handler again (ending in 'interrupted'), not Ray's, whatever came in between."""
-    from gigapath_desktop.cli import _signals_stop_training
+    from gigapath_desktop.cli_training import _signals_stop_training
 
     def mine(signum: int, frame: object) -> None: ...
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
 from gigapath_desktop.errors import GigaPathError
 
 
 def add_project_commands(sub: Any) -> None:
-    from gigapath_desktop.cli import add_predict_options, add_training_options
+    from gigapath_desktop.cli import add_predict_options
 
     project = sub.add_parser("project", help="a study's slides, annotations, classes and runs in one folder")
     psub = project.add_subparsers(title="project commands", required=True)
@@ -128,7 +129,6 @@ def cmd_relink(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gigapath_desktop.cli import print_plans, run_settings, train_with_progress
     from gigapath_desktop.project.manifest import Project, now
     from gigapath_desktop.training.job import TrainJob
 
