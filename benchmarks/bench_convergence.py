@@ -159,7 +159,7 @@ def strokes_only(region: object, seed: int, per_class: int = STROKES) -> object:
     import numpy as np
 
     from gigapath_desktop.annotations import UNLABELLED, ClassMap, rasterize
-    from gigapath_desktop.slides.realistic import truth_strokes
+    from gigapath_desktop.slides.strokes import truth_strokes
     from gigapath_desktop.training import RegionData
 
     names = ["Background", "Class 1", "Class 2"]

@@ -20,7 +20,8 @@ from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import build_unet, save_model
 from gigapath_desktop.project.manifest import Project
 from gigapath_desktop.slides import Region, open_slide
-from gigapath_desktop.slides.realistic import Case, render, truth_strokes, write_pyramid
+from gigapath_desktop.slides.realistic import Case, render, write_pyramid
+from gigapath_desktop.slides.strokes import truth_strokes
 
 CLASSES = ["Background", "Tumor", "Stroma"]
 REGION = AnnotationClass("Region", (0, 120, 255))
