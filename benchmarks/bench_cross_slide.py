@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_convergence import HE, strokes_only  # noqa: E402
-from common import RESULTS, machine, replace_readme_block, run_child, write_result  # noqa: E402
+from common import RESULTS, machine, run_child, write_readme_table, write_result  # noqa: E402
 
 STROKES = 15
 NAMES = ["Background", "CMU texture", "TCGA texture"]
@@ -88,15 +88,13 @@ def run(seed: int, slides: int, steps: int, size: str) -> dict:
 
 
 def update_readme(runs: list[dict]) -> None:
-    rows = [f"| training slides | steps | seed | per-class Dice on another slide ({' / '.join(NAMES)}) | "
-            f"lowest class along the curve |", "|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r["slides"], r["steps"], r["size"], r["seed"])):
-        lows = ", ".join(f"{min(d):.2f}" for _, d in r["curve"])
-        rows.append(f"| {r['slides']} of {r['size']} | {r['steps']} | {r['seed']} | "
-                    f"{' / '.join(f'{d:.3f}' for d in r['class_dice'])} | {lows} |")
-    line = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: {STROKES} strokes per class "
-            f"per training slide, validated on the dense truth of a slide of another seed.")
-    replace_readme_block("cross-slide", "\n".join([line, "", *rows]))
+    rows = [[f"{r['slides']} of {r['size']}", r["steps"], r["seed"], " / ".join(f"{d:.3f}" for d in r["class_dice"]),
+             ", ".join(f"{min(d):.2f}" for _, d in r["curve"])]
+            for r in sorted(runs, key=lambda r: (r["slides"], r["steps"], r["size"], r["seed"]))]
+    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: {STROKES} strokes per class "
+               f"per training slide, validated on the dense truth of a slide of another seed.")
+    write_readme_table("cross-slide", summary, ["training slides", "steps", "seed", "per-class Dice on another slide "
+                                                f"({' / '.join(NAMES)})", "lowest class along the curve"], rows)
 
 
 if __name__ == "__main__":

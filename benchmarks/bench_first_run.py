@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, replace_readme_block, write_result  # noqa: E402
+from common import RESULTS, machine, write_readme_table, write_result  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "first_run"
 WIDTH, HEIGHT = 8192, 6144
@@ -94,13 +94,13 @@ def held_out_dice(slide: Path, mask: Path) -> float:
 
 
 def update_readme(runs: list[dict]) -> None:
-    rows = ["| slide seed | held-out Dice | training | prediction | training peak memory |", "|---|---|---|---|---|"]
-    for r in runs:
-        rows.append(f"| {r['seed']} | {r['held_out_dice']:.4f} | {r['train_seconds'] / 60:.1f} min | "
-                    f"{r['predict_seconds']} s | {r['train_peak_gib']:.1f} GiB |")
-    line = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: `make-slide --realistic` "
-            f"{WIDTH} x {HEIGHT}, `train` on the left half with `--steps 150` and nothing else, `predict` the right half.")
-    replace_readme_block("first-run", "\n".join([line, "", *rows]))
+    rows = [[r["seed"], f"{r['held_out_dice']:.4f}", f"{r['train_seconds'] / 60:.1f} min", f"{r['predict_seconds']} s",
+             f"{r['train_peak_gib']:.1f} GiB"] for r in runs]
+    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: `make-slide --realistic` "
+               f"{WIDTH} x {HEIGHT}, `train` on the left half with `--steps 150` and nothing else, `predict` the right "
+               f"half.")
+    write_readme_table("first-run", summary, ["slide seed", "held-out Dice", "training", "prediction",
+                                              "training peak memory"], rows)
 
 
 if __name__ == "__main__":

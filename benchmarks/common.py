@@ -51,6 +51,13 @@ def replace_readme_block(name: str, block: str) -> None:
         readme.write_text(text[: text.index(begin)] + f"{begin}\n{block}\n{end}" + text[text.index(end) + len(end) :])
 
 
+def write_readme_table(name: str, summary: str, header: list[str], rows: list[list[object]]) -> None:
+    """A summary line and a Markdown table (one list of cells per row) between README.md's NAME markers."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    replace_readme_block(name, "\n".join([summary, "", *lines]))
+
+
 def run_child(script: str, *args: object) -> dict[str, Any]:
     """Run `script --run ARGS...` in a fresh process (its memory and TensorFlow state its own) and return the JSON
     object it prints last; a failed run stops the benchmark with its stderr."""
