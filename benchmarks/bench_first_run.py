@@ -8,7 +8,8 @@ no flag beyond these,
     gigapath-desktop predict SLIDE --model RUN/model.keras --region 4096,0,4096,6144 --binary --out MASK
 
 and the right half's mask, read back by OpenSlide, is scored against the slide's exact truth. Each command is its own
-process; peak memory is the training process's largest resident size, polled.
+process (its output in benchmarks/out/first_run/seed-N/COMMAND.log); peak memory is the training process's
+high-water mark.
 
 Writes benchmarks/results/first_run.json and the table between the markers in README.md.
     python benchmarks/bench_first_run.py [--seeds 0,1,2,3]
@@ -16,8 +17,9 @@ Writes benchmarks/results/first_run.json and the table between the markers in RE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,34 +50,43 @@ def main() -> None:
 
 def run(seed: int) -> dict:
     folder = WORK / f"seed-{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh start: `train --out` refuses a folder holding a run
+    folder.mkdir(parents=True)
     slide, truth, model, mask = (folder / name for name in ("slide.tif", "truth.geojson", "run", "mask.tif"))
-    cli("make-slide", "--width", WIDTH, "--height", HEIGHT, "--seed", seed, "--realistic", "--geojson", truth, slide)
+    cli(folder, "make-slide", "--width", WIDTH, "--height", HEIGHT, "--seed", seed, "--realistic", "--geojson", truth,
+        slide)
     start = time.perf_counter()
-    peak = cli("train", slide, "--region", TRAIN, "--labels", truth, "--steps", 150, "--out", model)
+    peak = cli(folder, "train", slide, "--region", TRAIN, "--labels", truth, "--steps", 150, "--out", model)
     trained = time.perf_counter()
-    cli("predict", slide, "--model", model / "model.keras", "--region", HELD_OUT, "--binary", "--out", mask)
+    cli(folder, "predict", slide, "--model", model / "model.keras", "--region", HELD_OUT, "--binary", "--out", mask)
     predicted = time.perf_counter()
     return {"seed": seed, "held_out_dice": round(held_out_dice(slide, mask), 4),
             "train_seconds": round(trained - start), "predict_seconds": round(predicted - trained),
             "train_peak_gib": round(peak / 2**30, 2)}
 
 
-def cli(*args: object) -> int:
-    """Run one gigapath-desktop command in its own process; its peak resident size (polled every 0.2 s)."""
-    process = psutil.Popen([sys.executable, "-m", "gigapath_desktop", *map(str, args)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while process.poll() is None:
-        try:
-            peak = max(peak, process.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    stderr = process.stderr.read()
-    if process.returncode != 0:
-        raise SystemExit(f"gigapath-desktop {' '.join(map(str, args))} failed:\n{stderr[-3000:]}")
+def cli(folder: Path, *args: object) -> int:
+    """Run one gigapath-desktop command in its own process (its output to FOLDER/COMMAND.log); its peak resident
+    size (Linux: the kernel's high-water mark, read until it exits; elsewhere the resident size, sampled)."""
+    log = folder / f"{args[0]}.log"
+    with log.open("w") as out:
+        process = psutil.Popen([sys.executable, "-m", "gigapath_desktop", *map(str, args)], stdout=out, stderr=out)
+        peak = 0
+        while process.poll() is None:
+            with contextlib.suppress(psutil.Error, OSError):
+                peak = max(peak, high_water_mark(process))
+            time.sleep(0.2)
+    if process.wait() != 0:
+        raise SystemExit(f"gigapath-desktop {' '.join(map(str, args))} failed:\n{log.read_text()[-3000:]}")
     return peak
+
+
+def high_water_mark(process: psutil.Process) -> int:
+    status = Path(f"/proc/{process.pid}/status")
+    if status.exists():
+        return next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
+                    if line.startswith("VmHWM:"))
+    return process.memory_info().rss
 
 
 def held_out_dice(slide: Path, mask: Path) -> float:
@@ -98,7 +109,7 @@ def update_readme(runs: list[dict]) -> None:
              f"{r['train_peak_gib']:.1f} GiB"] for r in runs]
     summary = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()['cpus']} CPU cores: `make-slide --realistic` "
                f"{WIDTH} x {HEIGHT}, `train` on the left half with `--steps 150` and nothing else, `predict` the right "
-               f"half.")
+               f"half; times are wall times of each process, start-up and region decoding included.")
     write_readme_table("first-run", summary, ["slide seed", "held-out Dice", "training", "prediction",
                                               "training peak memory"], rows)
 

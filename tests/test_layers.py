@@ -9,6 +9,7 @@ from conftest import BLOCK_QT
 CORE = [
     "gigapath_desktop.slides",
     "gigapath_desktop.slides.synthetic",
+    "gigapath_desktop.slides.strokes",
     "gigapath_desktop.annotations",
     "gigapath_desktop.annotations.autosave",
     "gigapath_desktop.outputs",

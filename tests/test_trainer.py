@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import keras
@@ -80,11 +79,7 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
     resumed = Trainer.from_checkpoint(run_dir, [train])
     assert resumed.step == 3 and [e.step for e in resumed.history] == [1, 2, 3]
     assert list(resumed.guard.losses) == pytest.approx([e.loss for e in resumed.history]), "the guard's memory too"
-    def flat(good: deque) -> list[np.ndarray]:
-        return [array for state in good for arrays in state for array in arrays]
-
     assert len(resumed._good) == len(trainer._good) >= 1, "and the good states its guard would step back to"
-    assert all(np.array_equal(a, b) for a, b in zip(flat(resumed._good), flat(trainer._good)))
     for a, b in zip(resumed.model.get_weights(), stopped_weights):
         assert np.array_equal(a, b)
     resumed.run()
@@ -93,6 +88,31 @@ def test_stop_checkpoint_and_resume_continue_exactly(regions: tuple, tmp_path: P
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert (run_dir / "checkpoints" / "latest").read_text() == "step-000006"
     assert len(list((run_dir / "checkpoints").glob("step-*"))) == 2
+
+
+def test_a_checkpoint_keeps_the_good_states_the_guard_steps_back_to(regions: tuple, tmp_path: Path) -> None:
+    """Each (weights, optimizer state) pair comes back as it was, in order; a checkpoint from before they were kept
+    resumes with none (its run keeps the resume point), and one whose states do not fit the model is passed over."""
+    train, _ = regions
+    trainer = Trainer(_model(), [train], None, TrainConfig(steps=4), tmp_path / "run")
+    start = trainer.model.get_weights()
+    for k in range(3):
+        trainer.model.set_weights([w + k for w in start])
+        trainer.optimizer.iterations.assign(k)
+        trainer._keep_good()
+    folder = trainer.save_checkpoint()
+    resumed = Trainer.from_checkpoint(tmp_path / "run", [train])
+    assert len(resumed._good) == 3
+    for (weights, state), (kept_weights, kept_state) in zip(resumed._good, trainer._good, strict=True):
+        for a, b in zip([*weights, *state], [*kept_weights, *kept_state], strict=True):
+            assert np.array_equal(a, b)
+        assert len(weights) == len(start)
+
+    (folder / "good.npz").unlink()
+    assert not Trainer.from_checkpoint(tmp_path / "run", [train])._good
+    np.savez(folder / "good.npz", *start)  # weights without their optimizer state
+    with pytest.raises(TrainingError, match="good states do not match the model"):
+        Trainer.from_checkpoint(tmp_path / "run", [train])
 
 
 def test_one_tensor_steps_with_prefetched_augmented_inputs_resume_exactly(regions: tuple, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import zipfile
 from collections import deque
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -163,7 +164,8 @@ class Trainer:
         return self.history
 
     def _prepare(self) -> None:
-        """Check the labels (warn when nearly one class), start the output bias at the class shares, keep a copy."""
+        """Check the labels (warn when nearly one class), start the output bias at the class shares, and keep the
+        starting state as a good one (unless a resumed run brought its own)."""
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
         for region, share in zip(self.train, shares):
@@ -315,8 +317,9 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write run_dir/checkpoints/step-N/ (model, optimizer state, progress) and point `latest` at it (never
-        overwriting: see `checkpoints.write_checkpoint`)."""
+        """Write run_dir/checkpoints/step-N/ (model, optimizer state, weight average, the guard's memory and the
+        good states it steps back to, progress) and point `latest` at it (never overwriting: see
+        `checkpoints.write_checkpoint`)."""
         assert self.run_dir is not None
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart,
@@ -338,14 +341,15 @@ class Trainer:
         changes: dict[str, object] | None = None,
         executor: LocalExecutor | None = None,
     ) -> "Trainer":
-        """Continue a run: same weights, optimizer state, step and history as its latest readable checkpoint
+        """Continue a run: same weights, optimizer state, weight average, guard, step and history as its latest
+        readable checkpoint
         (an unreadable latest one is reported and the older kept one used). `changes` are settings to change
         from there on, e.g. {"steps": 300, "learning_rate": 0.01}; a changed learning rate is said in the log."""
         problems = []
         for folder in resume_order(Path(run_dir)):
             try:
                 trainer = cls._load(folder, train, val, listeners, changes or {}, executor)
-            except (OSError, ValueError, KeyError, TypeError, GigaPathError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, GigaPathError) as exc:
                 problems.append(f"{folder.name}: {exc}")
                 continue
             for problem in problems:
@@ -369,9 +373,7 @@ class Trainer:
         average = read_arrays(folder, "average")
         if average is not None:  # (a run from before the average: it starts from the loaded weights)
             trainer.average.load(average, state.get("average_updates", 0))
-        good = read_arrays(folder, "good") or []  # the states the guard would step back to (older runs: none)
-        weights, size = len(model.get_weights()), len(model.get_weights()) + len(arrays)
-        trainer._good.extend((good[k : k + weights], good[k + weights : k + size]) for k in range(0, len(good), size))
+        trainer._good.extend(_good_states(read_arrays(folder, "good") or [], model.get_weights(), arrays))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
         trainer.guard.load(state.get("guard", {}))
@@ -383,3 +385,14 @@ class Trainer:
             trainer._emit(LogEvent(f"resuming at step {trainer.step} with peak learning rate {config.learning_rate:g} "
                                    f"(was {previous.learning_rate:g})"))
         return trainer
+
+
+def _good_states(saved: list[np.ndarray], weights: list[np.ndarray],
+                 optimizer: list[np.ndarray]) -> list[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """The (weights, optimizer state) pairs a checkpoint's good.npz holds, one after another; a list that does not
+    match the model and its optimizer array for array is refused here, not at a later restart."""
+    size = len(weights) + len(optimizer)
+    if len(saved) % size or any(a.shape != b.shape for k in range(0, len(saved), size)
+                                for a, b in zip(saved[k : k + size], (*weights, *optimizer))):
+        raise ValueError("the guard's good states do not match the model")
+    return [(saved[k : k + len(weights)], saved[k + len(weights) : k + size]) for k in range(0, len(saved), size)]
