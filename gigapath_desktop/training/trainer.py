@@ -342,9 +342,9 @@ class Trainer:
         executor: LocalExecutor | None = None,
     ) -> "Trainer":
         """Continue a run: same weights, optimizer state, weight average, guard, step and history as its latest
-        readable checkpoint
-        (an unreadable latest one is reported and the older kept one used). `changes` are settings to change
-        from there on, e.g. {"steps": 300, "learning_rate": 0.01}; a changed learning rate is said in the log."""
+        readable checkpoint (an unreadable latest one is reported and the older kept one used). `changes` are
+        settings to change from there on, e.g. {"steps": 300, "learning_rate": 0.01}; a changed learning rate is
+        said in the log."""
         problems = []
         for folder in resume_order(Path(run_dir)):
             try:
