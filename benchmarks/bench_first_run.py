@@ -82,10 +82,11 @@ def cli(folder: Path, *args: object) -> int:
 
 
 def high_water_mark(process: psutil.Process) -> int:
+    """0 once the process has exited (a zombie's status holds no memory lines)."""
     status = Path(f"/proc/{process.pid}/status")
     if status.exists():
-        return next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
-                    if line.startswith("VmHWM:"))
+        return next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
+                     if line.startswith("VmHWM:")), 0)
     return process.memory_info().rss
 
 
