@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_readme_table, write_result  # noqa: E402
+from common import RESULTS, high_water_mark, machine, write_readme_table, write_result  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "out" / "first_run"
 WIDTH, HEIGHT = 8192, 6144
@@ -74,20 +74,12 @@ def cli(folder: Path, *args: object) -> int:
         peak = 0
         while process.poll() is None:
             with contextlib.suppress(psutil.Error, OSError):
-                peak = max(peak, high_water_mark(process))
+                sample = high_water_mark(process.pid) if sys.platform == "linux" else process.memory_info().rss
+                peak = max(peak, sample or 0)
             time.sleep(0.2)
     if process.wait() != 0:
         raise SystemExit(f"gigapath-desktop {' '.join(map(str, args))} failed:\n{log.read_text()[-3000:]}")
     return peak
-
-
-def high_water_mark(process: psutil.Process) -> int:
-    """0 once the process has exited (a zombie's status holds no memory lines)."""
-    status = Path(f"/proc/{process.pid}/status")
-    if status.exists():
-        return next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
-                     if line.startswith("VmHWM:")), 0)
-    return process.memory_info().rss
 
 
 def held_out_dice(slide: Path, mask: Path) -> float:
@@ -97,8 +89,7 @@ def held_out_dice(slide: Path, mask: Path) -> float:
     from gigapath_desktop.slides import Region, open_slide
     from gigapath_desktop.slides.synthetic import mask_path_for
 
-    x, y, w, h = (int(v) for v in HELD_OUT.split(","))
-    region = Region(x, y, w, h)
+    region = Region.parse(HELD_OUT)
     with open_slide(mask) as predicted, open_slide(mask_path_for(slide)) as truth:
         p = predicted.read_region(region)[..., 0] > 127
         t = truth.read_region(region)[..., 0] > 127

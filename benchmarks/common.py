@@ -19,10 +19,18 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process. On Linux VmHWM, since ru_maxrss survives exec: a measurement process
     started by a big parent would report the parent's size at the fork as its own peak."""
     if sys.platform == "linux":
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+        return high_water_mark("self") or 0
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # bytes on macOS
+
+
+def high_water_mark(pid: int | str) -> int | None:
+    """Linux: the peak resident size of process `pid` ("self": this one), the kernel's VmHWM; None where the kernel
+    gives none (not Linux, or a process that has just exited: a zombie's status holds no memory lines)."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return None
+    return next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
+                 if line.startswith("VmHWM:")), None)
 
 
 def machine() -> dict[str, Any]:
