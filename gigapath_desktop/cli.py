@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from tqdm import tqdm
 
 from gigapath_desktop import __version__
-from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
+from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options

@@ -323,8 +323,7 @@ class Trainer:
         assert self.run_dir is not None
         state = {"step": self.step, "config": asdict(self.config), "history": [e.as_dict() for e in self.history],
                  "recoveries": self.recoveries, "lr_scale": self.schedule.scale, "lr_restart": self.schedule.restart,
-                 "guard": self.guard.state()}
-        state["average_updates"] = self.average.updates
+                 "guard": self.guard.state(), "average_updates": self.average.updates}
         arrays = {"optimizer": [v.numpy() for v in self.optimizer.variables], "average": self.average.values,
                   "good": [array for weights, optimizer in self._good for array in (*weights, *optimizer)]}
         final = write_checkpoint(self.run_dir, self.model, arrays, state)
