@@ -3,9 +3,11 @@ defaults, restore after a restart, discoverable shortcuts, the overview and the 
 from __future__ import annotations
 
 import csv
+import threading
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtCore import QObject, QPointF, Qt, QTimer, Slot
 from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QPushButton
 from shapely.geometry import box
 
@@ -14,6 +16,7 @@ from gui_helpers import click, drag
 from gigapath_desktop.annotations import Annotation, Role
 from gigapath_desktop.training.metrics import COLUMNS
 from gigapath_desktop.ui.annotation_list import EditDialog
+from gigapath_desktop.ui.jobs import JobRunner
 from gigapath_desktop.ui.main_window import MainWindow
 from gigapath_desktop.ui.viewer import Tool
 
@@ -231,3 +234,29 @@ def test_a_session_or_settings_file_with_a_bad_tile_changes_nothing(window: Main
     assert not window.open_session(folder)
     assert "not a readable session" in window.error_box.text() and window.session.slide.path == CMU
     assert window.session.folder is None and window.panel.tile.text() == "auto"
+
+
+
+class _Chain(QObject):
+    """On the GUI thread, starts a second task from the first one's result, as a click on a button that the result
+    enabled does, and notes whether the first task's thread was still alive at that moment."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        super().__init__()
+        self.runner, self.results, self.first_thread_alive, self.started = runner, [], None, None
+
+    @Slot(object)
+    def chain(self, result: object) -> None:
+        self.first_thread_alive = self.runner.worker.isRunning()
+        self.started = self.runner.run("second", lambda progress, cancel: result + 1, self.results.append)
+
+
+def test_a_task_started_from_the_last_ones_result_is_not_refused(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    gate = threading.Event()
+    chain = _Chain(window.jobs)
+    assert window.jobs.run("first", lambda progress, cancel: gate.wait(30) and 1, chain.chain)
+    # the first thread lingers after delivering its result (as a busy machine can make it): it was refused
+    window.jobs.worker.succeeded.connect(lambda result: time.sleep(2), Qt.ConnectionType.DirectConnection)
+    gate.set()
+    qtbot.waitUntil(lambda: chain.results == [2], timeout=30_000)
+    assert chain.first_thread_alive and chain.started and window.errors == []

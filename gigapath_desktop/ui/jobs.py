@@ -8,7 +8,7 @@ from typing import Any, Callable
 from PySide6.QtWidgets import QProgressBar, QStatusBar
 
 from gigapath_desktop.project import Session
-from gigapath_desktop.ui.workers import Worker
+from gigapath_desktop.ui.workers import Worker, idle
 
 Report = Callable[[str, str], None]  # (what went wrong, what to do next)
 
@@ -24,20 +24,24 @@ class JobRunner:
 
     def run(self, title: str, fn: Callable, on_success: Callable[[Any], None]) -> bool:
         """fn(progress, cancel) on a worker thread; on_success(result) back on the GUI thread."""
-        if self.worker is not None and self.worker.isRunning():
+        if not idle(self.worker):
             self.report("another task is still running", "Wait for it to finish.")
             return False
         self.worker = Worker(fn)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.worker.progressed.connect(lambda d, t: (self.progress.setRange(0, t), self.progress.setValue(d)))
+        self.worker.succeeded.connect(lambda result: self._done(title))
         self.worker.succeeded.connect(on_success)
+        self.worker.failed.connect(lambda m: self._done(title))
         self.worker.failed.connect(lambda m: self.report(f"{title}: {m}", "Nothing was changed."))
-        self.worker.finished.connect(lambda: self.progress.setVisible(False))
-        self.worker.finished.connect(lambda: self.status.showMessage(f"{title}: done", 5000))
         self.status.showMessage(f"{title}…")
         self.worker.start()
         return True
+
+    def _done(self, title: str) -> None:
+        self.progress.setVisible(False)
+        self.status.showMessage(f"{title}: done", 5000)
 
     def for_slide(self, path: Path, then: Callable[[Any], None]) -> Callable[[Any], None]:
         """A job's result applies to the slide it was computed on: dropped (and said) if another slide is open."""

@@ -23,7 +23,7 @@ from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.training.events import StepEvent
 from gigapath_desktop.ui.jobs import Report
 from gigapath_desktop.ui.training_panel import TrainingPanel
-from gigapath_desktop.ui.workers import Worker
+from gigapath_desktop.ui.workers import Worker, idle
 
 IDENTITY = Qt.ItemDataRole.UserRole + 1  # a server slide's identity, beside its path (UserRole)
 
@@ -64,6 +64,7 @@ class RemotePanel(QWidget):
         self.job_id: str | None = None
         self.model_job: str | None = None  # the last finished training job: its model predicts on the server
         self.worker: Worker | None = None
+        self.busy_with = ""  # what the worker does, while it is busy
         self.follower: Follower | None = None
         self.url = QLineEdit(settings.remote_url, placeholderText="https://server:8765")
         saved = load_token(settings.remote_url) if settings.remote_url else None
@@ -220,8 +221,10 @@ class RemotePanel(QWidget):
 
     # --- plumbing -----------------------------------------------------------------------------------------------------
     def _in_background(self, what: str, fn: Callable[[], Any], then: Callable[[Any], None]) -> None:
-        if self.worker is not None and self.worker.isRunning():
+        if not idle(self.worker):
+            self.report(f"still {self.busy_with}", "Wait for it to finish, then try again.")
             return
+        self.busy_with = what
         self.status.setText(f"{what}…")
         self.worker = Worker(lambda progress, cancel: fn())
         self.worker.succeeded.connect(then)

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 
 class Worker(QThread):
-    """Runs `fn(progress, cancel)` off the GUI thread; reports progress, the result or a user-facing error."""
+    """Runs `fn(progress, cancel)` off the GUI thread; reports progress, the result or a user-facing error.
+
+    It is `busy()` until its result or error has reached the GUI thread, not until its thread has wound down: a
+    click on a button that the result enabled must not find the work "still running" (it did: the click was lost)."""
 
     progressed = Signal(int, int)
     succeeded = Signal(object)
@@ -24,9 +27,20 @@ class Worker(QThread):
         super().__init__()
         self._fn = fn
         self._cancelled = False
+        self._delivered = False
+        self.succeeded.connect(self._deliver)  # connected first: marked before any caller's slot sees the outcome
+        self.failed.connect(self._deliver)
 
     def cancel(self) -> None:
         self._cancelled = True
+
+    def busy(self) -> bool:
+        """Started and its outcome not yet on the GUI thread. Once delivered, only the thread's end is left:
+        `wait()` for it (a moment) before replacing the worker, as a running QThread must not be destroyed."""
+        return self.isRunning() and not self._delivered
+
+    def _deliver(self, _outcome: object) -> None:
+        self._delivered = True
 
     def run(self) -> None:
         try:
@@ -39,6 +53,16 @@ class Worker(QThread):
             self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
         else:
             self.succeeded.emit(result)
+
+
+def idle(worker: Worker | None) -> bool:
+    """Whether a new worker may take this one's place; a worker that has delivered is waited for (a moment)."""
+    if worker is None:
+        return True
+    if worker.busy():
+        return False
+    worker.wait()
+    return True
 
 
 class TrainingWorker(QThread):
