@@ -112,7 +112,7 @@ def render(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
     image = alpha[..., None] * tissue_rgb + (1 - alpha[..., None]) * glass
     del tissue_rgb, glass, od, texture
     if not fluorescence:
-        _pen_strokes(image, case.pens, rng)
+        pen_strokes(image, case.pens, rng)
     _bubbles(image, count(case.bubbles), rng)
     _dust(image, count(case.dust), count(case.fibres), fluorescence, rng)
     if case.blur:
@@ -307,8 +307,8 @@ def _glass(h: int, w: int, rng: np.random.Generator, level: float, tint: float, 
     return base * light + rng.normal(0, noise, (h, w, 1)).astype(np.float32)
 
 
-def _pen_strokes(image: np.ndarray, n: int, rng: np.random.Generator) -> None:
-    """Marker ink: translucent coloured strokes, 25-70 px wide, mostly over the glass."""
+def pen_strokes(image: np.ndarray, n: int, rng: np.random.Generator, inks: np.ndarray = INKS) -> None:
+    """Marker ink on a float RGB image, in place: translucent strokes, 25-70 px wide, each of one of `inks`."""
     h, w = image.shape[:2]
     for _ in range(n):
         stroke = np.zeros((h, w), np.uint8)
@@ -316,7 +316,7 @@ def _pen_strokes(image: np.ndarray, n: int, rng: np.random.Generator) -> None:
                       thickness=int(rng.integers(25, 70)))
         alpha = cv2.GaussianBlur(stroke.astype(np.float32), (0, 0), 2) * rng.uniform(0.55, 0.85)
         alpha *= 1 + 0.15 * _smooth_noise(h, w, 40, rng)
-        ink = INKS[rng.integers(len(INKS))] / 255.0
+        ink = inks[rng.integers(len(inks))] / 255.0
         image *= 1 - alpha[..., None] * (1 - ink)
 
 
