@@ -36,6 +36,10 @@ def main() -> None:
     for r in runs:
         print(json.dumps(r), flush=True)
     write_result("unseen_ink", {"case": CASE, "markers": MARKERS, "strokes": STROKES, "runs": runs})
+    update_readme(runs)
+
+
+def update_readme(runs: list[dict]) -> None:
     rows = [[r["ink"], r["seed"], f"{r['clean']:.4f}", *(f"{r['inked'][m]:.4f}" for m in MARKERS),
              f"{r['clean'] - min(r['inked'].values()):.4f}", round(r["seconds"])] for r in runs]
     mean = {ink: statistics.mean(min(r["inked"].values()) for r in runs if r["ink"] == ink) for ink in INK_CHANCES}

@@ -236,7 +236,6 @@ def test_a_session_or_settings_file_with_a_bad_tile_changes_nothing(window: Main
     assert window.session.folder is None and window.panel.tile.text() == "auto"
 
 
-
 class _Chain(QObject):
     """On the GUI thread, starts a second task from the first one's result, as a click on a button that the result
     enabled does, and notes whether the first task's thread was still alive at that moment."""
