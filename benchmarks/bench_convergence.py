@@ -10,7 +10,8 @@ classes; per-class Dice in the JSON). Per case x seed: train with the defaults a
 the left half (16.8 MP), validate every 5 steps on the right half, and report the final validation Dice, the steps
 to 0.97 and 0.99, seconds, and collapses (guard restarts). Each run is its own process.
 
-Writes benchmarks/results/convergence.json and the table between the markers in README.md.
+Writes benchmarks/results/convergence.json and the table between the markers in README.md; keeps each run's final
+model under benchmarks/out/convergence/models/.
     python benchmarks/bench_convergence.py [--cases a,b] [--seeds 0,1,2]
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from common import RESULTS, machine, replace_readme_block, run_child, write_resu
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT.parent / "shared" / "testdata" / "slides"
 WORK = Path(__file__).resolve().parent / "out" / "convergence"
+MODELS = WORK / "models"  # each run's final model
 HE = (str(TESTDATA / "CMU-1-Small-Region.svs"), str(TESTDATA / "TCGA-CR-7395-01A-01-TS1-crop.svs"))
 DAPI = (str(TESTDATA / "test3-DAPI-2-387.ndpi"),)
 STEPS = 150
@@ -109,6 +111,8 @@ def run(name: str, seed: int) -> dict:
     val_tile = step_tile(config.tile, val.labels.shape, config.memory_budget)
     terms = region_sums(trainer.model, val.image, val.labels, tile=val_tile)
     final = terms.dice
+    MODELS.mkdir(parents=True, exist_ok=True)
+    trainer.model.save(MODELS / f"{slug(name)}-{seed}.keras")  # for error maps and re-scoring without re-training
 
     def first(target: float) -> int | None:
         return next((step for step, dice in curve if dice >= target), None)
@@ -122,13 +126,17 @@ def run(name: str, seed: int) -> dict:
             "curve": [(s, round(d, 4)) for s, d in curve]}
 
 
+def slug(name: str) -> str:
+    return name.replace(" ", "-").replace(",", "").replace("%", "")
+
+
 def synthetic_regions(name: str, seed: int) -> tuple:
     """The case's slide for this seed (made once), left half to train, right half to validate."""
     from gigapath_desktop.slides import Region
     from gigapath_desktop.slides.realistic import make_realistic_slide
 
     case = cases()[name]
-    slide = WORK / f"{name.replace(' ', '-').replace(',', '').replace('%', '')}-{seed}.tif"
+    slide = WORK / f"{slug(name)}-{seed}.tif"
     if not slide.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         make_realistic_slide(slide, case, seed=seed)
