@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from tqdm import tqdm
 
 from gigapath_desktop import __version__
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
 from gigapath_desktop.errors import GigaPathError, os_error_text
 from gigapath_desktop.outputs import check_output
@@ -150,11 +151,19 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="tissue at or above this probability (default 0.5)")
     p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
     p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    p.add_argument("--min-hole", type=float, default=MIN_AREA_UM2, metavar="UM2",
+                   help=f"tissue models: gaps inside tissue under this area become tissue (default {MIN_AREA_UM2:g} "
+                        "µm², as the tissue detector draws labels; 0 keeps every hole)")
+    p.add_argument("--min-object", type=float, default=0.0, metavar="UM2",
+                   help="tissue models: specks under this area become background (default 0: kept)")
 
 
 def check_predict_options(args: argparse.Namespace) -> None:
     if not (1 / 255 <= args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
         raise GigaPathError("--threshold must lie in [1/255, 1), --downsample be >= 1 and --tile >= 64")
+    if not (0 <= args.min_hole < math.inf and 0 <= args.min_object < math.inf):
+        raise GigaPathError(f"--min-hole and --min-object must be areas of 0 µm² or more, got {args.min_hole:g} and "
+                            f"{args.min_object:g}")
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -292,7 +301,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         png=Path(args.png) if args.png else None, downsample=args.downsample,
         geojson=Path(args.geojson) if args.geojson else None, threshold=args.threshold, binary=args.binary,
         tile=args.tile, probabilities=Path(args.probabilities) if args.probabilities else None,
-        slide_mpp=args.slide_mpp,
+        slide_mpp=args.slide_mpp, min_hole_um2=args.min_hole, min_object_um2=args.min_object,
     )
     with tqdm(total=None, unit="tile", desc="predict", disable=None) as bar:
         def progress(done: int, total: int) -> None:

@@ -1,10 +1,12 @@
 """The real main window under QT_QPA_PLATFORM=offscreen, driven with mouse events and its own actions."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
+import tifffile
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -168,11 +170,13 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
     assert not window.viewer.overlay.isVisible()
 
     out = tmp_path / "mask.tif"
-    assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False))
+    assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False, min_hole_um2=2500))
     wait_job(qtbot, window)
     assert window.errors == []
     with open_slide(out) as mask:
         assert mask.dimensions == (2220, 2967)
+    with tifffile.TiffFile(out) as tif:
+        assert json.loads(tif.pages[0].description)["min_hole_um2"] == 2500
 
 
 def test_closing_during_training_asks_then_stops_with_a_checkpoint(window: MainWindow, qtbot) -> None:  # noqa: ANN001

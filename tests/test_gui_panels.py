@@ -163,6 +163,9 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     choice = dialog.choice()
     assert choice.tiff == tmp_path / "exports" / CMU.stem / f"{CMU.stem}.mask.tif"
     assert choice.preview_side == 4096 and choice.png is not None
+    assert (choice.min_hole_um2, choice.min_object_um2) == (1000, 0), "holes filled as the tissue detector draws"
+    dialog.min_object.setValue(250)
+    assert dialog.choice().min_object_um2 == 250
     assert len([b for b in dialog.findChildren(QPushButton) if b.text() == "Browse…"]) == 3
     assert dialog.tiff.width() >= 400 or dialog.tiff.minimumWidth() >= 400
     dialog.done(QDialog.DialogCode.Rejected)

@@ -3,6 +3,7 @@ a different synthetic slide, and clean failures."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from gigapath_desktop.model import build_unet, save_model
 from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.slides.synthetic import make_slide, mask_path_for
 from gigapath_desktop.training import RegionData, TrainConfig, Trainer
+from test_cleanup import whole_mask_cleanup
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_tiled_prediction_equals_whole_image_prediction(trained: Path, other_sli
 def test_exports_open_in_openslide_and_tifffile_and_contours_round_trip(trained: Path, other_slide: Path, tmp_path: Path) -> None:
     region = Region(200, 300, 1900, 1400)
     job = PredictJob(other_slide, trained, tmp_path / "mask.tif", region=region, png=tmp_path / "preview.png",
-                     downsample=4, geojson=tmp_path / "contours.geojson", tile=512, probabilities=tmp_path / "prob.tif")
+                     downsample=4, geojson=tmp_path / "contours.geojson", tile=512, probabilities=tmp_path / "prob.tif",
+                     min_hole_um2=0)  # the model's own values (the clean-up: test_small_holes_are_filled...)
     result = run_predict_job(job)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["contours.geojson", "mask.tif", "preview.png", "prob.tif"]
     with open_slide(other_slide) as slide:
@@ -123,6 +126,12 @@ def test_predict_command_line(trained: Path, other_slide: Path, tmp_path: Path) 
     bad = subprocess.run([sys.executable, "-m", "gigapath_desktop", "predict", str(other_slide), "--model",
                           str(tmp_path / "nope.keras"), "--out", str(tmp_path / "x.tif")], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such model" in bad.stderr and not (tmp_path / "x.tif").exists()
+    for area in ("nan", "-5", "inf"):
+        bad = subprocess.run([sys.executable, "-m", "gigapath_desktop", "predict", str(other_slide), "--model",
+                              str(trained), "--out", str(tmp_path / "y.tif"), "--min-hole", area],
+                             capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.splitlines()[-1].startswith("error: --min-hole"), bad.stderr
+        assert not (tmp_path / "y.tif").exists()
 
 
 def test_regions_touching_the_far_edges_of_rounded_down_levels(trained: Path, tmp_path: Path) -> None:
@@ -145,3 +154,33 @@ def test_regions_touching_the_far_edges_of_rounded_down_levels(trained: Path, tm
     run_predict_job(job)
     with open_slide(tmp_path / "mask.tif") as mask:
         assert mask.dimensions == (500, 501)
+
+
+def test_small_holes_are_filled_and_specks_removed_as_labels_are_drawn(trained: Path, other_slide: Path,
+                                                                       tmp_path: Path) -> None:
+    """The clean-up on a real prediction: exactly the whole-mask rule at the slide's µm/px, each changed probability
+    moved just across the threshold, the areas counted after it; a slide without µm/px is left as predicted."""
+    region = Region(200, 300, 1900, 1400)
+    raw = run_predict_job(PredictJob(other_slide, trained, tmp_path / "raw.tif", region=region, min_hole_um2=0))
+    job = PredictJob(other_slide, trained, tmp_path / "clean.tif", region=region, min_hole_um2=300,
+                     min_object_um2=300, tile=512)
+    result = run_predict_job(job)
+    before = tifffile.imread(raw.out, key=0)[300:1700, 200:2100]
+    with tifffile.TiffFile(job.out) as tif:
+        after = tif.pages[0].asarray()[300:1700, 200:2100]
+        description = json.loads(tif.pages[0].description)
+    with open_slide(other_slide) as slide:
+        pixels = math.ceil(300 / (slide.mpp[0] * slide.mpp[1]))
+    expected = whole_mask_cleanup(before >= 128, pixels, pixels)
+    assert np.array_equal(after >= 128, expected)
+    changed = expected != (before >= 128)
+    assert changed.any() and np.array_equal(after[~changed], before[~changed])
+    assert set(np.unique(after[changed])) <= {127, 128} | set(np.unique(before[changed]))
+    assert description["min_hole_um2"] == 300 and description["min_object_um2"] == 300
+    assert result.class_pixels["Tissue"] == np.count_nonzero(expected)
+    with open_slide(other_slide) as slide:
+        without_mpp = tmp_path / "no-mpp.tif"
+        tifffile.imwrite(without_mpp, slide.read_region(region), tile=(256, 256))
+    plain = run_predict_job(PredictJob(without_mpp, trained, tmp_path / "plain.tif", min_hole_um2=300))
+    assert any("records no µm/px" in note for note in plain.notes)
+    assert np.array_equal(tifffile.imread(plain.out, key=0), before)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tifffile
 
 from gigapath_desktop.annotations import TISSUE, Annotation, Role, mask_to_polygons, to_geojson
 from gigapath_desktop.remote.client import Client, RemoteError
@@ -88,10 +89,16 @@ def test_train_stream_download_predict(client: Client, setup: dict, tmp_path: Pa
     dice = 2 * (hard & truth).sum() / (hard.sum() + truth.sum())
     assert dice > 0.8, f"the downloaded model predicts the held-out half (Dice {dice:.3f})"
 
-    predicted = client.submit_predict(slide="sub/slide.tif", model_job=job["id"], region=[SIZE[0], 0, *SIZE])
+    predicted = client.submit_predict(slide="sub/slide.tif", model_job=job["id"], region=[SIZE[0], 0, *SIZE],
+                                      min_hole_um2=400, min_object_um2=50)
     assert _follow(client, predicted["id"])[1]["state"] == "finished"
     with open_slide(client.download(predicted["id"], "mask.tif", tmp_path / "mask.tif")) as mask:
         assert mask.dimensions[0] >= 2 * SIZE[0]
+    with tifffile.TiffFile(tmp_path / "mask.tif") as tif:  # the clean-up asked for is the one applied
+        about = json.loads(tif.pages[0].description)
+        assert (about["min_hole_um2"], about["min_object_um2"]) == (400, 50)
+    with pytest.raises(RemoteError, match="422"):
+        client.submit_predict(slide="sub/slide.tif", model_job=job["id"], min_hole_um2=-1)
 
 
 def test_every_endpoint_but_health_needs_the_token(server: Server, setup: dict) -> None:

@@ -20,6 +20,7 @@ import shapely
 import tifffile
 
 from gigapath_desktop.annotations import UNLABELLED, Annotation, ClassMap, Role, rasterize, read_geojson
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import Cancelled, GigaPathError, os_error_text
 from gigapath_desktop.inference.job import PredictJob, PredictResult, run_predict_job
 from gigapath_desktop.inference.predictor import CancelFn
@@ -48,6 +49,8 @@ class BatchJob:
     binary: bool = False
     downsample: float = 32.0  # of the PNG previews
     labels: dict[Path, Path] = field(default_factory=dict)  # slide -> its annotations (GeoJSON), to report Dice
+    min_hole_um2: float = MIN_AREA_UM2  # the clean-up of tissue masks, as `PredictJob`'s
+    min_object_um2: float = 0.0
 
     def outputs(self, slide: Path) -> list[Path]:
         mask = self.out / f"{slide.stem}.tif"
@@ -113,7 +116,8 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
     start = time.perf_counter()
     predict = PredictJob(slide, job.model, outputs[0], png=outputs[-1] if job.png else None,
                          downsample=job.downsample, geojson=outputs[1] if job.geojson else None,
-                         threshold=job.threshold, binary=job.binary, tile=job.tile)
+                         threshold=job.threshold, binary=job.binary, tile=job.tile, min_hole_um2=job.min_hole_um2,
+                         min_object_um2=job.min_object_um2)
     try:
         result = run_predict_job(predict, progress, cancel, model)
     except Cancelled:

@@ -1,6 +1,7 @@
 """A prediction job as users describe it (slide, model, region, outputs), shared by the CLI, GUI and server."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -12,7 +13,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from gigapath_desktop import __version__
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.inference.cleanup import clean_mask
 from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
 from gigapath_desktop.inference.writers import TILE, MaskValues, write_contours, write_mask_tiff, write_preview_png
 from gigapath_desktop.model import load_model
@@ -38,6 +41,10 @@ class PredictJob:
     tile: int = 2048
     probabilities: Path | None = None  # also a pyramidal TIFF of each class's probability x 255, one channel each
     slide_mpp: float | None = None  # the slide's own µm/px, for a slide that records none
+    # tissue masks, as tissue labels are drawn: gaps inside tissue under min_hole_um2 become tissue, specks under
+    # min_object_um2 background (0: kept); needs the slide's µm/px
+    min_hole_um2: float = MIN_AREA_UM2
+    min_object_um2: float = 0.0
 
 
 @dataclass
@@ -99,6 +106,9 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         }
         # every output is written under a temporary name; all are renamed together once the last one is done
         pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds
+        limits, note = _cleanup_limits(job, values, pixel_area, slide)
+        notes += note
+        description.update(min_hole_um2=limits[0] and job.min_hole_um2, min_object_um2=limits[1] and job.min_object_um2)
         tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
         counts = np.zeros(len(classes.classes), np.int64)
         encode = _encoder(values, job.threshold)
@@ -113,6 +123,9 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         bands = predict_bands(model, source, job.tile, progress, cancel, encode)
         if store is not None:
             bands = _probabilities_kept(bands, store)
+        if any(limits):
+            folder = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=".clean-", dir=job.out.parent)))
+            bands = _cleaned(bands, source.shape[:2], values, limits, folder / "mask.npy", cancel)
         rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
             contours = write_contours(tmp[job.geojson], levels, values, cancel) if job.geojson else 0
@@ -142,6 +155,32 @@ def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[
         return SlideSource(slide, region), slide.level_downsamples[region.level], (note,)
     scale = Scale.for_mpp(slide, mpp)
     return read_at(slide, region, scale), scale.downsample, ()
+
+
+def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | None,
+                    slide: Slide) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """(smallest hole, smallest object) kept in mask pixels (0: no clean-up), and a note where it cannot be done."""
+    if not (0 <= job.min_hole_um2 < math.inf and 0 <= job.min_object_um2 < math.inf):
+        raise GigaPathError(f"the smallest hole and speck kept must be areas of 0 µm² or more, got "
+                            f"{job.min_hole_um2:g} and {job.min_object_um2:g}")
+    if values.kind == "labels" or not (job.min_hole_um2 or job.min_object_um2):
+        return (0, 0), ()
+    if pixel_area is None:
+        return (0, 0), (f"{slide.path.name} records no µm/px, so small holes and specks were left as predicted "
+                        "(--slide-mpp gives it one)",)
+    return (math.ceil(job.min_hole_um2 / pixel_area), math.ceil(job.min_object_um2 / pixel_area)), ()
+
+
+def _cleaned(bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], values: MaskValues,
+             limits: tuple[int, int], path: Path, cancel: CancelFn | None) -> Iterator[tuple[int, np.ndarray]]:
+    """The bands, kept on disk until the last one, cleaned up (`inference.cleanup`), then passed on TILE rows at a
+    time."""
+    with closing(DiskArray.create(path, shape, np.uint8)) as store:
+        for y, band in bands:
+            store[y : y + band.shape[0]] = band
+        clean_mask(store, values.is_tissue, values.set_tissue, *limits, cancel=cancel)
+        for y in range(0, shape[0], TILE):
+            yield y, store[y : y + TILE]
 
 
 def _encoder(values: MaskValues, threshold: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -51,8 +51,19 @@ class MaskValues:
     def areas(self) -> list[tuple[AnnotationClass, Callable[[np.ndarray], np.ndarray]]]:
         """Each foreground class with the test that finds its pixels in a mask."""
         if self.kind != "labels":
-            return [(self.classes.classes[1], lambda mask: mask >= self.threshold)]
+            return [(self.classes.classes[1], self.is_tissue)]
         return [(cls, lambda mask, k=k: mask == k) for k, cls in enumerate(self.classes.classes) if k]
+
+    def is_tissue(self, mask: np.ndarray) -> np.ndarray:
+        return mask >= self.threshold
+
+    def set_tissue(self, mask: np.ndarray, where: np.ndarray, on: bool) -> None:
+        """Make `mask` tissue (or background) at `where`: 0/255, or a probability moved just across the threshold,
+        so thresholding the mask gives the cleaned-up tissue while other values keep the model's confidence."""
+        if self.kind == "binary":
+            mask[where] = 255 if on else 0
+        else:
+            mask[where] = np.maximum(mask[where], self.threshold) if on else np.minimum(mask[where], self.threshold - 1)
 
     def counts(self, mask: np.ndarray) -> np.ndarray:
         """How many pixels of `mask` each class has, in class order."""

@@ -178,7 +178,8 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         raise GigaPathError(f"no slides to predict ({len(skipped)} files skipped: "
                             f"{'; '.join(f'{p.name}: {why}' for p, why in skipped[:3])})")
     job = BatchJob(Path(args.model), Path(args.out), tuple(dict.fromkeys(slides)), tuple(skipped), args.geojson,
-                   args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels)
+                   args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels,
+                   args.min_hole, args.min_object)
     with tqdm(total=len(job.slides), unit="slide", desc="slides", disable=None) as slides_bar, \
             tqdm(total=None, unit="tile", desc="tiles", leave=False, disable=None) as tiles_bar:
         def progress(index: int, count: int, done: int, total: int) -> None:

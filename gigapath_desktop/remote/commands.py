@@ -108,7 +108,8 @@ def predict_remote(args: argparse.Namespace) -> int:
     with _client(args) as client:
         region = [int(v) for v in args.region.split(",")] if args.region else None
         submitted = client.submit_predict(slide=args.slide, model_job=args.model, region=region, level=args.level,
-                                          threshold=args.threshold, binary=args.binary)
+                                          threshold=args.threshold, binary=args.binary, min_hole_um2=args.min_hole,
+                                          min_object_um2=args.min_object)
         end = _follow(client, submitted["id"], None)
         if end.get("state") != "finished":
             raise GigaPathError(f"job {submitted['id']} {end.get('state')}: {end.get('message')}")

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.cli import EXIT_WITH_PARENT
 
 from gigapath_desktop.remote.store import Job, JobStore
@@ -140,7 +141,8 @@ class Runner:
         argv = ["predict", str(self.slides_root / p["slide"]), "--model",
                 str(self.data_dir / "jobs" / p["model_job"] / "run" / "model.keras"), "--level", str(p.get("level", 0)),
                 "--out", str(folder / "mask.tif"), "--geojson", str(folder / "contours.geojson"),
-                "--threshold", repr(p.get("threshold", 0.5))]
+                "--threshold", repr(p.get("threshold", 0.5)), "--min-hole", repr(p.get("min_hole_um2", MIN_AREA_UM2)),
+                "--min-object", repr(p.get("min_object_um2", 0.0))]
         argv += ["--region", _xywh(p["region"])] if p.get("region") else []
         return argv + (["--binary"] if p.get("binary") else [])
 

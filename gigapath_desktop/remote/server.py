@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, Field
 
 from gigapath_desktop import __version__
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.remote.runner import PREDICT_FILES, TRAIN_FILES, Runner
 from gigapath_desktop.remote.store import LIVE, Job, JobStore
@@ -63,6 +65,8 @@ class PredictRequest(BaseModel):
     level: int = 0
     threshold: float = 0.5
     binary: bool = False
+    min_hole_um2: float = MIN_AREA_UM2  # the tissue mask's clean-up, as `predict --min-hole / --min-object`
+    min_object_um2: float = 0.0
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -170,6 +174,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise HTTPException(409, f"job {request.model_job} has no finished model")
         if not 0 < request.threshold < 1:
             raise HTTPException(422, "threshold must lie in (0, 1)")
+        if not (0 <= request.min_hole_um2 < math.inf and 0 <= request.min_object_um2 < math.inf):
+            raise HTTPException(422, "min_hole_um2 and min_object_um2 must be areas of 0 µm² or more")
         params = request.model_dump() | {"slide": str(slide.relative_to(root))}
         job = store.add("predict", params)
         runner.folder(job.id).mkdir(parents=True)

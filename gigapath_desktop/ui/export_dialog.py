@@ -1,4 +1,5 @@
-"""Export mask: where to write the pyramidal TIFF, the PNG preview (and how large) and the GeoJSON contours."""
+"""Export mask: where to write the pyramidal TIFF, the PNG preview (and how large) and the GeoJSON contours, and the
+tissue mask's clean-up (holes filled and specks removed under an area)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
+    QDoubleSpinBox,
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
@@ -16,6 +18,8 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 
 PREVIEW_SIDE = 4096  # px on the long side: enough to judge a mask at a glance, small enough to open anywhere
 
@@ -27,6 +31,8 @@ class ExportChoice:
     geojson: Path | None
     preview_side: int
     whole: bool
+    min_hole_um2: float = MIN_AREA_UM2
+    min_object_um2: float = 0.0
 
 
 class ExportDialog(QDialog):
@@ -43,11 +49,18 @@ class ExportDialog(QDialog):
         self.preview_side = QSpinBox(minimum=256, maximum=32768, singleStep=512, value=PREVIEW_SIDE, suffix=" px")
         self.preview_side.setToolTip("Long side of the PNG preview")
         self.whole = QCheckBox("whole slide (else the selected / training region)")
+        self.min_hole, self.min_object = (QDoubleSpinBox(maximum=1e7, decimals=0, singleStep=500, value=v, suffix=" µm²")
+                                          for v in (MIN_AREA_UM2, 0.0))
+        self.min_hole.setToolTip("Tissue models: gaps inside tissue smaller than this become tissue, as tissue "
+                                 "labels are drawn (0: every hole kept; needs the slide's µm/px)")
+        self.min_object.setToolTip("Tissue models: specks smaller than this become background (0: all kept)")
         form = QFormLayout(self)
         form.addRow("Pyramidal TIFF", self._with_browse(self.tiff, "TIFF (*.tif *.tiff)"))
         form.addRow("PNG preview", self._with_browse(self.png, "PNG (*.png)", self.with_png))
         form.addRow("Preview size", self.preview_side)
         form.addRow("GeoJSON contours", self._with_browse(self.geojson, "GeoJSON (*.geojson)", self.with_geojson))
+        form.addRow("Fill holes under", self.min_hole)
+        form.addRow("Remove specks under", self.min_object)
         form.addRow(self.whole)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -57,7 +70,8 @@ class ExportDialog(QDialog):
     def choice(self) -> ExportChoice:
         return ExportChoice(Path(self.tiff.text()), Path(self.png.text()) if self.with_png.isChecked() else None,
                             Path(self.geojson.text()) if self.with_geojson.isChecked() else None,
-                            self.preview_side.value(), self.whole.isChecked())
+                            self.preview_side.value(), self.whole.isChecked(), self.min_hole.value(),
+                            self.min_object.value())
 
     def _path(self, path: Path) -> QLineEdit:
         field = QLineEdit(str(path))

@@ -2,7 +2,7 @@
 as an amber overlay, and the mask export (pyramidal TIFF, PNG preview, GeoJSON contours)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PySide6.QtCore import QRectF
@@ -16,6 +16,9 @@ from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.results_panel import ResultsPanel
 from gigapath_desktop.ui.viewer import SlideViewer
+
+if TYPE_CHECKING:
+    from gigapath_desktop.inference import PredictResult
 
 OVERLAY_MAX_SIDE = 4096
 NO_MODEL = "Open a slide, then train (Training panel) or open a run."
@@ -88,9 +91,14 @@ class Prediction:
         region = None if choice.whole else self.region("selection")
         downsample = max(1.0, max(slide.dimensions) / choice.preview_side)
         job = PredictJob(slide.path, model_path, choice.tiff, region=region, png=choice.png, geojson=choice.geojson,
-                         downsample=downsample)
+                         downsample=downsample, min_hole_um2=choice.min_hole_um2, min_object_um2=choice.min_object_um2)
         return self.jobs.run("Exporting mask", lambda progress, cancel: run_predict_job(job, progress, cancel),
-                             lambda result: self.jobs.status.showMessage(f"wrote {result.out}", 10000))
+                             self._exported)
+
+    def _exported(self, result: PredictResult) -> None:
+        self.jobs.status.showMessage(f"wrote {result.out}", 10000)
+        if result.notes:
+            self.report(f"wrote {result.out.name}, but", "\n".join(result.notes))
 
     def _show(self, result: tuple[Region, float, np.ndarray, ClassMap]) -> None:
         region, downsample, probability, classes = result  # downsample: the pixel pitch, whatever was clipped
