@@ -37,6 +37,7 @@ MODELS = WORK / "models"  # each run's final model
 HE = (str(TESTDATA / "CMU-1-Small-Region.svs"), str(TESTDATA / "TCGA-CR-7395-01A-01-TS1-crop.svs"))
 DAPI = (str(TESTDATA / "test3-DAPI-2-387.ndpi"),)
 STEPS = 150
+SYNTHETIC_MPP = 0.5  # µm/px of the synthetic slides (their texture is cut from CMU at 0.499 and TCGA at level 0)
 VALIDATE_EVERY = 5
 
 
@@ -132,8 +133,8 @@ def run(name: str, seed: int | None = None) -> dict:
 
 def scores(name: str, seed: int, val: object) -> dict:
     """The kept model's validation Dice: `model_dice` of its own output at 0.5 (per class in `class_dice`), and
-    `val_dice` of the mask `predict` writes with its defaults (the same, but for small holes filled where the
-    slide records its µm/px: the real slides)."""
+    `val_dice` of the mask `predict` writes with its defaults (small holes filled; the synthetic slides record no
+    µm/px, so they are given SYNTHETIC_MPP as a user would give `--slide-mpp`)."""
     import tempfile
 
     import numpy as np
@@ -150,7 +151,7 @@ def scores(name: str, seed: int, val: object) -> dict:
         slide, region = validation_region(name, seed)
         with tempfile.TemporaryDirectory() as folder:
             job = PredictJob(slide, MODELS / f"{slug(name)}-{seed}.keras", Path(folder) / "mask.tif", region=region,
-                             binary=True)
+                             binary=True, slide_mpp=None if cases()[name] is None else SYNTHETIC_MPP)
             run_predict_job(job, model=model)
             mask = tifffile.imread(job.out, key=0)[region.y : region.y + region.height, region.x : region.x + region.width]
         truth = np.asarray(val.labels) == 1
