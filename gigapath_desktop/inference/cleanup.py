@@ -16,7 +16,7 @@ import numpy as np
 
 from gigapath_desktop.errors import Cancelled
 
-STRIP_PIXELS = 2**24  # pixels labelled at a time (~100 MB of labels and flags)
+STRIP_PIXELS = 2**23  # pixels labelled at a time: ~120 MB of labels, ids and flags
 
 
 def clean_mask(
