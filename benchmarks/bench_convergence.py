@@ -145,14 +145,15 @@ def scores(name: str, seed: int, val: object) -> dict:
     from gigapath_desktop.model import load_model
     from gigapath_desktop.training.gradients import region_sums
 
-    model = load_model(MODELS / f"{slug(name)}-{seed}.keras")
+    case, path = cases()[name], MODELS / f"{slug(name)}-{seed}.keras"
+    model = load_model(path)
     terms = region_sums(model, val.image, val.labels, tile=2048)
     shipped = terms.dice
-    if cases()[name] is None or cases()[name].classes == 2:
+    if case is None or case.classes == 2:
         slide, region = validation_region(name, seed)
         with tempfile.TemporaryDirectory() as folder:
-            job = PredictJob(slide, MODELS / f"{slug(name)}-{seed}.keras", Path(folder) / "mask.tif", region=region,
-                             binary=True, slide_mpp=None if cases()[name] is None else SYNTHETIC_MPP)
+            job = PredictJob(slide, path, Path(folder) / "mask.tif", region=region, binary=True,
+                             slide_mpp=None if case is None else SYNTHETIC_MPP)
             run_predict_job(job, model=model)
             mask = tifffile.imread(job.out, key=0)[region.y : region.y + region.height, region.x : region.x + region.width]
         truth = np.asarray(val.labels) == 1
@@ -170,10 +171,11 @@ def validation_region(name: str, seed: int) -> tuple:
     """(slide, region) validated on: the right half of the case's slide, or the whole CMU slide."""
     from gigapath_desktop.slides import Region, open_slide
 
-    if cases()[name] is None:
+    case = cases()[name]
+    if case is None:
         with open_slide(HE[0]) as slide:
             return Path(HE[0]), Region(0, 0, *slide.dimensions)
-    case, half = cases()[name], cases()[name].width // 2
+    half = case.width // 2
     return WORK / f"{slug(name)}-{seed}.tif", Region(half, 0, case.width - half, case.height)
 
 
@@ -187,15 +189,14 @@ def synthetic_regions(name: str, seed: int) -> tuple:
     from gigapath_desktop.slides.realistic import make_realistic_slide
 
     case = cases()[name]
-    slide = WORK / f"{slug(name)}-{seed}.tif"
+    slide, val_region = validation_region(name, seed)
     if not slide.exists():
         WORK.mkdir(parents=True, exist_ok=True)
         make_realistic_slide(slide, case, seed=seed)
-    half = case.width // 2
-    train = truth_region(slide, Region(0, 0, half, case.height), case.classes)
+    train = truth_region(slide, Region(0, 0, val_region.x, case.height), case.classes)
     if name in STROKE_LABELLED:
         train = strokes_only(train, seed)
-    return train, truth_region(slide, Region(half, 0, case.width - half, case.height), case.classes)
+    return train, truth_region(slide, val_region, case.classes)
 
 
 def truth_region(slide_path: Path, region: object, classes: int = 2) -> object:

@@ -53,7 +53,7 @@ def test_a_mask_on_disk_is_cleaned_in_place_and_edge_components_are_kept(tmp_pat
     store = DiskArray.create(tmp_path / "m.npy", mask.shape, np.uint8)
     store[0:60] = mask
     clean_mask(store, lambda m: m >= 128, lambda r, where, on: r.__setitem__(where, 255 if on else 0),
-                         min_hole=50, min_object=5, strip_pixels=7 * 50)
+               min_hole=50, min_object=5, strip_pixels=7 * 50)
     cleaned = np.asarray(store[0:60])
     store.close()
     assert np.count_nonzero(cleaned != mask) == 9 + 4
