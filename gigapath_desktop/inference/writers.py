@@ -1,4 +1,5 @@
-"""Mask exports: a pyramidal tiled TIFF written as the mask is produced, a PNG preview, GeoJSON contours.
+"""Mask exports: a pyramidal tiled TIFF written as the mask is produced, a PNG preview, GeoJSON contours, and the
+per-class probabilities as a pyramidal OME-TIFF.
 
 The TIFF covers the whole slide at the prediction level (zeros outside the predicted region), so it lines up with the
 slide in QuPath and OpenSlide without any offset; its resolution tags come from the slide's microns per pixel and its
@@ -154,6 +155,44 @@ def write_mask_tiff(
     return MaskLevels(folder, levels, downsample)
 
 
+def write_channels_tiff(
+    path: Path,
+    rows: Iterator[tuple[int, np.ndarray]],
+    shape: tuple[int, int, int],
+    downsample: float,
+    mpp: tuple[float, float] | None,
+    description: dict[str, Any],
+    names: list[str],
+) -> None:
+    """Write `rows` (as for `write_mask_tiff`) of a (height, width, channels) probability image as a pyramidal
+    OME-TIFF: one plane per channel, named, the coarser levels (means of 2 x 2) in SubIFDs, `description` as JSON in
+    the OME Description. Bio-Formats, QuPath's reader of multi-channel images, sees named channels and a pyramid this
+    way; the masks' plain layout would show it one RGB-like image at full resolution only."""
+    folder = Path(tempfile.mkdtemp(prefix=".channel-levels-", dir=path.parent))
+    levels: list[DiskArray] = []
+    try:
+        levels.append(DiskArray.create(folder / "level0.npy", shape, np.uint8))
+        for y, chunk in rows:
+            levels[0][y : y + chunk.shape[0]] = chunk
+        while max(levels[-1].shape[:2]) > TILE:
+            h, w = levels[-1].shape[:2]
+            levels.append(DiskArray.create(folder / f"level{len(levels)}.npy",
+                                           (math.ceil(h / 2), math.ceil(w / 2), shape[2]), np.uint8))
+            for y, chunk in _halved(levels[-2], MaskValues("probability")):
+                levels[-1][y : y + chunk.shape[0]] = chunk
+        metadata = {"axes": "CYX", "Channel": {"Name": list(names)}, "Description": json.dumps(description),
+                    **_physical_size(mpp, downsample)}
+        with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
+            for k, level in enumerate(levels):
+                h, w, channels = level.shape
+                tif.write(_planes(level), shape=(channels, h, w), dtype=np.uint8, photometric="minisblack",
+                          tile=(TILE, TILE), compression="zlib", compressionargs={"level": 1},
+                          subifds=len(levels) - 1 if k == 0 else None, subfiletype=1 if k else 0,
+                          metadata=metadata if k == 0 else None, **_resolution(mpp, downsample * 2**k))
+    finally:
+        MaskLevels(folder, levels, downsample).close()
+
+
 def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, downsample: float,
                       values: MaskValues) -> None:
     """The slide at `downsample` with the mask overlaid (50 %; tissue green, classes in their colours), atomically."""
@@ -198,6 +237,20 @@ def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], store
             yield block[:, x : x + TILE]
 
 
+def _planes(level: DiskArray) -> Iterator[np.ndarray]:
+    """OME-TIFF tiles of a (height, width, channels) level: each channel's tiles in row-major order, channel after
+    channel."""
+    h, w, channels = level.shape
+    for c in range(channels):
+        for y in range(0, h, TILE):
+            rows = np.asarray(level[y : y + TILE])[..., c]
+            for x in range(0, w, TILE):
+                tile = np.zeros((TILE, TILE), np.uint8)
+                part = rows[:, x : x + TILE]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+
+
 def _halved(store: DiskArray, values: MaskValues) -> Iterator[tuple[int, np.ndarray]]:
     """The next level from a scratch level, 2 x 2 pixels into one (`MaskValues.halve`), TILE rows at a time."""
     h, w = store.shape[:2]
@@ -214,3 +267,10 @@ def _resolution(mpp: tuple[float, float] | None, downsample: float) -> dict[str,
     if mpp is None:
         return {}
     return {"resolution": (1e4 / (mpp[0] * downsample), 1e4 / (mpp[1] * downsample)), "resolutionunit": "CENTIMETER"}
+
+
+def _physical_size(mpp: tuple[float, float] | None, downsample: float) -> dict[str, Any]:
+    if mpp is None:
+        return {}
+    return {"PhysicalSizeX": mpp[0] * downsample, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp[1] * downsample,
+            "PhysicalSizeYUnit": "µm"}
