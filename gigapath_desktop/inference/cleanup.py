@@ -4,12 +4,13 @@ Tissue labels are drawn (and detected, `annotations.tissue`) as outlines: a gap 
 tissue, a speck of a few cells on the glass is not. A model trained on such labels still marks every small gap it
 sees, so a shipped mask follows the labels' rule only after this clean-up. Components are labelled one strip of
 rows at a time (OpenCV) and joined across strip edges with a union-find, so memory stays one strip plus a few
-numbers per component, and time stays linear in pixels, on gigapixel masks. A component that touches the mask's
-edge is kept as it is: it may go on outside.
+numbers per component that crosses a strip edge, and time stays linear in pixels, on gigapixel masks: each strip is
+labelled once, plus the few rows from its edges that small components crossing them span. A component that touches
+the mask's edge is kept as it is: it may go on outside.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -33,75 +34,96 @@ def clean_mask(
     do not touch the edge become tissue. `set_tissue(rows, where, on)` changes the values of `rows` at `where`."""
     for select, connectivity, limit, on in ((is_tissue, 8, min_object, False),
                                             (lambda rows: ~is_tissue(rows), 4, min_hole, True)):
-        if limit <= 0:
-            continue
-        small = _Components(mask, select, connectivity, strip_pixels, cancel).smaller_than(limit)
-        for y, rows, flip in small:
-            if flip.any():
-                set_tissue(rows, flip, on)
-                mask[y : y + rows.shape[0]] = rows
+        if limit > 0:
+            _Components(mask, select, connectivity, strip_pixels, cancel).flip_smaller_than(
+                limit, lambda rows, where, on=on: set_tissue(rows, where, on))
 
 
 class _Components:
-    """The components of `select(mask)`, labelled strip by strip and joined across strip edges."""
+    """The components of `select(mask)`, labelled strip by strip. A component inside one strip is sized there and
+    then. One that reaches a strip's top or bottom row is joined across strip edges by a union-find; once its whole
+    size is known, a small one is labelled again in just the rows it spans from that edge."""
 
     def __init__(self, mask: Any, select: Callable[[np.ndarray], np.ndarray], connectivity: int, strip_pixels: int,
                  cancel: Callable[[], bool] | None) -> None:
         self.mask, self.select, self.connectivity, self.cancel = mask, select, connectivity, cancel
-        height, width = mask.shape[:2]
-        self.strip = max(1, min(height, strip_pixels // max(1, width)))
-        self.starts = range(0, height, self.strip)
+        self.height, self.width = mask.shape[:2]
+        self.strip = max(1, min(self.height, strip_pixels // max(1, self.width)))
 
-    def smaller_than(self, limit: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield (first row, rows, pixels in a component under `limit` pixels that does not touch the edge) per
-        strip; the first pass sizes every component, the second labels each strip again the same way."""
-        parent, sizes, edge, bases = self._sized()
-        roots = _roots(parent)
-        total = np.bincount(roots, weights=sizes, minlength=len(parent))
-        touches = np.bincount(roots, weights=edge.astype(np.float64), minlength=len(parent)) > 0
-        small = np.concatenate([[False], (total < limit)[roots] & ~touches[roots]])  # index 0: not selected
-        for y, base in zip(self.starts, bases):
-            rows, labels, _ = self._label(y)
-            ids = np.where(labels > 0, labels + base, 0)  # label 1 is id `base`, at `small[base + 1]`
-            yield y, rows, small[ids]
-
-    def _label(self, y: int) -> tuple[np.ndarray, np.ndarray, int]:
-        if self.cancel is not None and self.cancel():
-            raise Cancelled("the mask clean-up was stopped")
-        rows = np.asarray(self.mask[y : y + self.strip])
-        count, labels = cv2.connectedComponents(self.select(rows).view(np.uint8), connectivity=self.connectivity,
-                                                ltype=cv2.CV_32S)
-        return rows, labels, count - 1
-
-    def _sized(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """(union-find parents, pixels, touches-the-edge) per component, ids numbered across strips from 0, and each
-        strip's first id."""
-        height = self.mask.shape[0]
-        parent: list[np.ndarray] = []
-        sizes: list[np.ndarray] = []
-        edge: list[np.ndarray] = []
-        bases: list[int] = []
+    def flip_smaller_than(self, limit: int, flip: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        """`flip(rows, where)` every component under `limit` pixels that does not touch the mask's edge, writing the
+        changed rows back."""
+        opens: list[np.ndarray] = []  # per strip, one row per open component (one reaching the strip's top or
+        # bottom row): pixels in the strip, touches the mask's edge, first row, row after its last (in the strip)
+        rims: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # per strip: first row, rows, (id, column) of one
+        # pixel of each open component on its top row, and on its bottom row
         joins: list[np.ndarray] = []
         base, above = 0, None
-        for y in self.starts:
-            rows, labels, count = self._label(y)
-            bases.append(base)
-            ids = np.arange(base, base + count)
-            parent.append(ids)
-            sizes.append(np.bincount(labels.ravel(), minlength=count + 1)[1:])
-            border = [labels[:, 0], labels[:, -1]] + [labels[0]] * (y == 0) + [labels[-1]] * (y + len(rows) == height)
-            touching = np.zeros(count + 1, bool)
-            touching[np.concatenate(border)] = True
-            edge.append(touching[1:])
-            below = np.where(labels[0] > 0, labels[0] + base - 1, -1)
+        for y in range(0, self.height, self.strip):
+            rows, labels, stats = self._label(y, min(self.height, y + self.strip))
+            area, top, left = stats[1:, cv2.CC_STAT_AREA], stats[1:, cv2.CC_STAT_TOP], stats[1:, cv2.CC_STAT_LEFT]
+            bottom, right, last = top + stats[1:, cv2.CC_STAT_HEIGHT], left + stats[1:, cv2.CC_STAT_WIDTH], len(rows)
+            opened = ((top == 0) & (y > 0)) | ((bottom == last) & (y + last < self.height))
+            touches = (left == 0) | (right == self.width) | ((top == 0) & (y == 0)) | ((bottom == last) &
+                                                                                    (y + last == self.height))
+            small = np.concatenate([[False], (area < limit) & ~opened & ~touches])
+            if small.any():  # whole inside the strip: flipped now
+                self._write(y, rows, labels, small, flip)
+            ids = np.full(len(stats), -1, np.int64)
+            ids[1:][opened] = np.arange(base, base + np.count_nonzero(opened))
+            opens.append(np.stack([area, touches, top, bottom], axis=1)[opened])
             if above is not None:
-                joins.append(self._pairs(above, below))
-            above = np.where(labels[-1] > 0, labels[-1] + base - 1, -1)
-            base += count
-        parents = np.concatenate(parent)
+                joins.append(self._pairs(above, ids[labels[0]]))
+            above = ids[labels[-1]]
+            rims.append((y, last, _one_pixel_each(ids, labels[0]), _one_pixel_each(ids, labels[-1])))
+            base += np.count_nonzero(opened)
+        if not base:
+            return
+        info = np.concatenate(opens)
+        parent = np.arange(base)
         for a, b in np.concatenate(joins) if joins else ():
-            _union(parents, int(a), int(b))
-        return parents, np.concatenate(sizes), np.concatenate(edge), bases
+            _union(parent, int(a), int(b))
+        roots = _roots(parent)
+        total = np.bincount(roots, weights=info[:, 0], minlength=base)
+        touching = np.bincount(roots, weights=info[:, 1], minlength=base) > 0
+        small_open = np.concatenate([(total < limit)[roots] & ~touching[roots], [False]])  # id -1: not open
+        first = 0
+        for (y, last, top, bottom), strip_info in zip(rims, opens):
+            chosen = small_open[first : first + len(strip_info)]
+            first += len(strip_info)
+            if chosen.any():
+                self._relabel(y, last, top, bottom, strip_info[chosen], small_open, flip)
+
+    def _relabel(self, y: int, last: int, top: np.ndarray, bottom: np.ndarray, spans: np.ndarray,
+                 small_open: np.ndarray, flip: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        """Label again the rows of the strip at `y` that its small open components span from either rim, and flip
+        them; components are told by their pixel on a rim (labelling fewer rows only splits components, and a small
+        one lies whole in the rows it spans)."""
+        upper = spans[spans[:, 2] == 0, 3].max(initial=0)  # rows reached from the top rim
+        lower = spans[spans[:, 3] == last, 2].min(initial=last)  # first row reached from the bottom rim
+        bands = [(0, last, top, bottom)] if upper >= lower else [(0, upper, top, None), (lower, last, None, bottom)]
+        for r0, r1, on_top, on_bottom in bands:
+            if r1 <= r0:
+                continue
+            rows, labels, stats = self._label(y + r0, y + r1)
+            ids = np.full(len(stats), -1, np.int64)
+            for rim, row in ((on_top, labels[0]), (on_bottom, labels[-1])):
+                if rim is not None:
+                    ids[row[rim[:, 1]]] = rim[:, 0]
+            self._write(y + r0, rows, labels, small_open[ids], flip)
+
+    def _label(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("the mask clean-up was stopped")
+        rows = np.asarray(self.mask[y0:y1])
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(self.select(rows).view(np.uint8),
+                                                               connectivity=self.connectivity, ltype=cv2.CV_32S)
+        return rows, labels, stats
+
+    def _write(self, y: int, rows: np.ndarray, labels: np.ndarray, chosen: np.ndarray,
+               flip: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        flip(rows, chosen[labels])
+        self.mask[y : y + rows.shape[0]] = rows
 
     def _pairs(self, above: np.ndarray, below: np.ndarray) -> np.ndarray:
         """Distinct (id above, id below) of touching pixels across a strip edge."""
@@ -113,6 +135,13 @@ class _Components:
             both = (a >= 0) & (b >= 0)
             pairs.append(np.stack([a[both], b[both]], axis=1))
         return np.unique(np.concatenate(pairs), axis=0)
+
+
+def _one_pixel_each(ids: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """(id, column) of the first pixel of each open component on a row of labels (ids: label -> id, -1 if not open)."""
+    labels, columns = np.unique(row, return_index=True)
+    keep = ids[labels] >= 0
+    return np.stack([ids[labels][keep], columns[keep]], axis=1)
 
 
 def _union(parent: np.ndarray, a: int, b: int) -> None:
