@@ -133,7 +133,10 @@ class _Components:
             a = above[max(0, s): len(above) + min(0, s)]
             b = below[max(0, -s): len(below) + min(0, -s)]
             both = (a >= 0) & (b >= 0)
-            pairs.append(np.stack([a[both], b[both]], axis=1))
+            a, b = a[both], b[both]
+            new = np.ones(len(a), bool)  # runs of one pair along the edge (most of it) counted once before sorting
+            new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+            pairs.append(np.stack([a[new], b[new]], axis=1))
         return np.unique(np.concatenate(pairs), axis=0)
 
 
