@@ -46,8 +46,8 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> PredictJob:
     folder = tmp_path_factory.mktemp("qupath")
     model = darkness_model()
     attach_info(model, ModelInfo(ClassMap.named(NAMES, [TUMOR, STROMA])))
-    job = PredictJob(CMU, save_model(model, folder / "m.keras"), folder / "labels.tif", region=Region(300, 200, 1500, 1100),
-                     tile=512, probabilities=folder / "probabilities.tif")
+    job = PredictJob(CMU, save_model(model, folder / "m.keras"), folder / "labels.tif",
+                     region=Region(300, 200, 1500, 1100), tile=512, probabilities=folder / "probabilities.tif")
     run_predict_job(job)
     return job
 
