@@ -144,12 +144,12 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             shape = (canvas_h, canvas_w, *store.shape[2:])
             about = {**description, "values": "probability x 255 of each class, one channel per class",
                      "threshold": None, "channels": classes.names[-channels:]}
+            rows = _canvas_rows(kept, shape, origin)
             if labels:  # K named channels: an OME-TIFF, as QuPath reads them
-                write_channels_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp,
-                                    about, classes.names)
+                write_channels_tiff(tmp[job.probabilities], rows, shape, ds, slide.mpp, about, classes.names)
             else:
-                write_mask_tiff(tmp[job.probabilities], _canvas_rows(kept, shape, origin), shape, ds, slide.mpp,
-                                about, MaskValues("probability", classes)).close()
+                write_mask_tiff(tmp[job.probabilities], rows, shape, ds, slide.mpp, about,
+                                MaskValues("probability", classes)).close()
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start, notes, dict(zip(classes.names, map(int, counts))), pixel_area,
                          ds, values, job.probabilities)
