@@ -28,7 +28,7 @@ class TrainConfig:
     clip_norm: float | None = 1.0  # global gradient-norm clipping
     augment: bool = True  # exact dihedral + colour augmentation of the whole region each step
     colour_jitter: float = 1.0  # strength of the colour augmentation (0 = geometry only)
-    ink: float = 0.0  # chance per bright-field step of marker strokes of a random colour over the region
+    ink: float = 0.5  # chance per bright-field step of a marker stroke or two (black, blue, green, red) over the region
     init_bias: bool = True  # start the output bias at the labels' tissue prior
     average: float = 0.98  # cap of the momentum of the weight average a run ends with (0: the last step's weights)
     max_recoveries: int = 3  # collapse-guard restarts before giving up
