@@ -2,9 +2,10 @@
 without the ink augmentation (`TrainConfig.ink`).
 
 For each seed: the convergence suite's "typical" slide (8192 x 4096, one pen per 10 MP of the generator's colours),
-trained on its left half with the defaults, then with `ink=0.5`; each model scores the right half as it is, and
-with two extra pen strokes of one marker colour drawn over it (black, blue, green, red, purple; labels unchanged:
-ink over glass is background, tissue under ink stays tissue), one colour at a time.
+trained on its left half with the defaults but without ink (`ink=0`), then with the default `ink=0.5`; each model
+scores the right half as it is, and with two extra pen strokes of one marker colour drawn over it (black, blue,
+green, red, purple; labels unchanged: ink over glass is background, tissue under ink stays tissue), one colour at a
+time.
 
 Writes benchmarks/results/unseen_ink.json and the table between the markers in README.md.
     python benchmarks/bench_unseen_ink.py [--seeds 0,1,2]
