@@ -252,7 +252,7 @@ def update_readme(runs: list[dict], parallel: int) -> None:
     for name in dict.fromkeys(r["case"] for r in runs):
         mine = sorted((r for r in runs if r["case"] == name), key=lambda r: r["seed"])
         dice = ", ".join(f"{r['val_dice']:.4f}" for r in mine)
-        own = ", ".join(f"{r['model_dice']:.4f}" if "model_dice" in r else "–" for r in mine)
+        own = ", ".join(f"{r['model_dice']:.4f}" for r in mine)
         to = lambda key: ", ".join("–" if r[key] is None else str(r[key]) for r in mine)  # noqa: E731
         rows.append(f"| {name} | {len(mine)} | {dice} | {own} | {to('steps_to_0.97')} | {to('steps_to_0.99')} | "
                     f"{statistics.mean(r['seconds'] for r in mine):.0f} | {sum(r['collapses'] for r in mine)} |")
@@ -260,8 +260,7 @@ def update_readme(runs: list[dict], parallel: int) -> None:
     sharing = f" ({parallel} runs at a time, sharing the machine)" if parallel > 1 else ""
     summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores{sharing} with the defaults (`TrainConfig()`, "
                f"{STEPS} steps, validation every {VALIDATE_EVERY}; the final Dice is that of the mask `predict` writes "
-               f"with its defaults, the model's own output at 0.5 beside it; – there: a run from before the clean-up, "
-               f"scored on the model's own output): {len(runs)} runs, minimum validation Dice "
+               f"with its defaults, the model's own output at 0.5 beside it): {len(runs)} runs, minimum validation Dice "
                f"{min(all_dice):.4f}, median {statistics.median(all_dice):.4f}, "
                f"{sum(d >= 0.97 for d in all_dice)}/{len(runs)} at >= 0.97, "
                f"{sum(r['collapses'] for r in runs)} guard restarts.")
