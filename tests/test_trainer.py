@@ -173,20 +173,34 @@ def test_a_run_ends_with_the_average_of_its_steps_weights(regions: tuple, tmp_pa
         assert np.array_equal(a, b)
 
 
-def test_pause_holds_between_tiles_and_resume_finishes(regions: tuple) -> None:
+@pytest.mark.parametrize("tile", [512, None], ids=["tiled", "one tensor"])
+def test_pause_holds_and_resume_finishes(regions: tuple, tile: int | None) -> None:
+    """Paused before the first step and again after the first: no step runs until resumed."""
     train, _ = regions
     steps: list[float] = []
-    trainer = Trainer(_model(), [train], None, TrainConfig(steps=3, tile=512),
-                      listeners=[lambda e: steps.append(time.monotonic()) if isinstance(e, StepEvent) else None])
+
+    def on_step(event: object) -> None:
+        if isinstance(event, StepEvent):
+            steps.append(time.monotonic())
+            if event.step == 1:
+                trainer.pause()
+
+    trainer = Trainer(_model(), [train], None, TrainConfig(steps=3, tile=tile), listeners=[on_step])
     trainer.pause()
     worker = threading.Thread(target=trainer.run)
     worker.start()
     time.sleep(1.0)
     assert trainer.paused and steps == [] and worker.is_alive()
+    trainer.resume()
+    deadline = time.monotonic() + 120
+    while not steps and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # a step on this small region takes well under a second once compiled
+    assert trainer.paused and len(steps) == 1 and worker.is_alive()
     resumed_at = time.monotonic()
     trainer.resume()
     worker.join(timeout=120)
-    assert not worker.is_alive() and len(steps) == 3 and steps[0] > resumed_at
+    assert not worker.is_alive() and len(steps) == 3 and steps[1] > resumed_at
 
 
 def test_resume_without_checkpoint_is_an_error(regions: tuple, tmp_path: Path) -> None:
