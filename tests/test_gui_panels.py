@@ -14,6 +14,7 @@ from shapely.geometry import box
 from conftest import CMU, TCGA, dispose_window
 from gui_helpers import click, drag
 from gigapath_desktop.annotations import Annotation, Role
+from gigapath_desktop.training import StepEvent, TileEvent
 from gigapath_desktop.training.metrics import COLUMNS
 from gigapath_desktop.ui.annotation_list import EditDialog
 from gigapath_desktop.ui.jobs import JobRunner
@@ -262,3 +263,21 @@ def test_a_task_started_from_the_last_ones_result_is_not_refused(window: MainWin
     gate.set()
     qtbot.waitUntil(lambda: chain.results == [2], timeout=30_000)
     assert chain.first_thread_alive and chain.started and window.errors == []
+
+
+def test_the_progress_line_says_paused_and_the_eta_leaves_the_pause_out(window: MainWindow) -> None:
+    panel = window.panel
+    panel.begin(10)
+    panel.set_running(True)
+    panel.on_event(StepEvent(2, 10, 0.5, 0.8, None, 1.0, 3.0, 2**30, None, "CPU"))
+    assert panel.eta.text().startswith("step 2/10, ETA")
+    panel.set_running(True, paused=True)
+    assert panel.eta.text() == "paused at step 2/10"
+    panel.on_event(TileEvent(3, 1, 4))  # the step in flight reaches the next pause point
+    assert panel.eta.text() == "paused at step 2/10" and panel.pause.text() == "Resume"
+    panel._t0 -= 3600  # the run began an hour ago and spent it paused
+    panel._paused_since -= 3600
+    panel.set_running(True, paused=False)
+    minutes = int(panel.eta.text().split("ETA ")[1].split(" min")[0])
+    assert panel.eta.text().startswith("step 2/10, ETA") and 0 <= minutes < 30, "the hour paused is not in the ETA"
+    panel.set_running(False)

@@ -129,6 +129,9 @@ class TrainingPanel(QWidget):
         self.data: dict[str, list[float]] = {k: [] for k in ("step", "loss", "dice", "val_step", "val_dice", "mpix",
                                                              "t", "rss", "device_t", "device")}
         self._t0 = time.monotonic()
+        self._paused_since: float | None = None  # the ETA leaves paused time out
+        self._paused_for = 0.0
+        self._done_steps = 0.0
         self._device_memory: int | None = None
         self._step_started = time.monotonic()
         self._total_steps = self.steps.value()
@@ -155,6 +158,13 @@ class TrainingPanel(QWidget):
         self.pause.setEnabled(running)
         self.stop.setEnabled(running)
         self.pause.setText("Resume" if paused else "Pause")
+        if paused and self._paused_since is None:
+            self._paused_since = time.monotonic()
+        elif not paused and self._paused_since is not None:
+            self._paused_for += time.monotonic() - self._paused_since
+            self._paused_since = None
+        if running:
+            self._set_progress(self._done_steps)
         for widget in (self.scope, self.sparse, self.train_region, self.val_region, self.tile, self.memory_budget,
                        self.learning_rate, self.steps, self.device):
             widget.setEnabled(not running)
@@ -198,10 +208,14 @@ class TrainingPanel(QWidget):
         self._redraw()
 
     def _set_progress(self, done_steps: float) -> None:
+        self._done_steps = done_steps
         todo = max(1, self._total_steps - self._first_step)
         self.progress.setValue(int(1000 * min(1.0, done_steps / todo)))
-        elapsed = time.monotonic() - self._t0
-        if done_steps > 0:
+        now = time.monotonic()
+        elapsed = now - self._t0 - self._paused_for - (0.0 if self._paused_since is None else now - self._paused_since)
+        if self._paused_since is not None:
+            self.eta.setText(f"paused at step {self._first_step + int(done_steps)}/{self._total_steps}")
+        elif done_steps > 0:
             remaining = elapsed / done_steps * (todo - done_steps)
             self.eta.setText(f"step {self._first_step + int(done_steps)}/{self._total_steps}, "
                              f"ETA {int(remaining // 60)} min {int(remaining % 60)} s")
