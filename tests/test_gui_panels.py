@@ -281,3 +281,12 @@ def test_the_progress_line_says_paused_and_the_eta_leaves_the_pause_out(window: 
     minutes = int(panel.eta.text().split("ETA ")[1].split(" min")[0])
     assert panel.eta.text().startswith("step 2/10, ETA") and 0 <= minutes < 30, "the hour paused is not in the ETA"
     panel.set_running(False)
+
+
+def test_the_window_fits_a_laptop_screen(window: MainWindow) -> None:
+    """Panels scroll instead of holding the window up: it can shrink to well under 1280 x 800 (a 13-inch laptop)."""
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 800 and hint.height() <= 600, hint
+    window._fit_to_screen(1500, 950)  # as it opens (the fixture resized it); the offscreen screen is 800 x 800
+    free = QApplication.primaryScreen().availableGeometry()
+    assert window.width() <= free.width() and window.height() <= free.height()

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QDialog, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMessageBox,
+                               QScrollArea, QTableWidget, QTableWidgetItem, QWidget)
 
 from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
@@ -44,7 +46,7 @@ class MainWindow(QMainWindow):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("GigaPath Desktop")
-        self.resize(1500, 950)
+        self._fit_to_screen(1500, 950)
         self.setAcceptDrops(True)
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
@@ -94,10 +96,22 @@ class MainWindow(QMainWindow):
         if settings_problem:
             self.show_error(settings_problem, "Your settings (recent slides, training defaults) start afresh.")
 
+    def _fit_to_screen(self, width: int, height: int) -> None:
+        """Open at `width` x `height`, or smaller where the screen's free area is (a 1280 x 800 laptop)."""
+        screen = QGuiApplication.primaryScreen()
+        free = screen.availableGeometry() if screen is not None else None
+        if free is not None and free.width() > 0 and free.height() > 0:
+            width, height = min(width, free.width()), min(height, free.height() - 40)  # the title bar
+        self.resize(width, height)
+
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
-        dock.setWidget(widget)
+        scroll = QScrollArea()  # a panel taller than a laptop screen scrolls instead of holding the window up
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
