@@ -213,6 +213,7 @@ def test_training_on_a_region_of_only_tissue_shows_a_warning_dialog(window: Main
     qtbot.waitUntil(lambda: any("100.0 % tissue" in m for m in window.errors), timeout=5_000)
     assert window.error_box is not None and window.error_box.isVisible()
     assert "enlarge the region" in window.error_box.text()
+    assert QApplication.activeModalWidget() is None, "the warning leaves Pause, Stop and Quit usable"
 
 
 def test_a_damaged_autosave_is_kept_aside_and_never_overwritten(window: MainWindow, tmp_path: Path) -> None:

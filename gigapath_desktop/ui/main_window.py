@@ -277,11 +277,13 @@ class MainWindow(QMainWindow):
 
     # --- errors and status --------------------------------------------------------------------------------------------
     def show_error(self, message: str, what_next: str = "") -> None:
-        """A dialog saying what went wrong and what to do next (non-blocking, so work in progress goes on)."""
+        """A dialog saying what went wrong and what to do next. Modeless: work in progress goes on and its controls
+        stay usable (a training warning says "stop it (Stop)": the Stop button must answer while it shows)."""
         self.errors.append(message)
         self.error_box = QMessageBox(QMessageBox.Icon.Warning, "GigaPath Desktop", message, parent=self)
         self.error_box.setInformativeText(what_next)
-        self.error_box.open()
+        self.error_box.setWindowModality(Qt.WindowModality.NonModal)
+        self.error_box.show()
 
     def _show_status(self, message: str) -> None:
         self.statusBar().showMessage(message, 10000)
