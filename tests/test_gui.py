@@ -117,6 +117,22 @@ def test_invalid_geojson_shows_an_error_and_keeps_annotations(window: MainWindow
     assert window.session.slide is not None and window.session.slide.path == CMU
 
 
+def test_an_import_says_what_it_left_out_and_an_empty_file_adds_nothing(window: MainWindow, tmp_path: Path) -> None:
+    window.open_slide(CMU)
+    empty = tmp_path / "empty.geojson"
+    empty.write_text('{"type": "FeatureCollection", "features": []}')
+    assert not window.import_geojson(empty)
+    assert "holds no annotations" in window.error_box.text() and window.session.history.undo_text is None
+    mixed = tmp_path / "mixed.geojson"
+    mixed.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {}},
+        {"type": "Feature", "geometry": box(100, 100, 300, 300).__geo_interface__,
+         "properties": {"classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}))
+    assert window.import_geojson(mixed)
+    assert "skipped 1 Point" in window.error_box.informativeText()
+    assert "Tumor" in [window.menus.class_box.itemText(i) for i in range(window.menus.class_box.count())]
+
+
 def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
     window.open_slide(CMU)
     window.detect_tissue()

@@ -153,3 +153,25 @@ def test_these_tests_pass_without_qt() -> None:
                             cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_imported_classes_join_the_session_with_one_colour_and_far_shapes_are_named(session: Session,
+                                                                                    tmp_path: Path) -> None:
+    session.set_slide(open_slide(CMU))  # 2220 x 2967
+    path = tmp_path / "qupath.geojson"
+    features = [
+        {"type": "Feature", "geometry": box(100, 100, 300, 300).__geo_interface__,
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": box(400, 400, 600, 600).__geo_interface__,
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}},
+        {"type": "Feature", "geometry": box(50000, 50000, 60000, 60000).__geo_interface__,
+         "properties": {"objectType": "annotation", "name": "far away", "classification": {"name": "Stroma"}}},
+    ]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    notes = session.import_annotations("import", read_geojson(path))
+    classes = {c.name: c.color for c in session.classes}
+    assert classes["Tumor"] == (200, 0, 0) and "Stroma" in classes
+    assert {a.cls.color for a in session.annotations if a.cls.name == "Tumor"} == {(200, 0, 0)}
+    assert len(notes) == 1 and "1 of the 3" in notes[0] and "far away" in notes[0]
+    session.history.undo()
+    assert len(session.annotations) == 0, "one undoable edit"

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 from shapely.affinity import translate
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from gigapath_desktop.annotations import DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet
+from gigapath_desktop.annotations import DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet, Role
 from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
@@ -170,6 +171,27 @@ class Session:
     # --- edits (all undoable) ---------------------------------------------------------------------------------------
     def apply(self, text: str, before: list[Annotation], after: list[Annotation]) -> None:
         self.history.push(text, before, after)
+
+    def import_annotations(self, title: str, annotations: list[Annotation]) -> list[str]:
+        """Add imported annotations as one undoable edit. Their label classes join the session's, each with one
+        colour: the one it has here, else the first it comes with (QuPath leaves some features' colour out).
+        Returns what the user should be told: shapes that lie wholly outside the open slide."""
+        known = {c.name: c for c in self.classes}
+        for annotation in annotations:
+            if annotation.role is Role.LABEL and annotation.cls.name not in known:
+                known[annotation.cls.name] = self.add_class(annotation.cls.name, annotation.cls.color)
+        unified = [a if known.get(a.cls.name, a.cls) == a.cls else replace(a, cls=known[a.cls.name])
+                   for a in annotations]
+        self.apply(title, [], unified)
+        if self.slide is None:
+            return []
+        width, height = self.slide.dimensions
+        outside = [a for a in unified if not a.geometry.intersects(box(0, 0, width, height))]
+        if not outside:
+            return []
+        names = ", ".join(dict.fromkeys(a.name or a.cls.name for a in outside))
+        return [f"{len(outside)} of the {len(unified)} imported annotations lie wholly outside this slide "
+                f"({width} x {height} px): {names}. Was the file exported from another slide?"]
 
     def change(self, annotation: Annotation, **fields: Any) -> Annotation:
         """Rename, reclassify or give another role (name=, cls=, role=) as one undoable edit."""

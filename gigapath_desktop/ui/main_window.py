@@ -185,14 +185,22 @@ class MainWindow(QMainWindow):
 
     # --- annotations --------------------------------------------------------------------------------------------------
     def import_geojson(self, path: str | Path) -> bool:
-        """Import all annotations of a GeoJSON file, or none (with an error dialog) if any is invalid."""
+        """Import all annotations of a GeoJSON file, or none (with an error dialog) if any is invalid; say what was
+        left out (points, lines, detections) and what lies outside the slide."""
+        notes: list[str] = []
         try:
-            imported = read_geojson(path)
+            imported = read_geojson(path, report=notes.append)
         except GigaPathError as exc:
             self.show_error(str(exc), "Nothing was imported and your annotations are unchanged. Fix the file or "
                             "export it again from QuPath (File > Export objects as GeoJSON).")
             return False
-        self.session.apply(f"import {Path(path).name}", [], imported)
+        if not imported:
+            self.show_error(f"{Path(path).name} holds no annotations to import", " ".join(
+                notes or ["Only areas (polygons) of QuPath annotation objects become annotations."]))
+            return False
+        notes += self.session.import_annotations(f"import {Path(path).name}", imported)
+        if notes:
+            self.show_error(f"imported {len(imported)} annotation(s) from {Path(path).name}", " ".join(notes))
         return True
 
     def export_geojson(self, path: str | Path) -> bool:
