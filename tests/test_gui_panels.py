@@ -170,6 +170,9 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     assert len([b for b in dialog.findChildren(QPushButton) if b.text() == "Browse…"]) == 3
     assert dialog.tiff.width() >= 400 or dialog.tiff.minimumWidth() >= 400
     dialog.done(QDialog.DialogCode.Rejected)
+    assert window.save_start() == str(tmp_path / "exports"), "Save session starts in the user's folder, not the slide's"
+    window.save_session(str(tmp_path / "session"))
+    assert window.save_start() == str(tmp_path / "session"), "then in the session's own"
 
 
 def test_overview_rectangle_is_inside_and_the_scale_bar_stays(window: MainWindow, qtbot) -> None:  # noqa: ANN001

@@ -108,5 +108,12 @@ def exports_dir(slide: Path, session: Path | None = None) -> Path:
     `$GIGAPATH_EXPORT_DIR` or the user's documents (never the slide's own folder, often read-only or shared)."""
     if session is not None:
         return session / "exports"
+    return documents_dir() / slide.stem
+
+
+def documents_dir() -> Path:
+    """The user's own folder for what the app writes (exports, sessions): `$GIGAPATH_EXPORT_DIR` or
+    Documents/GigaPath Desktop. Save dialogs start here, never in the folder of the last slide opened (the bundled
+    demo slide's is inside the app)."""
     env = os.environ.get("GIGAPATH_EXPORT_DIR")
-    return (Path(env) if env else platformdirs.user_documents_path() / "GigaPath Desktop") / slide.stem
+    return Path(env) if env else platformdirs.user_documents_path() / "GigaPath Desktop"

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QFrame, QLabel
 from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import SavedSession, Session, TrainingChoice
-from gigapath_desktop.project.settings import Settings, exports_dir
+from gigapath_desktop.project.settings import Settings, documents_dir, exports_dir
 from gigapath_desktop.slides import Slide, open_slide
 from gigapath_desktop.ui.annotation_list import AnnotationList
 from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
@@ -351,6 +351,15 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, title, start or self.settings.last_folder)
         if folder:
             then(folder)
+
+    def save_start(self) -> str:
+        """Where a save dialog starts: the session's own folder, else the user's GigaPath Desktop documents folder."""
+        folder = self.session.folder or documents_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # the dialog then starts where Qt chooses; the user picks a folder anyway
+            pass
+        return str(folder)
 
     def open_run_dialog(self) -> None:
         self.with_folder("Open training run", self.open_run, str(self.trainer.runs_dir()))

@@ -49,7 +49,8 @@ def build_menus(w: "MainWindow") -> Menus:
     action(file, "Open slide…", w.open_slide_dialog, QKeySequence.StandardKey.Open)
     recent = file.addMenu("Open recent")
     action(file, "Open session…", lambda: w.with_folder("Open session", w.open_session))
-    action(file, "Save session…", lambda: w.with_folder("Save session in folder", w.save_session), QKeySequence.StandardKey.Save)
+    action(file, "Save session…", lambda: w.with_folder("Save session in folder", w.save_session, w.save_start()),
+           QKeySequence.StandardKey.Save)
     file.addSeparator()
     action(file, "New project…", w.projects.create_dialog)
     action(file, "Open project…", w.projects.open_dialog)
