@@ -102,6 +102,8 @@ class TrainingPanel(QWidget):
             item.setClipToView(True)
             item.setLabel("bottom", x_label)
             item.setLabel("left", y_label)
+            for side in ("bottom", "left"):  # 0.9 GiB reads as 0.9, not as 900 with a "(x0.001)" in the label
+                item.getAxis(side).enableAutoSIPrefix(False)
             return item
 
         self.quality, self.memory, self.speed = plot(0, "step", ""), plot(1, "seconds", "GiB"), plot(2, "step", "MP/s")
