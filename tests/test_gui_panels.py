@@ -70,6 +70,8 @@ def test_region_roles_are_explicit_and_visible(window: MainWindow, qtbot) -> Non
     assert first.role is second.role is Role.REGION
     assert window.panel.val_region.currentData() is None, "a second rectangle does not silently validate"
     qtbot.waitUntil(lambda: window.annotation_list.rowCount() == 2)
+    assert [window.annotation_list.item(_row(window, a), 0).text() for a in (first, second)] == ["Train 1", "Train 2"]
+    assert window.panel.train_region.itemText(1).startswith("Train 2 "), "the list and the choices say the same"
 
     def choose_validation() -> None:
         dialog = QApplication.activeModalWidget()

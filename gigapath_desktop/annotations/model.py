@@ -170,6 +170,12 @@ class AnnotationSet:
         """Training and validation regions (or those of one `role`), in drawing order."""
         return [a for a in self._items if a.role.is_area and role in (None, a.role)]
 
+    def region_titles(self) -> dict[str, str]:
+        """id -> each region's name, else its role and number among that role's regions ("Train 2"): the list and
+        the region choices call a region the same."""
+        return {a.id: a.name or f"{a.role.title} {i}" for role in (Role.REGION, Role.VALIDATION)
+                for i, a in enumerate(self.regions(role), start=1)}
+
     def find(self, annotation_id: str | None) -> Annotation | None:
         return next((a for a in self._items if a.id == annotation_id), None)
 

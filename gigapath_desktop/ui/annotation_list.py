@@ -63,10 +63,11 @@ class AnnotationList(QTableWidget):
         self._syncing = True
         self.setRowCount(len(annotations))
         self._ids = [a.id for a in annotations]
+        titles = self.session.annotations.region_titles()
         for row, a in enumerate(annotations):
             swatch = QPixmap(10, 10)
             swatch.fill(QColor(*a.cls.color))
-            cells = [QTableWidgetItem(a.name or "—"), QTableWidgetItem(swatch, a.cls.name), QTableWidgetItem(a.role.title),
+            cells = [QTableWidgetItem(titles.get(a.id) or a.name or "—"), QTableWidgetItem(swatch, a.cls.name), QTableWidgetItem(a.role.title),
                      QTableWidgetItem(area_text(a, mpp)), QTableWidgetItem(str(shapely.get_num_coordinates(a.geometry)))]
             for col, cell in enumerate(cells):
                 self.setItem(row, col, cell)

@@ -169,8 +169,10 @@ class TrainingController(QObject):
     def refresh_regions(self) -> None:
         """The region choices follow the annotations' roles: Train regions train, Validation regions validate
         (the first of each unless another, or no validation, is chosen)."""
-        _fill(self.panel.train_region, self.session.annotations.regions(Role.REGION), None)
-        _fill(self.panel.val_region, self.session.annotations.regions(Role.VALIDATION), "none", self._no_validation)
+        annotations = self.session.annotations
+        titles = annotations.region_titles()
+        _fill(self.panel.train_region, annotations.regions(Role.REGION), titles, None)
+        _fill(self.panel.val_region, annotations.regions(Role.VALIDATION), titles, "none", self._no_validation)
         self.show_plan()
 
     def _on_annotation(self, what: str, annotation: Annotation) -> None:
@@ -242,16 +244,17 @@ class TrainingController(QObject):
             self.panel.eta.setText("not started")
 
 
-def _fill(box: QComboBox, regions: list, none_label: str | None, keep_none: bool = False) -> None:
+def _fill(box: QComboBox, regions: list, titles: dict[str, str], none_label: str | None,
+          keep_none: bool = False) -> None:
     """List `regions`, keeping the chosen one; else the first (or "none" when the user chose it)."""
     current = box.currentData()
     box.blockSignals(True)
     box.clear()
     if none_label:
         box.addItem(none_label, None)
-    for i, r in enumerate(regions, start=1):
+    for r in regions:
         x0, y0, x1, y1 = (int(v) for v in r.bounds)
-        box.addItem(f"{r.name or f'{r.role.title} {i}'}  ({x0}, {y0}, {x1 - x0} x {y1 - y0})", r.id)
+        box.addItem(f"{titles[r.id]}  ({x0}, {y0}, {x1 - x0} x {y1 - y0})", r.id)
     found = box.findData(current) if current is not None else -1
     first = 0 if keep_none or not none_label else min(box.count() - 1, 1)
     box.setCurrentIndex(found if found >= 0 else first)
