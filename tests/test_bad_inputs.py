@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -191,3 +192,22 @@ def test_a_full_disk_is_one_error_line_and_changes_nothing(command: list[str], l
     assert result.returncode == 2 and len(lines) == 1 and "cannot write" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert _snapshot(tmp_path) == before
+
+
+def test_a_full_disk_while_predicting_stops_the_reads_before_the_slide_closes(work: Path, synthetic_slide: Path,
+                                                                             tmp_path: Path) -> None:
+    """Tiles are read ahead on threads; a write failing mid-run used to close the slide under them (OpenSlide's
+    'tc->outstanding == 0' abort, or a segfault, in three runs of four, instead of the error line). A real full disk:
+    a 256 KiB tmpfs, mounted in a mount namespace of its own (unshare), so root is not needed. (A file-size limit
+    does not do: the mask's scratch array is made at full size up front, so it fails before any tile is read.)"""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    command = [sys.executable, "-m", "gigapath_desktop", "predict", str(synthetic_slide), "--model",
+               str(work / "model.keras"), "--tile", "512", "--out", str(disk / "m.tif")]
+    script = f"mount -t tmpfs -o size=256k tmpfs {shlex.quote(str(disk))} && exec {shlex.join(command)}"
+    for _ in range(4):
+        result = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True,
+                                text=True)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(lines) == 1 and "No space left" in lines[0], result.stderr[-2000:]
+        assert list(disk.iterdir()) == [], "nothing is left in the outer folder either"

@@ -127,7 +127,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             shape = (*source.shape[:2], channels) if labels else source.shape[:2]
             store = commit.enter_context(closing(DiskArray.create(scratch / "p.npy", shape, np.uint8)))
             encode = _with_probabilities(encode)
-        bands = predict_bands(model, source, job.tile, progress, cancel, encode)
+        bands = commit.enter_context(closing(predict_bands(model, source, job.tile, progress, cancel, encode)))
         if store is not None:
             bands = _probabilities_kept(bands, store)
         if any(limits):

@@ -6,6 +6,7 @@ stream them to disk without ever holding the whole mask.
 """
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any, Callable, Iterator
 
 import keras
@@ -39,23 +40,25 @@ def predict_bands(
     tiles = list(plan.tiles())
     band: np.ndarray | None = None
     band_y = -1
-    for done, (t, pixels) in enumerate(bounded_map(lambda t: plan.image(image, t), tiles, workers=2), start=1):
-        if cancel is not None and cancel():
-            raise Cancelled("prediction was stopped")
-        if t.y != band_y:
-            if band is not None:
-                yield band_y, band
-            band_y, band = t.y, None
-        output = forward(tf.constant(pixels[None])).numpy()[0]
-        target, part = plan.crop(output[..., 0] if output.shape[-1] == 1 else output, t)
-        if not np.isfinite(part).all():
-            raise ModelError(f"the model gave non-finite output on the tile at x={t.x}, y={t.y}; it is damaged")
-        part = part if encode is None else encode(part)
-        if band is None:
-            band = np.zeros((min(t.height, height - t.y), width, *part.shape[2:]), part.dtype)
-        band[:, target[1]] = part
-        if progress is not None:
-            progress(done, len(tiles))
+    # closed on the way out, an error's included: no read may outlive the caller's slide handle
+    with closing(bounded_map(lambda t: plan.image(image, t), tiles, workers=2)) as reads:
+        for done, (t, pixels) in enumerate(reads, start=1):
+            if cancel is not None and cancel():
+                raise Cancelled("prediction was stopped")
+            if t.y != band_y:
+                if band is not None:
+                    yield band_y, band
+                band_y, band = t.y, None
+            output = forward(tf.constant(pixels[None])).numpy()[0]
+            target, part = plan.crop(output[..., 0] if output.shape[-1] == 1 else output, t)
+            if not np.isfinite(part).all():
+                raise ModelError(f"the model gave non-finite output on the tile at x={t.x}, y={t.y}; it is damaged")
+            part = part if encode is None else encode(part)
+            if band is None:
+                band = np.zeros((min(t.height, height - t.y), width, *part.shape[2:]), part.dtype)
+            band[:, target[1]] = part
+            if progress is not None:
+                progress(done, len(tiles))
     if band is not None:
         yield band_y, band
 

@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -171,12 +172,13 @@ def decode_into(
         cy, cx = chunk
         return source[cy : cy + DECODE_CHUNK, cx : cx + DECODE_CHUNK]
 
-    for done, ((cy, cx), tile) in enumerate(bounded_map(read, chunks), start=1):
-        if cancel is not None and cancel():
-            raise Cancelled("region decoding was stopped")
-        out[cy : cy + tile.shape[0], cx : cx + tile.shape[1]] = tile
-        if progress is not None:
-            progress(done, len(chunks))
+    with closing(bounded_map(read, chunks)) as reads:  # no read outlives a stop or an error (the slide closes next)
+        for done, ((cy, cx), tile) in enumerate(reads, start=1):
+            if cancel is not None and cancel():
+                raise Cancelled("region decoding was stopped")
+            out[cy : cy + tile.shape[0], cx : cx + tile.shape[1]] = tile
+            if progress is not None:
+                progress(done, len(chunks))
 
 
 def _writer_pid(path: Path) -> int | None:

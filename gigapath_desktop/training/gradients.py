@@ -18,6 +18,7 @@ float32 result is closer to the float64 truth than one long float32 reduction ov
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -253,8 +254,9 @@ def _tile_tensors(plan: TilePlan, image: np.ndarray, labels: np.ndarray, t: Tile
 
 def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> Iterator[tuple]:
     """Each tile's tensors in plan order, the next ones read and mirrored on a thread while the current one runs."""
-    for _, tensors in bounded_map(lambda t: _tile_tensors(plan, image, labels, t), plan.tiles(), workers=1):
-        yield tensors
+    with closing(bounded_map(lambda t: _tile_tensors(plan, image, labels, t), plan.tiles(), workers=1)) as reads:
+        for _, tensors in reads:
+            yield tensors
 
 
 def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
