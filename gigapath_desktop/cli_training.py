@@ -38,7 +38,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true",
                    help="train on the region as it is (default: a random flip/rotation and colour change per step)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="seed of the initial weights and the augmentation (default 0; with "
+                                            "--resume: the run's own)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--workers", type=int, default=1,
                    help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); same result")
@@ -63,7 +64,11 @@ def run_settings(args: argparse.Namespace) -> tuple[Path, "TrainConfig", bool, t
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
         given["tile"] = given["tile"] or None  # 0: the whole region as one tile
-    config = TrainConfig(**given, augment=not args.no_augment, seed=args.seed)
+    if args.seed is not None:
+        given["seed"] = args.seed
+    if args.no_augment:
+        given["augment"] = False
+    config = TrainConfig(**given)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if not 1 <= args.workers <= 1024:
         raise GigaPathError(f"--workers must be between 1 and 1024, got {args.workers}")

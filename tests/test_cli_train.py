@@ -43,10 +43,19 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
 
     again = run(*args, "--steps", "4", "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr
+    for extra, said in ((["--region", "0,0,1000,1000"], "trained on other data (train[0].regions"),
+                        (["--seed", "3"], "seed 0"), (["--no-augment"], "(leave --no-augment out)"),
+                        (["--steps", "2"], "at step 3 already")):  # the run's data and draws are its own
+        refused = run(*args, *extra, "--out", str(out), "--resume")
+        assert refused.returncode == 2 and said in refused.stderr.splitlines()[-1], refused.stderr[-600:]
     resumed = run(*args, "--steps", "5", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     with (out / "metrics.csv").open() as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3", "4", "5"]
+    for state in (out / "checkpoints").glob("step-*/state.json"):  # damaged by hand: refused, not trained on
+        state.write_text(state.read_text().replace('"step": ', '"step": "abc", "was": '))
+    damaged = run(*args, "--steps", "6", "--out", str(out), "--resume")
+    assert damaged.returncode == 2 and "step must be a whole number" in damaged.stderr.splitlines()[-1]
 
 
 def test_bad_train_arguments_exit_nonzero_with_one_line(tmp_path: Path) -> None:

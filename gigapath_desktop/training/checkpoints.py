@@ -58,6 +58,26 @@ def read_arrays(folder: Path, name: str) -> list[np.ndarray] | None:
         return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
+def read_state(folder: Path) -> dict:
+    """A checkpoint's state.json, checked where a damaged one (hand-edited, half-restored) would otherwise fail
+    mid-run or train on with NaN: a ValueError here makes the resume try the older checkpoint instead."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("state.json is nested too deeply") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) \
+            or not isinstance(state.get("history"), list):
+        raise ValueError("state.json lacks the run's settings or history")
+    for name in ("step", "recoveries", "lr_restart", "average_updates"):
+        value = state.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"state.json: {name} must be a whole number >= 0, got {value!r}")
+    scale = state.get("lr_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"state.json: lr_scale must lie in (0, 1], got {scale!r}")
+    return state
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether `run_dir` holds a run to resume (a `latest` pointer or any checkpoint folder)."""
     root = run_dir / CHECKPOINTS

@@ -97,6 +97,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     saved = checkpoint_info(job.out) if job.resume else None
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
+        _check_same_run(job)
     if job.config.tile == "auto" and not job.resume:  # (a resumed run keeps the settings it started with)
         _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
     train: list[RegionData] = []
@@ -114,6 +115,9 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
         trainer = Trainer.from_checkpoint(job.out, train, val, listeners, changes, executor)
         _check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))  # the one it resumed
+        if trainer.step > trainer.config.steps:
+            raise GigaPathError(f"{job.out}: the run is at step {trainer.step} already; --steps must be at least "
+                                f"{trainer.step} (or left out: the run's own)")
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))
@@ -158,6 +162,46 @@ def _check_resumable(job: TrainJob, saved: ModelInfo, wanted: ModelInfo) -> None
             return "the regions' own levels" if mpp is None else f"{mpp:g} µm/px"
         raise GigaPathError(f"{job.out}: the run trains at {say(saved.mpp)}, not {say(wanted.mpp)}; resume it with "
                             f"the same --mpp")
+
+
+def _check_same_run(job: TrainJob) -> None:
+    """--resume continues the same run: on the data it trained on (its config.json says which), with its seed and
+    augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
+    differ; a seed or augmentation given again must be the run's own."""
+    recorded = _recorded(job)
+    before, now = recorded.get("spec"), _resolved(job.spec).as_json()
+    if before is not None and before != now:
+        raise GigaPathError(f"{job.out}: the run trained on other data ({_difference(before, now)}); resume it with "
+                            f"the same slides, regions, labels and label mode, or start a new run in another --out")
+    training = recorded.get("training", {})
+    for name, option in (("seed", "--seed"), ("augment", "--no-augment")):
+        if name in job.resume_changes and name in training and training[name] != getattr(job.config, name):
+            raise GigaPathError(f"{job.out}: the run trains with {name} {training[name]}; a resumed run keeps it "
+                                f"(leave {option} out)")
+
+
+def _recorded(job: TrainJob) -> dict[str, Any]:
+    """The run's config.json ({} when it has none readable: the checkpoint's own settings then govern)."""
+    try:
+        recorded = json.loads((job.out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _difference(before: Any, now: Any, where: str = "") -> str:
+    """Where two specs first differ, down to an item's field, e.g. 'train[0].regions: [[0, 0, 512, 512, 0]] ->
+    [[256, 256, 256, 256, 0]]'."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in [*before, *(k for k in now if k not in before)]:
+            if before.get(key) != now.get(key):
+                return _difference(before.get(key), now.get(key), f"{where}.{key}" if where else key)
+    items = isinstance(before, list) and isinstance(now, list) and all(isinstance(x, dict) for x in before + now)
+    if items and len(before) == len(now):
+        for i, (a, b) in enumerate(zip(before, now)):
+            if a != b:
+                return _difference(a, b, f"{where}[{i}]")
+    return f"{where}: {json.dumps(before)} -> {json.dumps(now)}"
 
 
 def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple[SpecItem, str, list[Annotation],

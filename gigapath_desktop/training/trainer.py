@@ -6,7 +6,6 @@ between tiles, and a stopped step is discarded, so the weights always belong to 
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -29,7 +28,7 @@ from gigapath_desktop.model.unet import class_count, init_output_bias, output_ch
 from gigapath_desktop.outputs import pause_point
 from gigapath_desktop.training.augment import Augmentation
 from gigapath_desktop.training.averaging import WeightAverage
-from gigapath_desktop.training.checkpoints import read_arrays, resume_order, write_checkpoint
+from gigapath_desktop.training.checkpoints import read_arrays, read_state, resume_order, write_checkpoint
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
@@ -359,7 +358,7 @@ class Trainer:
     @classmethod
     def _load(cls, folder: Path, train: Sequence[RegionData], val: RegionData | Sequence[RegionData] | None,
               listeners: Sequence[Listener], changes: dict[str, object], executor: LocalExecutor | None) -> "Trainer":
-        state = json.loads((folder / "state.json").read_text())
+        state = read_state(folder)
         previous = TrainConfig.from_dict(state["config"])
         config = replace(previous, **changes)
         model = load_model(folder / "model.keras")
