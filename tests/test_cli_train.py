@@ -69,8 +69,11 @@ def test_bad_train_arguments_exit_nonzero_with_one_line(tmp_path: Path) -> None:
         "four integers": ["train", str(CMU), "--region", "0,0,100", "--auto-labels"],
         "positive number": ["train", str(CMU), "--region", "0,0,100,100", "--auto-labels", "--mpp", "nan"],
         "class names": ["train", str(CMU), "--region", "0,0,100,100", "--labels", "x.geojson", "--classes", "A,,B"],
+        "holds no label areas": ["train", str(CMU), "--region", "0,0,100,100", "--labels", str(tmp_path / "e.geojson"),
+                                 "--out", out + "3"],
     }
     (tmp_path / "broken.svs").write_bytes(CMU.read_bytes()[:5000])
+    (tmp_path / "e.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     running = {message: subprocess.Popen([sys.executable, "-m", "gigapath_desktop", *args], stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True) for message, args in cases.items()}
     for message, process in running.items():  # all at once: each spends most of its time importing TensorFlow

@@ -270,6 +270,9 @@ def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
         say(LogEvent(f"{slide.path.name}: detected {len(annotations)} tissue polygon(s) as labels"))
         return annotations
     annotations = read_geojson(item.labels, report=lambda note: say(WarningEvent(f"{item.labels}: {note}")))
+    if not any(a.role is Role.LABEL for a in annotations):  # (shapes that miss a region are only warned about)
+        raise GigaPathError(f"{item.labels}: holds no label areas (polygons of a class) to learn from; draw or "
+                            f"export some, or train with --auto-labels")
     others = other_classes(annotations)
     if others and classes is None:
         say(WarningEvent(f"{item.labels}: label class(es) {', '.join(map(repr, others))} are neither Tissue nor "
