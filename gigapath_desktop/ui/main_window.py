@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow, QMessageBox,
-                               QScrollArea, QTableWidget, QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import (QAbstractScrollArea, QDialog, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow,
+                               QMessageBox, QScrollArea, QTableWidget, QTableWidgetItem, QWidget)
 
 from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
@@ -107,11 +107,14 @@ class MainWindow(QMainWindow):
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
-        scroll = QScrollArea()  # a panel taller than a laptop screen scrolls instead of holding the window up
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(widget)
-        dock.setWidget(scroll)
+        if isinstance(widget, (QAbstractScrollArea, Overview)):  # (they scroll or scale themselves)
+            dock.setWidget(widget)
+        else:  # a panel taller than a laptop screen scrolls instead of holding the window up
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidget(widget)
+            dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
