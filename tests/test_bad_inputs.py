@@ -5,12 +5,14 @@ take seconds; a few faults that need a real process (a full disk) run as subproc
 """
 from __future__ import annotations
 
+import csv
 import json
 import resource
 import shlex
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,20 @@ GEOJSON = {
     "nameless-class.geojson": _feature(classification={"color": [1, 2, 3]}),
     "number.geojson": 5,
 }
+MODEL_INFO = {  # gigapath.json of a model, damaged
+    "infinite-colour.keras": '{"classes": [{"name": "Background", "color": [Infinity, 0, 0]}, '
+                             '{"name": "Tissue", "color": [1, 2, 3]}]}',
+    "tiny-mpp.keras": '{"classes": [{"name": "Background", "color": [0, 0, 0]}, '
+                      '{"name": "Tissue", "color": [1, 2, 3]}], "mpp": 1e-300}',
+    "deep-info.keras": "[" * 100_000 + "]" * 100_000,
+}
+
+
+def _with_info(model: Path, out: Path, info: str) -> None:
+    """A copy of the `model` archive whose gigapath.json is `info`."""
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(out, "w") as copy:
+        for entry in source.infolist():
+            copy.writestr(entry, info if entry.filename == "gigapath.json" else source.read(entry))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +80,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image = keras.Input((None, None, channels), dtype="uint8")
         x = layers.Rescaling(1 / 255)(image)
         save_model(keras.Model(image, layers.Conv2D(out, 1, activation=activation)(x)), folder / f"{name}.keras")
+    for name, info in MODEL_INFO.items():
+        _with_info(folder / "model.keras", folder / name, info)
     (folder / "notes.txt").write_text("not a slide, not a model")
     (folder / "truncated.svs").write_bytes(CMU.read_bytes()[:5000])
     (folder / "a-folder").mkdir()
@@ -72,6 +90,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
     (folder / "not-json.geojson").write_text("{ this is not json")
     (folder / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [_feature()]}))
+    (folder / "misspelt.json").write_text(json.dumps({"train": [{"slide": "slide.tif", "labels": "labels.geojson",
+                                                                 "mod": "sparse", "regions": [[0, 0, 256, 256]]}]}))
     return folder
 
 
@@ -84,12 +104,16 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "info: missing slide": (["info", "{w}/nope.svs"], "no such file"),
         "info: text file": (["info", "{w}/notes.txt"], "notes.txt"),
         "info: truncated slide": (["info", "{w}/truncated.svs"], "truncated.svs"),
-        "info: a folder": (["info", "{w}/a-folder"], "a-folder"),
+        "info: a folder": (["info", "{w}/a-folder"], "a-folder: is a folder, not a slide file"),
         "make-slide: zero width": (["make-slide", "{w}/new.tif", "--width", "0", "--height", "5"], "positive"),
         "make-slide: absurd size": (["make-slide", "{w}/new.tif", "--width", "99999999", "--height", "5"], "at most"),
         "make-slide: mpp nan": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "nan"], "--mpp"),
         "make-slide: mpp 0": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "0"], "--mpp"),
         "make-slide: mpp -1": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "-1"], "--mpp"),
+        "make-slide: mpp 1e-300": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--mpp", "1e-300"],
+                                   "--mpp"),
+        "make-slide: negative seed": (["make-slide", "{w}/new.tif", "--width", "5", "--height", "5", "--seed", "-1"],
+                                      "--seed"),
         "make-slide: missing folder": (["make-slide", "{w}/no/new.tif", "--width", "5", "--height", "5"],
                                        "does not exist"),
         "make-slide: out is a folder": (["make-slide", "{w}/a-folder", "--width", "5", "--height", "5"], "is a folder"),
@@ -108,6 +132,9 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "predict: probabilities are the out": ([*predict, "--out", "{w}/m.tif", "--probabilities", "{w}/m.tif"],
                                                 "different files"),
         "predict: slide-mpp nan": ([*predict, "--out", "{w}/m.tif", "--slide-mpp", "nan"], "--slide-mpp"),
+        "predict: slide-mpp 1e-300": ([*predict, "--out", "{w}/m.tif", "--slide-mpp", "1e-300"], "--slide-mpp"),
+        "predict: slide is a folder": (["predict", "{w}/a-folder", "--model", model, "--out", "{w}/m.tif"],
+                                       "is a folder"),
         "predict: remote probabilities": ([*predict, "--out", "{w}/m.tif", "--probabilities", "{w}/p.tif", "--remote",
                                            "http://127.0.0.1:9"], "--probabilities"),
         "predict: downsample nan": ([*predict, "--out", "{w}/m.tif", "--downsample", "nan"], "--downsample"),
@@ -125,12 +152,21 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "predict: NaN weights": (["predict", slide, "--model", "{w}/nan-weights.keras", "--out", "{w}/m.tif"],
                                  "non-finite"),
         "predict: grey input": (["predict", slide, "--model", "{w}/grey-input.keras", "--out", "{w}/m.tif"], "RGB"),
+        "predict: infinite class colour": (["predict", slide, "--model", "{w}/infinite-colour.keras", "--out",
+                                            "{w}/m.tif"], "class list is damaged"),
+        "predict: model at 1e-300 µm/px": (["predict", slide, "--model", "{w}/tiny-mpp.keras", "--out", "{w}/m.tif"],
+                                           "resolution"),
+        "predict: model info nested 100k deep": (["predict", slide, "--model", "{w}/deep-info.keras", "--out",
+                                                  "{w}/m.tif"], "nested too deeply"),
         "serve: job-nice 30": (["serve", "--token-file", "{w}/notes.txt", "--slides-root", "{w}", "--data-dir",
                                 "{w}/data", "--job-nice", "30"], "--job-nice"),
         "train: lr nan": ([*train, "--auto-labels", "--lr", "nan"], "finite"),
         "train: lr inf": ([*train, "--auto-labels", "--lr", "inf"], "finite"),
         "train: lr 5": ([*train, "--auto-labels", "--lr", "5"], "learning rate"),
         "train: slide-mpp 0": ([*train, "--auto-labels", "--slide-mpp", "0"], "slide_mpp"),
+        "train: mpp 1e-300": ([*train, "--auto-labels", "--mpp", "1e-300"], "'mpp'"),
+        "train: mpp 0.01, 50x finer than the slide": ([*train, "--auto-labels", "--mpp", "0.01"], "at most 4x"),
+        "train: slide is a folder": (["train", "{w}/a-folder", *train[2:], "--auto-labels"], "is a folder"),
         "train: negative seed": ([*train, "--auto-labels", "--seed", "-1"], "seed"),
         "train: zero steps": ([*train[:-4], "--steps", "0", "--auto-labels", "--out", "{w}/run"], "steps"),
         "train: tiny tile": ([*train, "--auto-labels", "--tile", "3"], "tile"),
@@ -140,6 +176,8 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "train: labels a folder": ([*train, "--labels", "{w}/a-folder"], "is a folder"),
         "train: labels not JSON": ([*train, "--labels", "{w}/not-json.geojson"], "not valid JSON"),
         "train: labels nested 100k deep": ([*train, "--labels", "{w}/deep.geojson"], "nested too deeply"),
+        "train: spec nested 100k deep": (["train", "--spec", "{w}/deep.geojson"], "nested too deeply"),
+        "train: spec item key misspelt": (["train", "--spec", "{w}/misspelt.json"], "['mod']"),
     }
     for name in GEOJSON:
         cases[f"train: labels {name}"] = ([*train, "--labels", f"{{w}}/{name}"], name)
@@ -153,22 +191,54 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_ends_in_one_error_line(name: str, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _main(args: list[str]) -> int:
+    """The CLI in-process, leaving this process's SIGTERM handler as it was."""
     from gigapath_desktop.cli import main
 
-    args, phrase = CASES[name]
-    before = _snapshot(work)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        code = main([a.replace("{w}", str(work)) for a in args])
+        return main(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_ends_in_one_error_line(name: str, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args, phrase = CASES[name]
+    before = _snapshot(work)
+    code = _main([a.replace("{w}", str(work)) for a in args])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
     assert phrase in lines[0] and "Traceback" not in err, err
     assert _snapshot(work) == before, "a file was created, changed or removed"
+
+
+def test_a_hole_or_speck_limit_past_the_region_is_every_hole_and_speck(work: Path, tmp_path: Path) -> None:
+    """1e308 µm² is more mask pixels than a float holds (it overflowed); it means what any area past the region's
+    does: every hole is filled, every speck removed (1e6 µm² is past the 700 x 500 px slide's 87 500 µm²)."""
+    from gigapath_desktop.slides import Region, open_slide
+
+    masks = []
+    for area in ("1e308", "1e6"):
+        out = tmp_path / f"{area}.tif"
+        assert _main(["predict", str(work / "slide.tif"), "--model", str(work / "model.keras"), "--out", str(out),
+                      "--slide-mpp", "0.5", "--min-hole", area, "--min-object", area]) == 0
+        with open_slide(out) as mask:
+            masks.append(mask.read_region(Region(0, 0, *mask.dimensions)))
+    np.testing.assert_array_equal(*masks)
+
+
+def test_a_batch_names_a_failed_slide_once(work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The error line and the summary's row name the slide already; the message does not repeat it."""
+    (tmp_path / "empty.svs").write_bytes(b"")
+    code = _main(["predict-batch", str(tmp_path / "empty.svs"), "--model", str(work / "model.keras"), "--out",
+                  str(tmp_path / "out")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and lines[0].count("empty.svs") == 1, lines
+    with (tmp_path / "out" / "summary.csv").open(encoding="utf-8") as f:
+        (row,) = csv.DictReader(f)
+    assert row["error"].startswith("not recognised as a slide"), row
 
 
 def _limit_file_size(limit: int) -> None:

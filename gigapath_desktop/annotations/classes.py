@@ -68,7 +68,7 @@ class ClassMap:
     def from_json(cls, data: Any) -> "ClassMap":
         try:
             return cls(tuple(AnnotationClass(str(c["name"]), tuple(int(v) for v in c["color"])) for c in data))
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, OverflowError) as exc:  # OverflowError: an infinite colour
             raise AnnotationError(f"a class list must be [{{'name': ..., 'color': [r, g, b]}}, ...] ({exc})") from None
 
 

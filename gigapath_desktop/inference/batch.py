@@ -122,8 +122,8 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
         result = run_predict_job(predict, progress, cancel, model)
     except Cancelled:
         raise
-    except (GigaPathError, OSError) as exc:
-        return BatchRow(slide, "error", _one_line(exc), time.perf_counter() - start)
+    except (GigaPathError, OSError) as exc:  # the row names the slide: its errors' own "SLIDE: " is left out
+        return BatchRow(slide, "error", _one_line(exc).removeprefix(f"{slide}: "), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001  (a decoder failure deep in one slide must not stop the others)
         return BatchRow(slide, "error", f"{type(exc).__name__}: {_one_line(exc)}", time.perf_counter() - start)
     areas, unit = result.areas()

@@ -113,7 +113,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         }
         # every output is written under a temporary name; all are renamed together once the last one is done
         pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds
-        limits, note = _cleanup_limits(job, values, pixel_area, slide)
+        limits, note = _cleanup_limits(job, values, pixel_area, slide, source.shape[0] * source.shape[1])
         notes += note
         description.update(min_hole_um2=limits[0] and job.min_hole_um2, min_object_um2=limits[1] and job.min_object_um2)
         tmp = {path: commit.enter_context(atomic_path(path)) for path in outputs}
@@ -168,9 +168,11 @@ def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[
     return read_at(slide, region, scale), scale.downsample, ()
 
 
-def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | None,
-                    slide: Slide) -> tuple[tuple[int, int], tuple[str, ...]]:
-    """(smallest hole, smallest object) kept in mask pixels (0: no clean-up), and a note where it cannot be done."""
+def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | None, slide: Slide,
+                    pixels: int) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """(smallest hole, smallest object) kept in mask pixels (0: no clean-up), and a note where it cannot be done.
+    An area past the region's `pixels` means every hole (speck): it is cut to `pixels` + 1, so an area like 1e308
+    µm² (more pixels than a float holds) fills every hole as the region's own area would."""
     if not (0 <= job.min_hole_um2 < math.inf and 0 <= job.min_object_um2 < math.inf):
         raise GigaPathError(f"the smallest hole and speck kept must be areas of 0 µm² or more, got "
                             f"{job.min_hole_um2:g} and {job.min_object_um2:g}")
@@ -179,7 +181,8 @@ def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | Non
     if pixel_area is None:
         return (0, 0), (f"{slide.path.name} records no µm/px, so small holes and specks were left as predicted "
                         "(--slide-mpp gives it one)",)
-    return (math.ceil(job.min_hole_um2 / pixel_area), math.ceil(job.min_object_um2 / pixel_area)), ()
+    hole, speck = (math.ceil(min(area / pixel_area, pixels + 1)) for area in (job.min_hole_um2, job.min_object_um2))
+    return (hole, speck), ()
 
 
 def _cleaned(bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], values: MaskValues,

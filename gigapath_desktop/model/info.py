@@ -6,7 +6,6 @@ which classes to write and at which µm/px to read a slide. Models written befor
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import keras
 from gigapath_desktop.annotations.classes import ClassMap
 from gigapath_desktop.errors import AnnotationError, ModelError
 from gigapath_desktop.model.unet import class_count
+from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 
 ENTRY = "gigapath.json"
 
@@ -32,8 +32,8 @@ class ModelInfo:
     @classmethod
     def from_json(cls, data: Any) -> "ModelInfo":
         mpp = data.get("mpp") if isinstance(data, dict) else None
-        if mpp is not None and not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
-            raise ModelError(f"its resolution must be a positive number of µm/px, got {mpp!r}")
+        if mpp is not None and not is_mpp(mpp):
+            raise ModelError(f"its resolution must be {MPP_TEXT}, got {mpp!r}")
         try:
             return cls(ClassMap.from_json(data["classes"]), None if mpp is None else float(mpp))
         except (TypeError, KeyError, AnnotationError) as exc:
@@ -71,4 +71,6 @@ def read_info(path: Path) -> ModelInfo | None:
             return ModelInfo.from_json(json.loads(archive.read(ENTRY)))
         except ValueError as exc:
             raise ModelError(f"its {ENTRY} is not JSON ({exc})") from None
+        except RecursionError:
+            raise ModelError(f"its {ENTRY} is nested too deeply to be model info") from None
 

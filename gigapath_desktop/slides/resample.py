@@ -19,6 +19,7 @@ from gigapath_desktop.slides.slide import Region, Slide, SlideSource
 
 
 STRIP = 128  # output rows resampled at a time
+MAX_ENLARGE = 4  # the most a slide's pixels are enlarged to reach a finer µm/px
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Scale:
         if slide.mpp is None:
             raise SlideError(f"{slide.path}: records no µm/px, so it cannot be read at {mpp:g} µm/px")
         wanted = mpp / slide.mpp[0]  # level-0 pixels per output pixel
+        if wanted < 1 / MAX_ENLARGE:
+            raise SlideError(f"{slide.path}: reading it at {mpp:g} µm/px would enlarge its {slide.mpp[0]:g} µm/px "
+                             f"pixels {1 / wanted:.3g}x; at most {MAX_ENLARGE}x (pixels finer than the scan's hold "
+                             f"nothing new, and the region's size grows with the square)")
         level = max((k for k, d in enumerate(slide.level_downsamples) if d <= wanted * (1 + 1e-6)), default=0)
         return cls(level, wanted / slide.level_downsamples[level], wanted)
 

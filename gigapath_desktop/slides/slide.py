@@ -19,6 +19,7 @@ import openslide
 from PIL import Image, UnidentifiedImageError
 
 from gigapath_desktop.errors import SlideError
+from gigapath_desktop.mpp import is_mpp
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # what OpenSlide reads, by extension: a folder's other files (notes, GeoJSON, CSV) are not slides
@@ -66,6 +67,8 @@ class Slide:
         self.path = Path(path)
         self._mpp = mpp  # the user's word for the slide's µm/px, over what the file records (or lacks)
         self._lock: threading.Lock | None = None  # only PIL-backed images need one
+        if self.path.is_dir():
+            raise SlideError(f"{self.path}: is a folder, not a slide file")
         if not self.path.is_file():
             raise SlideError(f"{self.path}: no such file")
         vendor = _call(self.path, lambda: openslide.OpenSlide.detect_format(str(self.path)))
@@ -108,7 +111,7 @@ class Slide:
     @property
     def mpp(self) -> tuple[float, float] | None:
         """Microns per level-0 pixel (x, y): the one given when opening, else the file's; None when the file does not
-        record it (or records nonsense: 0, negative, NaN, infinite)."""
+        record it (or records nonsense: a value outside MPP_RANGE)."""
         if self._mpp is not None:
             return (self._mpp, self._mpp)
         props = self._osr.properties
@@ -116,7 +119,7 @@ class Slide:
             mpp = (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
         except (KeyError, ValueError):
             return None
-        return mpp if all(math.isfinite(v) and v > 0 for v in mpp) else None
+        return mpp if all(map(is_mpp, mpp)) else None
 
     @property
     def associated_image_names(self) -> list[str]:

@@ -15,13 +15,13 @@ an item is labelled by tissue detection (tissue model only).
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 from gigapath_desktop.slides import Region
 
 MODES = ("dense", "sparse")
@@ -74,6 +74,8 @@ class TrainSpec:
             raise GigaPathError(f"{path}: cannot read the training spec ({exc.strerror})") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise GigaPathError(f"{path}: not a JSON training spec ({exc})") from None
+        except RecursionError:
+            raise GigaPathError(f"{path}: nested too deeply to be a training spec") from None
         try:
             return cls._parse(data, path.parent)
         except (TypeError, KeyError, ValueError) as exc:
@@ -83,9 +85,7 @@ class TrainSpec:
     def _parse(cls, data: Any, base: Path) -> "TrainSpec":
         if not isinstance(data, dict):
             raise ValueError("a training spec is a JSON object with a 'train' list")
-        unknown = set(data) - {"classes", "mpp", "train", "validation"}
-        if unknown:
-            raise ValueError(f"unknown entries {sorted(unknown)} (known: classes, mpp, train, validation)")
+        _known_only(data, ("classes", "mpp", "train", "validation"), "")
         classes = data.get("classes")
         if classes is not None:
             names = [c.get("name") if isinstance(c, dict) else c for c in classes] if isinstance(classes, list) else []
@@ -110,6 +110,7 @@ def _list(data: dict, key: str) -> list:
 def _item(entry: Any, base: Path, where: str) -> SpecItem:
     if not isinstance(entry, dict) or not isinstance(entry.get("slide"), str):
         raise ValueError(f"{where}: an item is an object with at least a 'slide' path")
+    _known_only(entry, ("slide", "labels", "mode", "regions", "slide_mpp"), f"{where}: ")
     mode = entry.get("mode", "dense")
     if mode not in MODES:
         raise ValueError(f"{where}: 'mode' must be 'dense' or 'sparse', got {mode!r}")
@@ -123,11 +124,17 @@ def _item(entry: Any, base: Path, where: str) -> SpecItem:
                     None if labels is None else base / labels, mode == "sparse", _mpp(entry, "slide_mpp", f"{where}: "))
 
 
+def _known_only(data: dict, known: tuple[str, ...], where: str) -> None:
+    """Refuse entries a spec does not know: a misspelt one ("mod" for "mode") would silently be its default."""
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"{where}unknown entries {sorted(unknown)} (known: {', '.join(known)})")
+
+
 def _mpp(data: dict, key: str, where: str) -> float | None:
     value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{where}'{key}' must be a positive number of µm per pixel, got {value!r}")
+    if value is not None and not is_mpp(value):
+        raise ValueError(f"{where}'{key}' must be {MPP_TEXT}, got {value!r}")
     return None if value is None else float(value)
 
 
