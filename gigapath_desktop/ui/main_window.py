@@ -6,25 +6,24 @@ menus call after asking for paths and that tests call directly; every error beco
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QAbstractScrollArea, QDialog, QDockWidget, QFileDialog, QFrame, QLabel, QMainWindow,
-                               QMessageBox, QScrollArea, QTableWidget, QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import (QAbstractScrollArea, QDockWidget, QFrame, QLabel, QMainWindow, QMessageBox, QScrollArea,
+                               QTableWidget, QTableWidgetItem, QWidget)
 
 from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import SavedSession, Session, TrainingChoice
-from gigapath_desktop.project.settings import Settings, documents_dir, exports_dir
+from gigapath_desktop.project.settings import Settings
 from gigapath_desktop.slides import Slide, open_slide
 from gigapath_desktop.ui.annotation_list import AnnotationList
-from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
-from gigapath_desktop.ui.export_dialog import ExportChoice, ExportDialog
+from gigapath_desktop.ui.export_dialog import ExportChoice
+from gigapath_desktop.ui.file_dialogs import FileDialogs
 from gigapath_desktop.ui.jobs import JobRunner
 from gigapath_desktop.ui.menus import build_menus, fill_classes
 from gigapath_desktop.ui.overview import Overview
@@ -39,7 +38,7 @@ from gigapath_desktop.ui.viewer import SlideViewer
 from gigapath_desktop.ui.workers import TrainingWorker, Worker
 
 
-class MainWindow(QMainWindow):
+class MainWindow(FileDialogs, QMainWindow):
     autosave_failed = Signal(str)  # from the autosave thread to the status bar
     engine_ready = Signal(str)  # TensorFlow loaded (in the background, so the window opens at once): the device
 
@@ -332,73 +331,6 @@ class MainWindow(QMainWindow):
             self.engine_ready.emit(device)
         except RuntimeError:  # the window closed while TensorFlow loaded
             pass
-
-    # --- dialogs (thin wrappers: ask, then call the plain method) ----------------------------------------------------
-    def open_slide_dialog(self) -> None:
-        path = QFileDialog.getOpenFileName(self, "Open slide", self.settings.last_folder, SLIDE_OR_IMAGE_FILES)[0]
-        if path:
-            self.open_slide(path)
-
-    def import_dialog(self) -> None:
-        path = QFileDialog.getOpenFileName(self, "Import GeoJSON", self.settings.last_folder, "GeoJSON (*.geojson *.json)")[0]
-        if path:
-            self.import_geojson(path)
-
-    def export_geojson_dialog(self) -> None:
-        path = QFileDialog.getSaveFileName(self, "Export GeoJSON", str(self._exports() / "annotations.geojson"),
-                                           "GeoJSON (*.geojson)")[0]
-        if path:
-            self.export_geojson(path)
-
-    def with_folder(self, title: str, then: Callable[[str], Any], start: str | None = None) -> None:
-        folder = QFileDialog.getExistingDirectory(self, title, start or self.settings.last_folder)
-        if folder:
-            then(folder)
-
-    def save_start(self) -> str:
-        """Where a save dialog starts: the session's own folder, else the user's GigaPath Desktop documents folder."""
-        folder = self.session.folder or documents_dir()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:  # the dialog then starts where Qt chooses; the user picks a folder anyway
-            pass
-        return str(folder)
-
-    def open_run_dialog(self) -> None:
-        self.with_folder("Open training run", self.open_run, str(self.trainer.runs_dir()))
-
-    def export_dialog(self) -> ExportDialog | None:
-        if self.session.slide is None:
-            self.show_error("no slide is open", "Open a slide first.")
-            return None
-        return ExportDialog(self, self._exports(), self.session.slide.path.stem)
-
-    def export_mask_dialog(self) -> None:
-        dialog = self.export_dialog()
-        if dialog is not None and dialog.exec() == QDialog.DialogCode.Accepted:
-            self.export_mask(dialog.choice())
-
-    def export_model_dialog(self) -> None:
-        if self.session.model_path is None:
-            self.show_error("no model yet", "Train a model or open a run first.")
-            return
-        path = QFileDialog.getSaveFileName(self, "Export model", str(self._exports() / "model.keras"),
-                                           "Keras model (*.keras)")[0]
-        if path:
-            try:
-                shutil.copyfile(self.session.model_path, path)
-            except OSError as exc:
-                self.show_error(f"cannot write {path}: {exc}", "Choose a writable folder.")
-
-    def new_class_dialog(self) -> None:
-        answer = ask_new_class(self)
-        if answer:
-            self.session.add_class(*answer)
-            self.menus.class_box.setCurrentIndex(len(self.session.classes) - 1)
-
-    def _exports(self) -> Path:
-        slide = self.session.slide
-        return exports_dir(slide.path, self.session.folder) if slide else Path(self.settings.last_folder or ".")
 
     # --- window ---------------------------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: ANN001
