@@ -189,7 +189,7 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
     out = tmp_path / "mask.tif"
     assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False, min_hole_um2=2500))
     wait_job(qtbot, window)
-    assert window.errors == []
+    assert window.errors == [] and window.results.export_label.text() == f"exported to {out}"
     with open_slide(out) as mask:
         assert mask.dimensions == (2220, 2967)
     with tifffile.TiffFile(out) as tif:

@@ -97,6 +97,7 @@ class Prediction:
 
     def _exported(self, result: PredictResult) -> None:
         self.jobs.status.showMessage(f"wrote {result.out}", 10000)
+        self.panel.show_export(result.out)
         if result.notes:
             self.report(f"wrote {result.out.name}, but", "\n".join(result.notes))
 

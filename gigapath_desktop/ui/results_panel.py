@@ -28,8 +28,10 @@ class ResultsPanel(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=60)
         export = QPushButton("Export mask…")
         export.clicked.connect(self.export_clicked)
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
+        self.model_label, self.export_label = QLabel(), QLabel()
+        for label in (self.model_label, self.export_label):
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.show_model(None)
         row = QHBoxLayout()
         row.addWidget(QLabel("Opacity"))
@@ -37,8 +39,13 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.overlay_toggle)
         layout.addLayout(row)
         layout.addWidget(export)
+        layout.addWidget(self.export_label)
         layout.addWidget(self.model_label)
         layout.addStretch()
+
+    def show_export(self, path: Path) -> None:
+        """Where the last export went, kept in view (a status-bar message is gone in seconds)."""
+        self.export_label.setText(f"exported to {path}")
 
     def show_model(self, path: Path | None) -> None:
         self.model_label.setText(f"model: {path}" if path else "model: none (train or open a run)")
