@@ -14,6 +14,7 @@ from shapely.geometry import box
 from conftest import CMU, TCGA, dispose_window
 from gui_helpers import click, drag
 from gigapath_desktop.annotations import Annotation, Role
+from gigapath_desktop.resources import demo_slide
 from gigapath_desktop.training import StepEvent, TileEvent
 from gigapath_desktop.training.metrics import COLUMNS
 from gigapath_desktop.ui.annotation_list import EditDialog
@@ -175,6 +176,10 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     assert window.save_start() == str(tmp_path / "exports"), "Save session starts in the user's folder, not the slide's"
     window.save_session(str(tmp_path / "session"))
     assert window.save_start() == str(tmp_path / "session"), "then in the session's own"
+    assert Path(window.open_start()) == CMU.parent.resolve(), "open dialogs start where the last slide was"
+    window.open_slide(demo_slide())
+    assert window.open_start() == str(tmp_path / "exports"), "but not inside the app, at the bundled demo slide"
+    assert window._exports().is_dir(), "an export dialog's folder exists, or Qt starts in the working directory"
 
 
 def test_overview_rectangle_is_inside_and_the_scale_bar_stays(window: MainWindow, qtbot) -> None:  # noqa: ANN001

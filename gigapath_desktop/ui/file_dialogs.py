@@ -9,6 +9,7 @@ from typing import Any, Callable
 from PySide6.QtWidgets import QDialog, QFileDialog
 
 from gigapath_desktop.project.settings import documents_dir, exports_dir
+from gigapath_desktop.resources import ROOT as RESOURCES
 from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
 from gigapath_desktop.ui.export_dialog import ExportDialog
 
@@ -17,12 +18,12 @@ class FileDialogs:
     """Mixed into MainWindow (its settings, session, menus, trainer and plain methods)."""
 
     def open_slide_dialog(self) -> None:
-        path = QFileDialog.getOpenFileName(self, "Open slide", self.settings.last_folder, SLIDE_OR_IMAGE_FILES)[0]
+        path = QFileDialog.getOpenFileName(self, "Open slide", self.open_start(), SLIDE_OR_IMAGE_FILES)[0]
         if path:
             self.open_slide(path)
 
     def import_dialog(self) -> None:
-        path = QFileDialog.getOpenFileName(self, "Import GeoJSON", self.settings.last_folder, "GeoJSON (*.geojson *.json)")[0]
+        path = QFileDialog.getOpenFileName(self, "Import GeoJSON", self.open_start(), "GeoJSON (*.geojson *.json)")[0]
         if path:
             self.import_geojson(path)
 
@@ -33,18 +34,20 @@ class FileDialogs:
             self.export_geojson(path)
 
     def with_folder(self, title: str, then: Callable[[str], Any], start: str | None = None) -> None:
-        folder = QFileDialog.getExistingDirectory(self, title, start or self.settings.last_folder)
+        folder = QFileDialog.getExistingDirectory(self, title, start or self.open_start())
         if folder:
             then(folder)
 
     def save_start(self) -> str:
         """Where a save dialog starts: the session's own folder, else the user's GigaPath Desktop documents folder."""
-        folder = self.session.folder or documents_dir()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:  # the dialog then starts where Qt chooses; the user picks a folder anyway
-            pass
-        return str(folder)
+        return str(_made(self.session.folder or documents_dir()))
+
+    def open_start(self) -> str:
+        """Where an open dialog starts: the folder of the last slide opened, unless that lies inside the app (the
+        bundled demo slide's), else the user's GigaPath Desktop documents folder."""
+        last = Path(self.settings.last_folder) if self.settings.last_folder else None
+        inside_app = last is not None and last.resolve().is_relative_to(RESOURCES.resolve())
+        return str(last) if last is not None and last.is_dir() and not inside_app else str(_made(documents_dir()))
 
     def open_run_dialog(self) -> None:
         self.with_folder("Open training run", self.open_run, str(self.trainer.runs_dir()))
@@ -79,5 +82,15 @@ class FileDialogs:
             self.menus.class_box.setCurrentIndex(len(self.session.classes) - 1)
 
     def _exports(self) -> Path:
+        """The slide's exports folder (made now, or a dialog would start in the working directory)."""
         slide = self.session.slide
-        return exports_dir(slide.path, self.session.folder) if slide else Path(self.settings.last_folder or ".")
+        return _made(exports_dir(slide.path, self.session.folder) if slide else documents_dir())
+
+
+def _made(folder: Path) -> Path:
+    """`folder`, made if it can be (else the dialog starts where Qt chooses; the user picks a folder anyway)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    return folder

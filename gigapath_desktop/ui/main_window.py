@@ -202,7 +202,7 @@ class MainWindow(FileDialogs, QMainWindow):
             return False
         notes += self.session.import_annotations(f"import {Path(path).name}", imported)
         if notes:
-            self.show_error(f"imported {len(imported)} annotation(s) from {Path(path).name}", " ".join(notes))
+            self.show_error(f"imported {len(imported)} annotation(s) from {Path(path).name}", "\n".join(notes))
         return True
 
     def export_geojson(self, path: str | Path) -> bool:

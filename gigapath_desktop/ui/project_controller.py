@@ -111,27 +111,31 @@ class ProjectController:
 
     # --- dialogs ------------------------------------------------------------------------------------------------------
     def create_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "New project: choose an empty folder")
+        folder = QFileDialog.getExistingDirectory(self.parent, "New project: choose an empty folder",
+                                                  self.parent.open_start())
         if folder:
             self.create(folder)
 
     def open_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Open project folder")
+        folder = QFileDialog.getExistingDirectory(self.parent, "Open project folder", self.parent.open_start())
         if folder:
             self.open(folder)
 
     def add_dialog(self) -> None:
-        paths = QFileDialog.getOpenFileNames(self.parent, "Add slides to the project", "", SLIDE_FILES)[0]
+        paths = QFileDialog.getOpenFileNames(self.parent, "Add slides to the project", self.parent.open_start(),
+                                             SLIDE_FILES)[0]
         if paths:
             self.add(paths)
 
     def add_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Add the slides of a folder to the project")
+        folder = QFileDialog.getExistingDirectory(self.parent, "Add the slides of a folder to the project",
+                                                  self.parent.open_start())
         if folder:
             self.add([folder])
 
     def relink_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Relink: the folder the missing slides moved to")
+        folder = QFileDialog.getExistingDirectory(self.parent, "Relink: the folder the missing slides moved to",
+                                                  self.parent.open_start())
         if folder:
             self.relink(folder)
 
