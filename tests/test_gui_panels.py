@@ -300,3 +300,20 @@ def test_the_window_fits_a_laptop_screen(window: MainWindow) -> None:
     window._fit_to_screen(1500, 950)  # as it opens (the fixture resized it); the offscreen screen is 800 x 800
     free = QApplication.primaryScreen().availableGeometry()
     assert window.width() <= free.width() and window.height() <= free.height()
+
+
+def test_export_model_copies_under_a_temporary_name_and_a_bad_folder_is_a_dialog(window: MainWindow, tmp_path: Path,
+                                                                                 monkeypatch) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"model bytes " * 1000)
+    window.session.set_model(model)
+    target = tmp_path / "out" / "copy.keras"
+    target.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(target), ""))
+    window.export_model_dialog()
+    assert target.read_bytes() == model.read_bytes() and sorted(p.name for p in target.parent.iterdir()) == ["copy.keras"]
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(tmp_path / "missing" / "m.keras"), ""))
+    window.export_model_dialog()
+    assert window.error_box.isVisible() and "cannot write" in window.error_box.text()

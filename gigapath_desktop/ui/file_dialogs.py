@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 from PySide6.QtWidgets import QDialog, QFileDialog
 
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.settings import documents_dir, exports_dir
 from gigapath_desktop.resources import ROOT as RESOURCES
 from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
@@ -71,8 +73,9 @@ class FileDialogs:
                                            "Keras model (*.keras)")[0]
         if path:
             try:
-                shutil.copyfile(self.session.model_path, path)
-            except OSError as exc:
+                with atomic_path(path) as tmp:  # a failed copy never leaves half a model under the name
+                    shutil.copyfile(self.session.model_path, tmp)
+            except (OSError, GigaPathError) as exc:
                 self.show_error(f"cannot write {path}: {exc}", "Choose a writable folder.")
 
     def new_class_dialog(self) -> None:
