@@ -313,7 +313,8 @@ def test_export_model_copies_under_a_temporary_name_and_a_bad_folder_is_a_dialog
     target.parent.mkdir()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(target), ""))
     window.export_model_dialog()
-    assert target.read_bytes() == model.read_bytes() and sorted(p.name for p in target.parent.iterdir()) == ["copy.keras"]
+    assert target.read_bytes() == model.read_bytes()
+    assert [p.name for p in target.parent.iterdir()] == ["copy.keras"], "no temporary file left beside it"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(tmp_path / "missing" / "m.keras"), ""))
     window.export_model_dialog()
     assert window.error_box.isVisible() and "cannot write" in window.error_box.text()
