@@ -77,6 +77,9 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     assert _cli(capsys, "project", "import", str(project_dir), str(exports / "a.geojson"))[1].startswith(
         f"{exports / 'a.geojson'}: 0 annotations added"), "importing the same export twice adds nothing"
 
+    manifest = json.loads((project_dir / "project.json").read_text())  # Stroma recoloured in the project only
+    manifest["classes"] = [{**c, "color": [10, 20, 30]} if c["name"] == "Stroma" else c for c in manifest["classes"]]
+    (project_dir / "project.json").write_text(json.dumps(manifest))
     run = tmp_path / "run"
     code, out, err = _cli(capsys, "project", "train", str(project_dir), "--out", str(run), "--sparse", "--mpp", "2",
                           "--steps", "2", "--tile", "256")
@@ -87,6 +90,10 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     assert {i["mode"] for i in config["spec"]["train"]} == {"sparse"}
     recorded = Project.open(project_dir).runs[-1]
     assert recorded["status"] == "finished" and recorded["steps"] == 2 and 0 <= recorded["val_dice"] <= 1
+    project_colours = {c.name: list(c.color) for c in Project.open(project_dir).classes}
+    assert project_colours["Stroma"] == [10, 20, 30]
+    assert {c["name"]: c["color"] for c in config["classes"]} == {n: project_colours[n] for n in CLASSES}, \
+        "the model paints each class as the project does, whatever colour its labels came with"
 
     batch = tmp_path / "batch"
     batch.mkdir()

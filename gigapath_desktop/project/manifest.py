@@ -238,7 +238,10 @@ class Project:
         if missing:
             raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
         tissue = names in ([], [TISSUE.name], [BACKGROUND.name, TISSUE.name])
-        return TrainSpec(tuple(train), tuple(validation), None if tissue else tuple(names), mpp)
+        if tissue:
+            return TrainSpec(tuple(train), tuple(validation), None, mpp)
+        colours = tuple((c.name, c.color) for c in self.classes if c.name in names)  # the model paints as the project
+        return TrainSpec(tuple(train), tuple(validation), tuple(names), mpp, colours)
 
     def add_run(self, out: Path, **facts: Any) -> None:
         """Record a training run, or add `facts` to the record of the run in `out`."""

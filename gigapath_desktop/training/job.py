@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import keras
 
 from gigapath_desktop import __version__
-from gigapath_desktop.annotations import Annotation, ClassMap, Role, detect_tissue, other_classes, read_geojson
+from gigapath_desktop.annotations import (Annotation, AnnotationClass, ClassMap, Role, detect_tissue, other_classes,
+                                          read_geojson)
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
@@ -169,7 +170,7 @@ def _check_same_run(job: TrainJob) -> None:
     augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
     differ; a seed or augmentation given again must be the run's own."""
     recorded = _recorded(job)
-    before, now = recorded.get("spec"), _resolved(job.spec).as_json()
+    before, now = _without_colours(recorded.get("spec")), _without_colours(_resolved(job.spec).as_json())
     if before is not None and before != now:
         raise GigaPathError(f"{job.out}: the run trained on other data ({_difference(before, now)}); resume it with "
                             f"the same slides, regions, labels and label mode, or start a new run in another --out")
@@ -178,6 +179,13 @@ def _check_same_run(job: TrainJob) -> None:
         if name in job.resume_changes and name in training and training[name] != getattr(job.config, name):
             raise GigaPathError(f"{job.out}: the run trains with {name} {training[name]}; a resumed run keeps it "
                                 f"(leave {option} out)")
+
+
+def _without_colours(spec: Any) -> Any:
+    """A recorded spec with its classes by name only: a class recoloured in the project is still the same run's."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("classes"), list):
+        return spec
+    return {**spec, "classes": [c.get("name") if isinstance(c, dict) else c for c in spec["classes"]]}
 
 
 def _recorded(job: TrainJob) -> dict[str, Any]:
@@ -285,7 +293,8 @@ def _class_map(spec: TrainSpec, annotations: list[Annotation]) -> ClassMap:
     not named is refused here, before anything is decoded."""
     if spec.classes is None:
         return ClassMap.tissue()
-    classes = ClassMap.named(spec.classes, (a.cls for a in annotations))
+    given = (AnnotationClass(name, colour) for name, colour in spec.colours)  # a project's own, over the labels'
+    classes = ClassMap.named(spec.classes, (*(a.cls for a in annotations), *given))
     classes.values(annotations)
     return classes
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.annotations import AnnotationClass
+from gigapath_desktop.errors import AnnotationError, GigaPathError
 from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 from gigapath_desktop.slides import Region
 
@@ -47,6 +48,7 @@ class TrainSpec:
     validation: tuple[SpecItem, ...] = ()
     classes: tuple[str, ...] | None = None  # class names in label order; None: the tissue model
     mpp: float | None = None
+    colours: tuple[tuple[str, tuple[int, int, int]], ...] = ()  # (class, colour) a project gives, over the labels'
 
     @classmethod
     def one_slide(cls, slide: Path, regions: tuple[Region, ...], labels: Path | None = None,
@@ -61,7 +63,10 @@ class TrainSpec:
             raise GigaPathError(f"training settings: {exc}") from None
 
     def as_json(self) -> dict[str, Any]:
-        return {"classes": None if self.classes is None else list(self.classes), "mpp": self.mpp,
+        colours = dict(self.colours)
+        classes = None if self.classes is None else [{"name": n, "color": list(colours[n])} if n in colours else n
+                                                     for n in self.classes]
+        return {"classes": classes, "mpp": self.mpp,
                 "train": [i.as_json() for i in self.train], "validation": [i.as_json() for i in self.validation]}
 
     @classmethod
@@ -86,18 +91,19 @@ class TrainSpec:
         if not isinstance(data, dict):
             raise ValueError("a training spec is a JSON object with a 'train' list")
         _known_only(data, ("classes", "mpp", "train", "validation"), "")
-        classes = data.get("classes")
+        classes, colours = data.get("classes"), ()
         if classes is not None:
             names = [c.get("name") if isinstance(c, dict) else c for c in classes] if isinstance(classes, list) else []
             if not names or not all(isinstance(n, str) and n.strip() for n in names):
                 raise ValueError("'classes' must be a list of class names (or of {\"name\": ...} objects)")
+            colours = tuple(_colour(c) for c in classes if isinstance(c, dict) and "color" in c)
             classes = tuple(names)
         mpp = _mpp(data, "mpp", "")
         train = tuple(_item(entry, base, f"train[{i}]") for i, entry in enumerate(_list(data, "train")))
         if not train:
             raise ValueError("'train' lists no item")
         validation = tuple(_item(entry, base, f"validation[{i}]") for i, entry in enumerate(_list(data, "validation")))
-        return cls(train, validation, classes, mpp)
+        return cls(train, validation, classes, mpp, colours)
 
 
 def _list(data: dict, key: str) -> list:
@@ -122,6 +128,15 @@ def _item(entry: Any, base: Path, where: str) -> SpecItem:
         raise ValueError(f"{where}: 'regions' must be a list of [x, y, width, height] (and optionally a level)")
     return SpecItem(base / entry["slide"], tuple(Region(*r) for r in regions),
                     None if labels is None else base / labels, mode == "sparse", _mpp(entry, "slide_mpp", f"{where}: "))
+
+
+def _colour(entry: dict) -> tuple[str, tuple[int, int, int]]:
+    """(name, colour) of a {"name": ..., "color": [r, g, b]} class entry, checked as the labels' classes are."""
+    try:
+        cls = AnnotationClass(entry["name"], tuple(entry["color"]))
+    except (TypeError, AnnotationError) as exc:
+        raise ValueError(f"class {entry['name']!r}: {exc}") from None
+    return cls.name, cls.color
 
 
 def _known_only(data: dict, known: tuple[str, ...], where: str) -> None:
