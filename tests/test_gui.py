@@ -185,6 +185,8 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
     assert window.viewer.overlay is not None and window.viewer.overlay.isVisible()
     window.results.overlay_toggle.setChecked(False)
     assert not window.viewer.overlay.isVisible()
+    window.session.set_model(window.session.model_path)
+    assert window.viewer.overlay is not None, "the same model keeps its overlay"
 
     out = tmp_path / "mask.tif"
     assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False, min_hole_um2=2500))
@@ -194,6 +196,8 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
         assert mask.dimensions == (2220, 2967)
     with tifffile.TiffFile(out) as tif:
         assert json.loads(tif.pages[0].description)["min_hole_um2"] == 2500
+    window.session.set_model(tmp_path / "another-run" / "model.keras")
+    assert window.viewer.overlay is None, "another model's run opened: the previous prediction's overlay goes"
 
 
 def test_closing_during_training_asks_then_stops_with_a_checkpoint(window: MainWindow, qtbot) -> None:  # noqa: ANN001

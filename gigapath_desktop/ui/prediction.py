@@ -2,6 +2,7 @@
 as an amber overlay, and the mask export (pyramidal TIFF, PNG preview, GeoJSON contours)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -30,10 +31,18 @@ class Prediction:
         self.session, self.viewer, self.panel, self.jobs, self.report = session, viewer, panel, jobs, report
         self.train_region = train_region  # the id of the chosen training region
         self.result: tuple[Region, np.ndarray] | None = None
+        self.shown_model: Path | None = None  # the model whose prediction the overlay shows
         panel.predict_clicked.connect(self.predict)
         panel.overlay_toggle.toggled.connect(lambda on: viewer.overlay and viewer.overlay.setVisible(on))
         panel.opacity.valueChanged.connect(lambda v: viewer.overlay and viewer.overlay.setOpacity(v / 100))
         session.events.model.connect(panel.show_model)
+        session.events.model.connect(self._forget_other_models)
+
+    def _forget_other_models(self, model: Path | None) -> None:
+        """Another model (a run opened, a training finished): the overlay of the previous one's prediction goes,
+        so the mask shown is always the model line's."""
+        if model != self.shown_model:
+            self.viewer.set_overlay(None)
 
     def region(self, kind: str) -> Region | None:
         slide = self.session.slide
@@ -122,5 +131,6 @@ class Prediction:
             rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         self.viewer.set_overlay(image, x, y, downsample)
+        self.shown_model = self.session.model_path
         self.viewer.overlay.setOpacity(self.panel.opacity.value() / 100)
         self.viewer.overlay.setVisible(self.panel.overlay_toggle.isChecked())
