@@ -17,7 +17,7 @@ from gigapath_desktop import __version__
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
 from gigapath_desktop.errors import GigaPathError, os_error_text
-from gigapath_desktop.mpp import MPP_TEXT, is_mpp
+from gigapath_desktop.mpp import check_option
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
@@ -204,8 +204,7 @@ def cmd_make_slide(args: argparse.Namespace) -> int:
 
     if not (0 < args.width <= MAX_SIDE and 0 < args.height <= MAX_SIDE):
         raise GigaPathError(f"--width and --height must be positive and at most {MAX_SIDE}, got {args.width} x {args.height}")
-    if not is_mpp(args.mpp):
-        raise GigaPathError(f"--mpp must be {MPP_TEXT}, got {args.mpp}")
+    check_option("--mpp", args.mpp)
     if args.seed < 0:  # as `train --seed`; numpy's generators take none
         raise GigaPathError(f"--seed must be >= 0, got {args.seed}")
     limit = 100e6 if args.realistic else 200e6 if args.geojson else None
@@ -292,8 +291,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides import Region
 
     check_predict_options(args)
-    if args.slide_mpp is not None and not is_mpp(args.slide_mpp):
-        raise GigaPathError(f"--slide-mpp must be {MPP_TEXT}, got {args.slide_mpp}")
+    check_option("--slide-mpp", args.slide_mpp)
     if args.remote:
         from gigapath_desktop.remote.commands import predict_remote
 

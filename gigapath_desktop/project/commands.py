@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.mpp import MPP_TEXT, is_mpp
+from gigapath_desktop.mpp import check_option
 
 
 def add_project_commands(sub: Any) -> None:
@@ -134,8 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gigapath_desktop.training.job import TrainJob
 
     project = Project.open(args.dir)
-    if args.mpp is not None and not is_mpp(args.mpp):  # NaN fails too
-        raise GigaPathError(f"--mpp must be {MPP_TEXT}, got {args.mpp}")
+    check_option("--mpp", args.mpp)
     spec = project.spec(_names(args.classes) if args.classes else None, args.sparse, args.mpp)
     job = TrainJob(spec, *run_settings(args))
     if args.plan:

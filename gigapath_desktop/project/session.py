@@ -186,7 +186,8 @@ class Session:
         if self.slide is None:
             return []
         width, height = self.slide.dimensions
-        outside = [a for a in unified if not a.geometry.intersects(box(0, 0, width, height))]
+        slide_box = box(0, 0, width, height)
+        outside = [a for a in unified if not a.geometry.intersects(slide_box)]
         if not outside:
             return []
         names = ", ".join(dict.fromkeys(a.name or a.cls.name for a in outside))

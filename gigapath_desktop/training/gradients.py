@@ -139,7 +139,6 @@ def region_sums(
 ) -> LossTerms:
     """Pass 1 alone: the global loss terms of `model` on a region (also how validation Dice is computed)."""
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
-    _check(cancel)
     return LossTerms.total((executor or LOCAL).sums(model, dtype, plan, image, labels, cancel,
                                                     _counter(progress, len(plan))))
 
@@ -175,8 +174,8 @@ def region_step(
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     plan = TilePlan.create(*labels.shape, model_geometry(model), tile)
-    _check(cancel)  # a one-tensor step has no tiles to pause or stop between: it does so before it starts
     if tile is None:
+        _check(cancel)  # no tiles to pause or stop between (the executors check before each): it does so first
         engine, tensors = _one_tensor(model, dtype, plan, image, labels, inputs)
         sums, grads = engine.single(*tensors, tf.constant(bce_weight, tf.float64))
         terms = LossTerms.from_vector(sums.numpy())

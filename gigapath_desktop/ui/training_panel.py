@@ -213,11 +213,10 @@ class TrainingPanel(QWidget):
         self._done_steps = done_steps
         todo = max(1, self._total_steps - self._first_step)
         self.progress.setValue(int(1000 * min(1.0, done_steps / todo)))
-        now = time.monotonic()
-        elapsed = now - self._t0 - self._paused_for - (0.0 if self._paused_since is None else now - self._paused_since)
         if self._paused_since is not None:
             self.eta.setText(f"paused at step {self._first_step + int(done_steps)}/{self._total_steps}")
         elif done_steps > 0:
+            elapsed = time.monotonic() - self._t0 - self._paused_for
             remaining = elapsed / done_steps * (todo - done_steps)
             self.eta.setText(f"step {self._first_step + int(done_steps)}/{self._total_steps}, "
                              f"ETA {int(remaining // 60)} min {int(remaining % 60)} s")
