@@ -21,6 +21,7 @@ from gigapath_desktop.mpp import check_option
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
+from gigapath_desktop.tf_quiet import quiet_tensorflow_import
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.job import TrainJob
@@ -31,6 +32,7 @@ MAX_SIDE = 1 << 20  # px: a slide side beyond any scanner's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tensorflow_import()  # before a command loads TensorFlow
     parser = _parser()
     args = parser.parse_args(argv)
     command: Command = getattr(args, "command", cmd_gui)
@@ -260,7 +262,6 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
     """Turn `train` arguments into a TrainJob, with one-line errors for what is missing."""
     from gigapath_desktop.resources import demo_slide
     from gigapath_desktop.slides import Region
-    from gigapath_desktop.training.job import TrainJob
     from gigapath_desktop.training.spec import TrainSpec
 
     if args.spec:
@@ -283,11 +284,13 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
         labels = Path(args.labels) if args.labels else None
         spec = TrainSpec.one_slide(Path(args.slide), regions, labels, val_region, classes, args.sparse, args.mpp,
                                    args.slide_mpp)
-    return TrainJob(spec, *run_settings(args))
+    settings = run_settings(args)
+    from gigapath_desktop.training.job import TrainJob  # TensorFlow: after the checks above, which need none
+
+    return TrainJob(spec, *settings)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from gigapath_desktop.inference import PredictJob, run_predict_job
     from gigapath_desktop.slides import Region
 
     check_predict_options(args)
@@ -296,6 +299,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from gigapath_desktop.remote.commands import predict_remote
 
         return predict_remote(args)
+    from gigapath_desktop.inference import PredictJob, run_predict_job  # TensorFlow: after the checks above
     job = PredictJob(
         slide=Path(args.slide), model=Path(args.model), out=Path(args.out),
         region=Region.parse(args.region, args.level) if args.region else None, level=args.level,

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,37 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
     for mpp in ("0", "nan", "-1"):
         bad = run("make-slide", str(tmp_path / "x.tif"), "--width", "5", "--height", "5", "--mpp", mpp)
         assert bad.returncode == 2 and "--mpp" in bad.stderr and not list(tmp_path.iterdir())
+
+
+def test_an_error_after_tensorflow_loaded_is_still_the_only_line(tmp_path: Path) -> None:
+    """TensorFlow's start-up lines from C++ (a CUDA wheel without a GPU: "Unable to register cuDNN factory", ...)
+    come before its logging starts, where TF_CPP_MIN_LOG_LEVEL cannot silence them; they stay off stderr."""
+    args = ["train", str(CMU), "--region", "0,0,100,100", "--labels", str(tmp_path / "nope.geojson"), "--out",
+            str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as users run it (conftest sets 2)
+    result = subprocess.run([sys.executable, "-m", "gigapath_desktop", *args], capture_output=True, text=True, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "no such file" in lines[0]
+
+
+def test_tensorflow_import_keeps_every_other_line_and_its_errors(tmp_path: Path) -> None:
+    """Only the known start-up lines go: the rest of what the import writes stays, and an import error surfaces."""
+    (tmp_path / "tensorflow").mkdir()  # a stand-in that writes as TensorFlow's C++ does, to file descriptor 2
+    (tmp_path / "tensorflow" / "__init__.py").write_text(textwrap.dedent(r'''
+        import os, sys
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"E0000 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to register factory for "
+                    b"plugin cuDNN when one has already been registered\nfrom C++\n")
+        print("from Python", file=sys.stderr)
+        raise ImportError("libcudart.so.12: cannot open shared object file")
+    '''))
+    code = "from gigapath_desktop.tf_quiet import quiet_tensorflow_import; quiet_tensorflow_import(); import tensorflow"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and lines[:2] == ["from C++", "from Python"], result.stderr
+    assert lines[-1] == "ImportError: libcudart.so.12: cannot open shared object file", result.stderr
 
 
 def test_the_app_says_what_is_missing_instead_of_aborting(tmp_path: Path) -> None:
