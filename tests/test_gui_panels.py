@@ -93,6 +93,29 @@ def test_region_roles_are_explicit_and_visible(window: MainWindow, qtbot) -> Non
     assert window.panel.val_region.currentData() is None
 
 
+def test_canvas_tags_say_the_region_titles_the_list_says(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    window.open_slide(CMU)
+    first, second, validation = (Annotation.rectangle(0, 0, 500, 500), Annotation.rectangle(0, 600, 500, 500),
+                                 Annotation.rectangle(600, 0, 500, 500, role=Role.VALIDATION))
+    window.session.apply("regions", [], [first, second, validation])
+
+    def tags() -> dict[str, str]:
+        return {key: item.childItems()[0].text() for key, item in window.viewer._items.items()
+                if item.annotation.role.is_area}
+
+    assert tags() == {first.id: "Train 1", second.id: "Train 2", validation.id: "Validation 1"}
+    qtbot.waitUntil(lambda: window.annotation_list.rowCount() == 3)
+    assert window.annotation_list.item(_row(window, second), 0).text() == tags()[second.id], "as the list says"
+    window.session.delete([first])
+    assert tags() == {second.id: "Train 1", validation.id: "Validation 1"}, "renumbered when a region goes"
+    window.session.change(window.session.annotations.find(second.id), role=Role.VALIDATION)
+    assert tags() == {second.id: "Validation 1", validation.id: "Validation 2"}, "and when one changes role"
+    window.session.history.undo()
+    window.session.history.undo()  # (the deleted region comes back last)
+    assert tags() == {second.id: "Train 1", first.id: "Train 2", validation.id: "Validation 1"}
+    assert window.panel.train_region.itemText(1).startswith("Train 2 "), "as the region choices say"
+
+
 def test_plots_say_when_a_run_stopped_and_are_cleared_with_another_slide(window: MainWindow, tmp_path: Path) -> None:
     window.open_slide(CMU)
     run = tmp_path / "run"
@@ -166,7 +189,7 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     dialog = window.export_dialog()
     choice = dialog.choice()
     assert choice.tiff == tmp_path / "exports" / CMU.stem / f"{CMU.stem}.mask.tif"
-    assert choice.preview_side == 4096 and choice.png is not None
+    assert choice.preview_side == 2967 and choice.png is not None, "no preview larger than the slide (2220 x 2967)"
     assert (choice.min_hole_um2, choice.min_object_um2) == (1000, 0), "holes filled as the tissue detector draws"
     dialog.min_object.setValue(250)
     assert dialog.choice().min_object_um2 == 250
@@ -177,6 +200,8 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     window.save_session(str(tmp_path / "session"))
     assert window.save_start() == str(tmp_path / "session"), "then in the session's own"
     assert Path(window.open_start()) == CMU.parent.resolve(), "open dialogs start where the last slide was"
+    window.open_slide(TCGA)
+    assert window.export_dialog().choice().preview_side == 4096, "a larger slide (4443 x 3567) previews at 4096 px"
     window.open_slide(demo_slide())
     assert window.open_start() == str(tmp_path / "exports"), "but not inside the app, at the bundled demo slide"
     assert window._exports().is_dir(), "an export dialog's folder exists, or Qt starts in the working directory"

@@ -305,3 +305,44 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     assert window.projects.show_result(window.projects.batch_panel.rows[1])
     wait_job(qtbot, window)
     assert window.session.slide.path.name == "pilot.tif" and window.viewer.overlay is not None
+
+
+def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_is_opened(
+        window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    """Training on the project, the panel counts every project slide's regions (not the open slide's), with the
+    plan of the largest; opening another slide or drawing a region mid-training leaves what it says of the run."""
+    from gui_helpers import wait_job
+
+    assert window.projects.create(tmp_path / "study") and window.projects.add([CMU, TCGA])
+    wait_job(qtbot, window)
+    cmu, tcga = (window.session.project.slide(path.name) for path in (CMU, TCGA))
+    panel = window.panel
+    assert window.projects.open_slide(cmu.id)
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1024, 1024), Annotation(box(100, 100, 600, 600))])
+    assert window.projects.open_slide(tcga.id)
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 768, 768), Annotation(box(50, 50, 500, 500)),
+                                      Annotation.rectangle(1000, 1000, 512, 512, role=Role.VALIDATION)])
+    assert panel.train_region.currentText().startswith("Train 1 ") and panel.plan.text().startswith("768 x 768: ")
+
+    panel.scope.setCurrentIndex(panel.scope.findData("project"))
+    assert panel.plan.text().startswith("the largest of 2 regions, 1024 x 1024: "), panel.plan.text()
+    said = (panel.train_data.text(), panel.val_data.text(), panel.plan.text())
+    assert said[:2] == ("2 regions on 2 slides", f"1 region on {TCGA.name}")
+    assert panel.train_data.isVisible() and not panel.train_region.isVisible(), "not the open slide's region"
+
+    window.session.set_training(steps=1000)
+    assert window.start_training()
+    qtbot.waitUntil(lambda: window.training.trainer is not None, timeout=180_000)
+    assert window.projects.open_slide(cmu.id)
+    window.session.apply("draw", [], [Annotation.rectangle(1200, 1200, 256, 256)])
+    assert (panel.train_data.text(), panel.val_data.text(), panel.plan.text()) == said, "what the run reads"
+    assert panel.train_data.isVisible() and not panel.train_region.isVisible()
+    window.stop_training()
+    qtbot.waitUntil(lambda: window.training.isFinished(), timeout=180_000)
+    qtbot.wait(50)
+    assert panel.train_data.text() == "3 regions on 2 slides", "once it ends, the project as it is now"
+
+    panel.scope.setCurrentIndex(panel.scope.findData("slide"))
+    assert panel.train_region.isVisible() and not panel.train_data.isVisible()
+    assert panel.plan.text().startswith("1024 x 1024: "), "this slide's chosen region"
+    assert window.errors == []

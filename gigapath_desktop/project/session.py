@@ -25,8 +25,9 @@ from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.events import Emitter
 from gigapath_desktop.project.history import History
-from gigapath_desktop.project.manifest import Project
+from gigapath_desktop.project.manifest import Project, ProjectSlide
 from gigapath_desktop.project.settings import TrainingChoice, data_dir
+from gigapath_desktop.project.training_data import TrainingData
 from gigapath_desktop.slides import Region, Slide
 
 
@@ -63,13 +64,14 @@ class SavedSession:
 
 class SessionEvents:
     """slide(Slide), model(Path | None), classes(list), selection(tuple of ids), training(TrainingChoice),
-    folder(Path | None), project(Project | None: opened, closed or changed), problem(str: something the user must
-    read), autosave_failed(str: from the autosave thread, once per failed write)."""
+    running(TrainingData | None: what a training started on, or None when it ended), folder(Path | None),
+    project(Project | None: opened, closed or changed), problem(str: something the user must read),
+    autosave_failed(str: from the autosave thread, once per failed write)."""
 
     def __init__(self) -> None:
         self.slide, self.model, self.classes, self.selection = Emitter(), Emitter(), Emitter(), Emitter()
         self.training, self.folder, self.problem, self.autosave_failed = Emitter(), Emitter(), Emitter(), Emitter()
-        self.project = Emitter()
+        self.project, self.running = Emitter(), Emitter()
 
 
 class Session:
@@ -86,6 +88,7 @@ class Session:
         self.classes: list[AnnotationClass] = list(DEFAULT_CLASSES)
         self.selection: tuple[str, ...] = ()
         self.training = training or TrainingChoice()
+        self.running: TrainingData | None = None  # what the running training reads, whichever slide is open now
         self.annotations.subscribe(self._forget_removed)
 
     # --- slide ----------------------------------------------------------------------------------------------------
@@ -143,6 +146,28 @@ class Session:
         if choice != self.training:
             self.training = choice
             self.events.training.emit(choice)
+
+    def training_data(self, on_project: bool, train_id: str | None = None, val_id: str | None = None) -> TrainingData:
+        """What a training started now reads: `on_project`, every project slide's Train and Validation regions (the
+        open one's as they are now, ahead of its autosave), else the open slide's chosen regions. GigaPathError when
+        a project slide's annotations cannot be read."""
+        if not on_project:
+            chosen = [a for a in map(self.annotations.find, (train_id, val_id)) if a is not None]
+            return TrainingData.of([(self.slide.path, self.slide.dimensions, chosen)] if self.slide else [])
+        project = self.project
+        if project is None:
+            return TrainingData()
+
+        def annotations(entry: ProjectSlide) -> list[Annotation]:
+            is_open = self.folder == project.slide_folder(entry.id)
+            return list(self.annotations) if is_open else project.annotations(entry.id)
+
+        return TrainingData.of((entry.path, entry.dimensions, annotations(entry)) for entry in project.slides)
+
+    def set_running(self, data: TrainingData | None) -> None:
+        """A training started on `data`, or (None) ended."""
+        self.running = data
+        self.events.running.emit(data)
 
     def add_class(self, name: str, color: tuple[int, int, int]) -> AnnotationClass:
         """A class to draw labels of (and, with a project open, one of the project's classes)."""

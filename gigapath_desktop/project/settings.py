@@ -10,7 +10,9 @@ import platformdirs
 
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.outputs import atomic_path, keep_aside
+from gigapath_desktop.slides import Region
 from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step
 
 MAX_RECENT = 10
 
@@ -54,6 +56,12 @@ class TrainingChoice:
     def config(self, **extra: object) -> TrainConfig:
         return TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.config_tile,
                            memory_budget=self.memory_budget, **extra)  # type: ignore[arg-type]
+
+    def plan(self, region: Region) -> StepPlan:
+        """How a step over `region` is computed with these settings; GigaPathError when the budget is too small."""
+        if self.tile == AUTO:
+            return plan_step(region.height, region.width, self.memory_budget * GIB)
+        return estimate(region.height, region.width, self.tile)
 
 
 @dataclass

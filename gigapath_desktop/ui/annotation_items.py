@@ -44,16 +44,17 @@ class AnnotationItem(QGraphicsPathItem):
         self.annotation = annotation
         self.limits = limits
         self.highlighted = False  # selected in the session (Qt's own selection only exists in the Select tool)
+        self.tag: QGraphicsSimpleTextItem | None = None  # a region's title, beside it
         color = ROLE_COLORS.get(annotation.role, QColor(*annotation.cls.color))
         pen = QPen(color, 2)
         pen.setCosmetic(True)
         if annotation.role.is_area:
             pen.setStyle(Qt.PenStyle.DashLine if annotation.role is Role.REGION else Qt.PenStyle.DashDotLine)
-            tag = QGraphicsSimpleTextItem(" ".join(filter(None, [annotation.role.title, annotation.name])), self)
-            tag.setBrush(color)
-            tag.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+            self.tag = QGraphicsSimpleTextItem(annotation.role.title, self)
+            self.tag.setBrush(color)
+            self.tag.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
             x0, y0, _, _ = annotation.bounds
-            tag.setPos(x0, y0)
+            self.tag.setPos(x0, y0)
         else:
             fill = QColor(color)
             fill.setAlpha(70)
@@ -62,6 +63,12 @@ class AnnotationItem(QGraphicsPathItem):
         self.setZValue(stacking(annotation.geometry.area))
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setToolTip(f"{annotation.role.title}: {annotation.name or annotation.cls.name}")
+
+    def set_title(self, title: str) -> None:
+        """Call a region what the list and the region choices call it (`AnnotationSet.region_titles`: "Train 2"), a
+        named one after its role ("Validation held out"): the role is written beside every region."""
+        if self.tag is not None:
+            self.tag.setText(f"{self.annotation.role.title} {title}" if self.annotation.name else title)
 
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: object) -> object:
         if change is QGraphicsItem.GraphicsItemChange.ItemPositionChange and isinstance(value, QPointF):

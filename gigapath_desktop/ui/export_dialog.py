@@ -36,7 +36,8 @@ class ExportChoice:
 
 
 class ExportDialog(QDialog):
-    def __init__(self, parent: QWidget, folder: Path, stem: str) -> None:
+    def __init__(self, parent: QWidget, folder: Path, stem: str, slide_side: int) -> None:
+        """`slide_side`: the slide's longer side, px (a preview is never offered larger than the slide)."""
         super().__init__(parent)
         self.setWindowTitle("Export mask")
         self.setMinimumWidth(780)
@@ -46,7 +47,8 @@ class ExportDialog(QDialog):
         self.with_png, self.with_geojson = QCheckBox(toolTip="Write a PNG preview"), QCheckBox(toolTip="Write GeoJSON contours")
         self.with_png.setChecked(True)
         self.with_geojson.setChecked(True)
-        self.preview_side = QSpinBox(minimum=256, maximum=32768, singleStep=512, value=PREVIEW_SIDE, suffix=" px")
+        self.preview_side = QSpinBox(minimum=256, maximum=32768, singleStep=512,
+                                      value=min(PREVIEW_SIDE, slide_side), suffix=" px")
         self.preview_side.setToolTip("Long side of the PNG preview")
         self.whole = QCheckBox("whole slide (else the selected / training region)")
         self.min_hole, self.min_object = (QDoubleSpinBox(maximum=1e7, decimals=0, singleStep=500, value=v, suffix=" µm²")

@@ -55,10 +55,11 @@ class FileDialogs:
         self.with_folder("Open training run", self.open_run, str(self.trainer.runs_dir()))
 
     def export_dialog(self) -> ExportDialog | None:
-        if self.session.slide is None:
+        slide = self.session.slide
+        if slide is None:
             self.show_error("no slide is open", "Open a slide first.")
             return None
-        return ExportDialog(self, self._exports(), self.session.slide.path.stem)
+        return ExportDialog(self, self._exports(), slide.path.stem, max(slide.dimensions))
 
     def export_mask_dialog(self) -> None:
         dialog = self.export_dialog()

@@ -14,8 +14,8 @@ from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Session
 from gigapath_desktop.project.manifest import now
 from gigapath_desktop.project.settings import data_dir
+from gigapath_desktop.project.training_data import TrainingData
 from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step
 from gigapath_desktop.training.spec import TrainSpec
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
@@ -46,26 +46,29 @@ class TrainingController(QObject):
         panel.scope.currentIndexChanged.connect(lambda _: self.show_plan())
         session.events.training.connect(lambda choice: self._show_choice())
         session.events.slide.connect(self._on_slide)
+        session.events.project.connect(lambda project: self.show_plan())
+        session.events.running.connect(lambda data: self.show_plan())
         session.annotations.subscribe(self._on_annotation)
 
-    def plan(self) -> StepPlan | None:
-        """The step plan of the chosen training region under the chosen settings (None: no region, or project
-        scope: each region's plan is logged when training starts); GigaPathError when the budget is too small."""
-        region = self.session.region(self.session.annotations.find(self.panel.train_region.currentData()))
-        if region is None or self.panel.scope.currentData() == "project":
-            return None
-        choice = self.session.training
-        if choice.config_tile == "auto":
-            return plan_step(region.height, region.width, choice.memory_budget * GIB)
-        return estimate(region.height, region.width, choice.config_tile)
+    def data(self) -> TrainingData:
+        """What the running training reads, else what Start would train on (GigaPathError: a project slide's
+        annotations cannot be read)."""
+        if self.session.running is not None:
+            return self.session.running
+        return self.session.training_data(self._on_project(), self.panel.train_region.currentData(),
+                                          self.panel.val_region.currentData())
 
     def show_plan(self) -> None:
+        """Say what training reads (a project's or a running training's regions in place of this slide's choices)
+        and its step plan, or why there is none."""
         try:
-            plan = self.plan()
+            data = self.data()
+            plan = data.plan_text(self.session.training)
         except GigaPathError as exc:
             self.panel.plan.setText(f"<span style='color:#c0392b'>{exc}</span>")
             return
-        self.panel.plan.setText("per region, when training starts" if plan is None else plan.describe())
+        self.panel.show_data(data if self._on_project() or self.session.running is not None else None)
+        self.panel.plan.setText(plan)
 
     def runs_dir(self) -> Path:
         return (self.session.folder or data_dir()) / "runs"
@@ -77,7 +80,7 @@ class TrainingController(QObject):
         """Train on the chosen region of this slide, or on the Train regions of every slide of the project."""
         if self.running():
             return False
-        project = self.panel.scope.currentData() == "project"
+        project = self._on_project()
         if project and self.session.project is None:
             self.report("no project is open", "Open a project (File > Open project…), or train on this slide.")
             return False
@@ -87,7 +90,8 @@ class TrainingController(QObject):
         runs = self.session.project.folder / "runs" if project else self.runs_dir()
         run_dir = runs / time.strftime("%Y%m%d-%H%M%S")
         try:
-            self.plan()  # a memory budget too small for the region: said now, before any decoding
+            data = self.data()
+            data.plan_text(self.session.training)  # a budget too small for a region: said now, before any decoding
             config = self.session.training.config(checkpoint_every=10)
             job, note = self._project_job(run_dir, config) if project else self._slide_job(run_dir, config)
         except (OSError, GigaPathError) as exc:
@@ -110,6 +114,7 @@ class TrainingController(QObject):
         self.panel.append_log(f"run folder {run_dir}; {note}")
         self.panel.set_running(True)
         self.worker.start()
+        self.session.set_running(data)
         return True
 
     def _slide_job(self, run_dir: Path, config: TrainConfig) -> tuple[TrainJob | None, str]:
@@ -200,6 +205,9 @@ class TrainingController(QObject):
             box.blockSignals(False)
         self.show_plan()
 
+    def _on_project(self) -> bool:
+        return self.panel.scope.currentData() == "project"
+
     def _on_slide(self, slide: object) -> None:
         if not self.running():  # a run of the previous slide keeps its plots until it ends
             self.panel.clear()
@@ -237,6 +245,7 @@ class TrainingController(QObject):
 
     def _on_stopped(self) -> None:
         self.panel.set_running(False)
+        self.session.set_running(None)
         trainer = self.worker.trainer if self.worker else None
         if trainer is not None:
             self.panel.finish(trainer.step, trainer.config.steps)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from gigapath_desktop.project.settings import AUTO, TILES
+from gigapath_desktop.project.training_data import TrainingData, describe
 from gigapath_desktop.training.config import MIN_BUDGET, TrainConfig
 from gigapath_desktop.training.events import Event, LogEvent, StepEvent, TileEvent, WarningEvent
 
@@ -49,6 +50,7 @@ class TrainingPanel(QWidget):
                                                          "class are enough), instead of being the first class")
         self.train_region = QComboBox()
         self.val_region = QComboBox()
+        self.train_data, self.val_data = QLabel(), QLabel()  # in their place: a project's or a running training's
         self.tile = QSpinBox(minimum=AUTO, maximum=TILES[1], singleStep=64, value=AUTO, suffix=" px",
                              specialValueText="auto", toolTip="auto: the fastest exact plan within the memory budget")
         self.memory_budget = QDoubleSpinBox(decimals=1, minimum=MIN_BUDGET, maximum=4096, singleStep=0.5, suffix=" GiB",
@@ -61,7 +63,8 @@ class TrainingPanel(QWidget):
         self.device = QComboBox()
         form = QFormLayout()
         for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
-                              ("Training region", self.train_region), ("Validation region", self.val_region),
+                              ("Training region", _row(self.train_region, self.train_data)),
+                              ("Validation region", _row(self.val_region, self.val_data)),
                               ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
                               ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
@@ -93,6 +96,7 @@ class TrainingPanel(QWidget):
         self.memory_timer = QTimer(self, interval=1000, timeout=self.sample_memory)
         self.reset()
         self.set_running(False)
+        self.show_data(None)
 
     def _build_plots(self) -> None:
         def plot(row: int, x_label: str, y_label: str) -> pg.PlotItem:
@@ -182,6 +186,15 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, 1000)
         self.sample_memory()
 
+    def show_data(self, data: TrainingData | None) -> None:
+        """Say what a training reads (a project's regions, or a running training's) in place of the open slide's
+        region choices; None: the choices."""
+        texts = (None, None) if data is None else (describe(data.train), describe(data.validation))
+        for box, label, text in zip((self.train_region, self.val_region), (self.train_data, self.val_data), texts):
+            box.setVisible(text is None)
+            label.setVisible(text is not None)
+            label.setText(text or "")
+
     # --- engine events ------------------------------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
         if isinstance(event, StepEvent):
@@ -265,3 +278,13 @@ class TrainingPanel(QWidget):
         self.curves["mpix"].setData(d["step"], d["mpix"])
         self.curves["rss"].setData(d["t"], d["rss"])
         self.curves["device"].setData(d["device_t"], d["device"])
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    """Widgets side by side in one form row (one of them shown at a time)."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return row

@@ -102,6 +102,7 @@ class SlideViewer(QGraphicsView):
         background.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         for annotation in self.annotations:
             self._add_item(annotation)
+        self._retitle()
         self.fit()
 
     def fit(self) -> None:
@@ -203,12 +204,19 @@ class SlideViewer(QGraphicsView):
 
     # --- annotations (model -> items) -----------------------------------------------------------------------------
     def _on_annotations(self, what: str, annotation: Annotation) -> None:
-        if what in ("removed", "changed"):
-            item = self._items.pop(annotation.id, None)
-            if item is not None:
-                self.scene().removeItem(item)
+        """Redraw the annotation; a region added, removed or given another role renumbers the regions' titles."""
+        old = self._items.get(annotation.id)
+        if what in ("removed", "changed") and old is not None:
+            self.scene().removeItem(self._items.pop(annotation.id))
         if what in ("added", "changed"):
             self._add_item(annotation)
+        if annotation.role.is_area or (old is not None and old.annotation.role.is_area):
+            self._retitle()
+
+    def _retitle(self) -> None:
+        for key, title in self.annotations.region_titles().items():
+            if key in self._items:
+                self._items[key].set_title(title)
 
     def _add_item(self, annotation: Annotation) -> None:
         self._quiet = True  # removing a selected item deselects it: not a user's choice

@@ -1,0 +1,53 @@
+"""What a training reads, as the training panel says it: its Train and Validation regions, each on its slide.
+
+The panel says this instead of the open slide's region choices when training on the project (every project slide's
+regions count, not the open slide's) and while a training runs (what it reads stays put when another slide opens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from gigapath_desktop.annotations import Annotation, Role
+from gigapath_desktop.project.settings import TrainingChoice
+from gigapath_desktop.slides import Region
+
+Placed = tuple[tuple[Path, Region], ...]  # (slide, level-0 region) pairs
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The Train and the Validation regions a training reads, each with its slide."""
+
+    train: Placed = ()
+    validation: Placed = ()
+
+    @classmethod
+    def of(cls, slides: Iterable[tuple[Path, tuple[int, int], Iterable[Annotation]]]) -> "TrainingData":
+        """The Train and Validation regions among each (slide, dimensions, annotations), clipped to the slide as
+        training clips them."""
+        train, validation = [], []
+        for slide, dimensions, shapes in slides:
+            for annotation in shapes:
+                region = Region.around(annotation.bounds, dimensions) if annotation.role.is_area else None
+                if region is not None:
+                    (train if annotation.role is Role.REGION else validation).append((slide, region))
+        return cls(tuple(train), tuple(validation))
+
+    def plan_text(self, choice: TrainingChoice) -> str:
+        """The step plan of the largest Train region (the one that sets the peak memory); GigaPathError when the
+        memory budget is too small for it."""
+        if not self.train:
+            return "no Train region"
+        plan = choice.plan(max((r for _, r in self.train), key=lambda r: r.width * r.height)).describe()
+        return plan if len(self.train) == 1 else f"the largest of {len(self.train)} regions, {plan}"
+
+
+def describe(regions: Placed) -> str:
+    """"none", "1 region on a.svs", "3 regions on 2 slides"."""
+    if not regions:
+        return "none"
+    slides = list(dict.fromkeys(slide for slide, _ in regions))
+    where = slides[0].name if len(slides) == 1 else f"{len(slides)} slides"
+    return f"{len(regions)} region{'s' * (len(regions) > 1)} on {where}"
