@@ -3,21 +3,24 @@ defaults, restore after a restart, discoverable shortcuts, the overview and the 
 from __future__ import annotations
 
 import csv
+import shutil
 import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QPointF, Qt, QTimer, Slot
-from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QPushButton
+from PySide6.QtCore import QObject, QPoint, QPointF, QRect, Qt, QTimer, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QApplication, QColorDialog, QDialog, QFileDialog, QInputDialog, QPushButton
 from shapely.geometry import box
 
 from conftest import CMU, TCGA, dispose_window
-from gui_helpers import click, drag
+from gui_helpers import click, drag, wait_job
 from gigapath_desktop.annotations import Annotation, Role
 from gigapath_desktop.resources import demo_slide
 from gigapath_desktop.training import StepEvent, TileEvent
 from gigapath_desktop.training.metrics import COLUMNS
 from gigapath_desktop.ui.annotation_list import EditDialog
+from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.jobs import JobRunner
 from gigapath_desktop.ui.main_window import MainWindow
 from gigapath_desktop.ui.viewer import Tool
@@ -343,3 +346,71 @@ def test_export_model_copies_under_a_temporary_name_and_a_bad_folder_is_a_dialog
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(tmp_path / "missing" / "m.keras"), ""))
     window.export_model_dialog()
     assert window.error_box.isVisible() and "cannot write" in window.error_box.text()
+
+
+def _answer_new_class(name: str, offered: list[QColor]) -> None:
+    """Type `name` in the New class dialog, then take the colour the picker offers (kept in `offered`)."""
+    def step() -> None:
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, QColorDialog):
+            offered.append(dialog.currentColor())
+            dialog.accept()
+            return
+        if isinstance(dialog, QInputDialog):
+            dialog.setTextValue(name)
+            dialog.accept()
+        QTimer.singleShot(20, step)
+
+    QTimer.singleShot(20, step)
+
+
+def test_each_new_class_is_offered_a_colour_no_class_has(window: MainWindow) -> None:
+    new_class = next(a for a in window.menus.actions if a.text() == "New class…")
+    offered: list[QColor] = []
+    for name in ("Tumor", "Stroma"):
+        _answer_new_class(name, offered)
+        new_class.trigger()
+        assert window.menus.class_box.currentText() == name
+    colours = [c.color for c in window.session.classes]
+    assert len(set(colours)) == len(colours), f"two classes share a colour: {window.session.classes}"
+    assert [c.getRgb()[:3] for c in offered] == colours[-2:], "the user took the colours the picker offered"
+
+
+def test_what_a_training_reads_replaces_the_region_choices_without_moving_a_button(window: MainWindow,
+                                                                                  tmp_path: Path) -> None:
+    slide = tmp_path / "CMU-1-Small-Region-scanned-again-at-40x-for-the-second-reading-of-the-study.svs"
+    shutil.copyfile(CMU, slide)
+    window.open_slide(slide)
+    train, validation = Annotation.rectangle(0, 0, 1000, 1000), Annotation.rectangle(0, 1200, 1000, 1000,
+                                                                                     role=Role.VALIDATION)
+    window.session.apply("regions", [], [train, validation])
+    panel = window.panel
+
+    def pause() -> QRect:
+        QApplication.processEvents()  # (the layouts settle)
+        return QRect(panel.pause.mapTo(panel, QPoint(0, 0)), panel.pause.size())
+
+    before, width = pause(), panel.sizeHint().width()
+    panel.show_data(window.session.training_data(False, train.id, validation.id))
+    assert panel.train_data.isVisible() and not panel.train_region.isVisible()
+    assert panel.train_data.text() == panel.train_data.toolTip() == f"1 region on {slide.name}"
+    assert pause() == before, "a click meant for Pause must not land on the progress bar"
+    assert panel.sizeHint().width() <= width and panel.minimumSizeHint().width() <= width, "the name widened the panel"
+    panel.show_data(None)
+    assert pause() == before and panel.train_region.isVisible()
+
+
+def test_a_failed_export_says_failed_never_done(window: MainWindow, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    # (once TensorFlow has loaded: importing the model package from two threads at once can fail, model/io.py)
+    qtbot.waitUntil(lambda: "loading" not in window.panel.device.currentText(), timeout=60_000)
+    window.open_slide(CMU)
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"never loaded: the outputs are checked first")
+    window.session.set_model(model)
+    a_file = tmp_path / "a file"
+    a_file.write_text("")
+    assert window.export_mask(ExportChoice(tmp_path / "mask.tif", a_file / "mask.png", None, 1024, whole=True))
+    wait_job(qtbot, window)
+    assert "does not exist" in window.errors[-1] and "Nothing was changed" in window.error_box.informativeText()
+    assert window.statusBar().currentMessage() == "Exporting mask: failed"

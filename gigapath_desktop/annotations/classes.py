@@ -72,8 +72,18 @@ class ClassMap:
             raise AnnotationError(f"a class list must be [{{'name': ..., 'color': [r, g, b]}}, ...] ({exc})") from None
 
 
+# display colours of classes that come without one (QuPath-like hues)
+PALETTE = ((160, 160, 160), (200, 0, 0), (150, 200, 150), (0, 0, 180), (255, 200, 0), (160, 32, 240),
+           (0, 200, 200), (255, 128, 0), (100, 60, 20), (250, 120, 200))
+
+
 def _colour(index: int) -> tuple[int, int, int]:
-    """A distinct display colour for the index-th class that came without one (QuPath-like hues)."""
-    palette = [(160, 160, 160), (200, 0, 0), (150, 200, 150), (0, 0, 180), (255, 200, 0), (160, 32, 240),
-               (0, 200, 200), (255, 128, 0), (100, 60, 20), (250, 120, 200)]
-    return palette[index % len(palette)]
+    """A distinct display colour for the index-th class that came without one."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def unused_colour(used: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The first palette colour no class has, so that a new class's strokes and overlay are told apart from the
+    others'; once all are taken, they repeat in order."""
+    taken = set(used)
+    return next((c for c in PALETTE if c not in taken), PALETTE[len(taken) % len(PALETTE)])

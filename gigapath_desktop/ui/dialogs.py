@@ -2,10 +2,13 @@
 filters of slide dialogs."""
 from __future__ import annotations
 
+from typing import Iterable
+
 from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import QColorDialog, QInputDialog, QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QDialog, QWidget
 
 from gigapath_desktop import __version__
+from gigapath_desktop.annotations.classes import unused_colour
 from gigapath_desktop.resources import ROOT
 from gigapath_desktop.slides.slide import PLAIN_IMAGE_SUFFIXES, SLIDE_SUFFIXES
 
@@ -42,9 +45,10 @@ def show_about(parent: QWidget) -> None:
                       f"<pre>{credits}</pre>")
 
 
-def ask_new_class(parent: QWidget) -> tuple[str, tuple[int, int, int]] | None:
+def ask_new_class(parent: QWidget, used: Iterable[tuple[int, int, int]]) -> tuple[str, tuple[int, int, int]] | None:
+    """A name and a colour; the picker offers a colour none of the `used` ones (the user may choose another)."""
     name, ok = QInputDialog.getText(parent, "New class", "Class name")
     if not (ok and name.strip()):
         return None
-    color = QColorDialog.getColor(QColor(200, 80, 80), parent)
+    color = QColorDialog.getColor(QColor(*unused_colour(used)), parent)
     return (name.strip(), (color.red(), color.green(), color.blue())) if color.isValid() else None

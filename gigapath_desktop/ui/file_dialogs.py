@@ -80,7 +80,7 @@ class FileDialogs:
                 self.show_error(f"cannot write {path}: {exc}", "Choose a writable folder.")
 
     def new_class_dialog(self) -> None:
-        answer = ask_new_class(self)
+        answer = ask_new_class(self, [c.color for c in self.session.classes])
         if answer:
             self.session.add_class(*answer)
             self.menus.class_box.setCurrentIndex(len(self.session.classes) - 1)

@@ -31,17 +31,17 @@ class JobRunner:
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.worker.progressed.connect(lambda d, t: (self.progress.setRange(0, t), self.progress.setValue(d)))
-        self.worker.succeeded.connect(lambda result: self._done(title))
+        self.worker.succeeded.connect(lambda result: self._done(f"{title}: done"))
         self.worker.succeeded.connect(on_success)
-        self.worker.failed.connect(lambda m: self._done(title))
+        self.worker.failed.connect(lambda m: self._done(f"{title}: failed"))
         self.worker.failed.connect(lambda m: self.report(f"{title}: {m}", "Nothing was changed."))
         self.status.showMessage(f"{title}…")
         self.worker.start()
         return True
 
-    def _done(self, title: str) -> None:
+    def _done(self, message: str) -> None:
         self.progress.setVisible(False)
-        self.status.showMessage(f"{title}: done", 5000)
+        self.status.showMessage(message, 5000)
 
     def for_slide(self, path: Path, then: Callable[[Any], None]) -> Callable[[Any], None]:
         """A job's result applies to the slide it was computed on: dropped (and said) if another slide is open."""

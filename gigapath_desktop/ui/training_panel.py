@@ -11,7 +11,8 @@ import time
 
 import psutil
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,7 +23,9 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -50,7 +53,8 @@ class TrainingPanel(QWidget):
                                                          "class are enough), instead of being the first class")
         self.train_region = QComboBox()
         self.val_region = QComboBox()
-        self.train_data, self.val_data = QLabel(), QLabel()  # in their place: a project's or a running training's
+        self.train_data, self.val_data = OneLine(), OneLine()  # in their place: a project's or a running training's
+        self._rows = (_row(self.train_region, self.train_data), _row(self.val_region, self.val_data))
         self.tile = QSpinBox(minimum=AUTO, maximum=TILES[1], singleStep=64, value=AUTO, suffix=" px",
                              specialValueText="auto", toolTip="auto: the fastest exact plan within the memory budget")
         self.memory_budget = QDoubleSpinBox(decimals=1, minimum=MIN_BUDGET, maximum=4096, singleStep=0.5, suffix=" GiB",
@@ -63,8 +67,7 @@ class TrainingPanel(QWidget):
         self.device = QComboBox()
         form = QFormLayout()
         for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
-                              ("Training region", _row(self.train_region, self.train_data)),
-                              ("Validation region", _row(self.val_region, self.val_data)),
+                              ("Training region", self._rows[0]), ("Validation region", self._rows[1]),
                               ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
                               ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
@@ -190,10 +193,11 @@ class TrainingPanel(QWidget):
         """Say what a training reads (a project's regions, or a running training's) in place of the open slide's
         region choices; None: the choices."""
         texts = (None, None) if data is None else (describe(data.train), describe(data.validation))
-        for box, label, text in zip((self.train_region, self.val_region), (self.train_data, self.val_data), texts):
-            box.setVisible(text is None)
-            label.setVisible(text is not None)
+        for row, box, label, text in zip(self._rows, (self.train_region, self.val_region),
+                                         (self.train_data, self.val_data), texts):
+            row.setCurrentWidget(box if text is None else label)
             label.setText(text or "")
+            label.setToolTip(text or "")
 
     # --- engine events ------------------------------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -280,11 +284,26 @@ class TrainingPanel(QWidget):
         self.curves["device"].setData(d["device_t"], d["device"])
 
 
-def _row(*widgets: QWidget) -> QWidget:
-    """Widgets side by side in one form row (one of them shown at a time)."""
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
+class OneLine(QLabel):
+    """A one-line label as wide as its place, not its text: a long slide name ends in "…" rather than widening the
+    panel (the full text goes in a tooltip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        rect = self.contentsRect()
+        painter = QPainter(self)
+        painter.drawText(rect, self.alignment(),
+                         self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width()))
+        painter.end()
+
+
+def _row(*widgets: QWidget) -> QStackedWidget:
+    """Widgets in one form row, one shown at a time; the row keeps the tallest one's height whichever shows, so a
+    swap moves nothing below it (a click meant for Pause landed on the progress bar)."""
+    row = QStackedWidget()
     for widget in widgets:
-        layout.addWidget(widget)
+        row.addWidget(widget)
     return row
