@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from gigapath_desktop.errors import ModelError
-from gigapath_desktop.model import unet  # noqa: F401  (registers the custom layers for deserialization)
+import gigapath_desktop.model.unet  # noqa: F401  (registers the custom layers for deserialization)
 from gigapath_desktop.model.geometry import model_geometry
 from gigapath_desktop.model.info import attach_info, model_info, read_info, write_info
 from gigapath_desktop.outputs import atomic_path
