@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from gigapath_desktop.project import Session
 from gigapath_desktop.ui.jobs import Report
-from gigapath_desktop.ui.workers import Worker
+from gigapath_desktop.ui.workers import Worker, load_engine
 
 if TYPE_CHECKING:  # (the engine, and TensorFlow with it, loads on the first batch, not with the window)
     from gigapath_desktop.inference.batch import BatchRow
@@ -126,7 +126,8 @@ class BatchController:
                    "overwrite": self.panel.overwrite.isChecked()}
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> list[BatchRow]:
-            from gigapath_desktop.inference.batch import BatchJob, run_batch  # TensorFlow loads here, off the GUI
+            load_engine()  # TensorFlow loads here, off the GUI thread
+            from gigapath_desktop.inference.batch import BatchJob, run_batch
 
             def each(index: int, count: int, done: int, total: int) -> None:
                 progress(index * 100 + 100 * done // max(total, 1), count * 100)

@@ -35,7 +35,7 @@ from gigapath_desktop.ui.slide_opener import SlideOpener
 from gigapath_desktop.ui.training_controller import TrainingController
 from gigapath_desktop.ui.training_panel import TrainingPanel
 from gigapath_desktop.ui.viewer import SlideViewer
-from gigapath_desktop.ui.workers import TrainingWorker, Worker
+from gigapath_desktop.ui.workers import TrainingWorker, Worker, load_engine
 
 
 class MainWindow(FileDialogs, QMainWindow):
@@ -324,6 +324,7 @@ class MainWindow(FileDialogs, QMainWindow):
             self.statusBar().showMessage("running on CPU: no Metal GPU visible to TensorFlow (see Help > About)")
 
     def _load_engine(self) -> None:
+        load_engine()
         from gigapath_desktop.training.trainer import device_name
 
         device = device_name()

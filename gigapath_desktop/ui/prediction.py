@@ -17,6 +17,7 @@ from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.results_panel import ResultsPanel
 from gigapath_desktop.ui.viewer import SlideViewer
+from gigapath_desktop.ui.workers import load_engine
 
 if TYPE_CHECKING:
     from gigapath_desktop.inference import PredictResult
@@ -70,6 +71,7 @@ class Prediction:
         path = slide.path
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple:
+            load_engine()
             from gigapath_desktop.inference import predict_array
             from gigapath_desktop.inference.job import prediction_source
             from gigapath_desktop.model import load_model
@@ -95,14 +97,18 @@ class Prediction:
         if slide is None or model_path is None:
             self.report("no slide or no model", NO_MODEL)
             return False
-        from gigapath_desktop.inference import PredictJob, run_predict_job
-
         region = None if choice.whole else self.region("selection")
         downsample = max(1.0, max(slide.dimensions) / choice.preview_side)
-        job = PredictJob(slide.path, model_path, choice.tiff, region=region, png=choice.png, geojson=choice.geojson,
-                         downsample=downsample, min_hole_um2=choice.min_hole_um2, min_object_um2=choice.min_object_um2)
-        return self.jobs.run("Exporting mask", lambda progress, cancel: run_predict_job(job, progress, cancel),
-                             self._exported)
+        options = dict(region=region, png=choice.png, geojson=choice.geojson, downsample=downsample,
+                       min_hole_um2=choice.min_hole_um2, min_object_um2=choice.min_object_um2)
+
+        def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> PredictResult:
+            load_engine()  # off the GUI thread
+            from gigapath_desktop.inference import PredictJob, run_predict_job
+
+            return run_predict_job(PredictJob(slide.path, model_path, choice.tiff, **options), progress, cancel)
+
+        return self.jobs.run("Exporting mask", work, self._exported)
 
     def _exported(self, result: PredictResult) -> None:
         self.jobs.status.showMessage(f"wrote {result.out}", 10000)

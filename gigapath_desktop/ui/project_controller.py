@@ -17,6 +17,7 @@ from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.prediction import OVERLAY_MAX_SIDE, Prediction
 from gigapath_desktop.ui.project_panel import ProjectPanel
 from gigapath_desktop.ui.slide_opener import SlideOpener
+from gigapath_desktop.ui.workers import load_engine
 
 if TYPE_CHECKING:
     from gigapath_desktop.inference.batch import BatchRow
@@ -99,6 +100,7 @@ class ProjectController:
             return False
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> tuple:
+            load_engine()
             from gigapath_desktop.inference.batch import mask_overview
 
             return mask_overview(row.outputs[0], OVERLAY_MAX_SIDE)

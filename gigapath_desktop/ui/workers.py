@@ -1,6 +1,8 @@
 """Engine work in background threads: the engine's plain callbacks become Qt signals here, at the UI edge."""
 from __future__ import annotations
 
+import importlib
+import threading
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QThread, Signal
@@ -11,6 +13,18 @@ from gigapath_desktop.training.events import Event
 if TYPE_CHECKING:
     from gigapath_desktop.training.job import TrainJob
     from gigapath_desktop.training.trainer import Trainer
+
+_ENGINE = threading.Lock()
+
+
+def load_engine() -> None:
+    """Import TensorFlow and the engine, one thread at a time (at once the first time, then instantly). The window
+    loads the engine on a thread at start-up while a prediction, export or training may start on another; two first
+    imports of the engine's packages at once met Python's import deadlock detection, which handed each thread a
+    half-initialised module ("cannot import name 'load_model' from partially initialized module")."""
+    with _ENGINE:
+        for name in ("gigapath_desktop.inference.batch", "gigapath_desktop.training.job"):
+            importlib.import_module(name)
 
 
 class Worker(QThread):
@@ -85,7 +99,8 @@ class TrainingWorker(QThread):
             self.trainer.stop()
 
     def run(self) -> None:
-        from gigapath_desktop.training.job import run_train_job  # TensorFlow loads here, off the GUI thread
+        load_engine()  # TensorFlow loads here, off the GUI thread
+        from gigapath_desktop.training.job import run_train_job
 
         try:
             run_train_job(self.job, [self._on_event], started=self._started, cancel=lambda: self._stop_requested)
