@@ -136,6 +136,24 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     assert all(0 <= float(dice[name]) <= 1 for name in (CMU.name, "a.tif", "b.tif")), "Dice where labels exist"
 
 
+def test_project_train_names_the_slides_whose_labels_are_of_a_class_it_does_not_train(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A project's labels files are named by slide id: a label class left out of --classes is refused naming the
+    slides that hold it, before anything is decoded."""
+    project = Project.create(tmp_path / "study")
+    project.add([CMU, TCGA])
+    for slide, cls in ((CMU, AnnotationClass("Tissue", (64, 160, 64))), (TCGA, AnnotationClass("Tumor", (200, 0, 0)))):
+        write_geojson([Annotation(box(0, 0, 1024, 1024), REGION, Role.REGION),
+                       Annotation(box(100, 100, 500, 400), cls)], tmp_path / f"{slide.name}.geojson")
+        project.import_geojson(tmp_path / f"{slide.name}.geojson")
+    code, _, err = _cli(capsys, "project", "train", str(project.folder), "--out", str(tmp_path / "run"), "--classes",
+                        ",".join(CLASSES), "--steps", "1")
+    assert code != 0 and "Traceback" not in err
+    assert (f"label class(es) 'Tissue' are not among the model's classes (Background, Tumor, Stroma): 'Tissue' on "
+            f"{CMU.name}; add them to the classes, or remove those labels") in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_batch_areas_and_dice_are_those_of_the_written_mask(tmp_path: Path) -> None:
     """The class areas are the mask's pixels of each class times the pixel area, and labels traced from the mask
     itself score a Dice of 1."""

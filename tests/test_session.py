@@ -175,3 +175,28 @@ def test_imported_classes_join_the_session_with_one_colour_and_far_shapes_are_na
     assert len(notes) == 1 and "1 of the 3" in notes[0] and "far away" in notes[0]
     session.history.undo()
     assert len(session.annotations) == 0, "one undoable edit"
+
+
+def test_a_slide_trains_the_classes_a_project_would(session: Session, tmp_path: Path) -> None:
+    """With no class beyond Background and Tissue the slide trains the tissue model; classes added (or used by its
+    labels) make a K-class model, Background first; on a project's slide, the project's classes, whatever the
+    session holds."""
+    from gigapath_desktop.project.manifest import Project
+
+    session.set_slide(open_slide(CMU))
+    session.apply("tissue", [], [Annotation(box(0, 0, 100, 100))])  # a Tissue label, as Detect tissue makes
+    assert session.model_classes() is None, "the tissue model"
+    tumor = session.add_class("Tumor", (200, 0, 0))
+    session.add_class("Stroma", (0, 150, 0))
+    assert [c.name for c in session.model_classes()] == ["Background", "Tissue", "Tumor", "Stroma"]
+    session.apply("delete", list(session.annotations), [Annotation(box(0, 0, 100, 100), cls=tumor)])
+    assert [c.name for c in session.model_classes()] == ["Background", "Tumor", "Stroma"]
+    assert session.model_classes()[1].color == (200, 0, 0)
+
+    project = Project.create(tmp_path / "study")
+    project.add([TCGA])
+    session.use_project(project)
+    assert [c.name for c in session.model_classes()] == ["Background", "Tumor", "Stroma"], "not a project slide"
+    project.add_class(tumor)
+    session.set_slide(open_slide(TCGA))
+    assert session.on_project_slide() and [c.name for c in session.model_classes()] == ["Background", "Tumor"]

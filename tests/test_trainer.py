@@ -300,3 +300,33 @@ def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regio
     loss, _, grads = region_step(model, region.image, region.labels, tile=None, inputs=inputs)
     again = region_step(model, region.image, region.labels, tile=None)
     assert loss == again[0] and all(np.array_equal(a, b) for a, b in zip(grads, again[2]))
+
+
+def test_a_one_class_warning_names_the_class_of_a_k_class_model(regions: tuple) -> None:
+    from gigapath_desktop.annotations import ClassMap
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+
+    train, _ = regions
+    stroma_only = RegionData(np.asarray(train.image)[:256, :256], np.full((256, 256), 2, np.uint8), name="stroma")
+    keras.utils.set_random_seed(0)
+    model = build_unet(classes=3)
+    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
+    events: list = []
+    Trainer(model, [stroma_only], None, TrainConfig(steps=1, tile=None), listeners=[events.append]).run()
+    assert [e.message for e in events if isinstance(e, WarningEvent)] == [
+        "the labels of stroma are 100.0 % Stroma: the model cannot learn the other classes (Background, Tumor) from "
+        "it; label some of each class in it, or enlarge the region"]
+
+
+def test_a_collapse_names_the_class_a_k_class_model_answers_everywhere() -> None:
+    from gigapath_desktop.annotations import ClassMap
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+    from gigapath_desktop.training.gradients import LossTerms
+
+    model = build_unet(classes=3)
+    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
+    guard = Trainer(model, [RegionData(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8))]).guard
+    collapsed = LossTerms(np.array([900.0, 0, 0]), np.full(3, 1000.0), np.array([900.0, 600, 500]),
+                          np.array([900.0, 0, 0]), np.array([2000.0, 0, 0]), 0.0, 2000.0)
+    verdicts = [guard.check(1.0, collapsed) for _ in range(guard.patience)]
+    assert "it predicts Background everywhere" in verdicts[-1].reason

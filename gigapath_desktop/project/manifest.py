@@ -20,12 +20,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 from PIL import Image
 
-from gigapath_desktop.annotations import BACKGROUND, TISSUE, Annotation, AnnotationClass, Role, read_geojson, write_geojson
+from gigapath_desktop.annotations import BACKGROUND, Annotation, AnnotationClass, Role, read_geojson, write_geojson
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.locks import FolderInUse, FolderLock
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides import SLIDE_SUFFIXES, open_slide
-from gigapath_desktop.training.spec import SpecItem, TrainSpec
+from gigapath_desktop.training.spec import SpecItem, TrainSpec, is_tissue_model
 
 MANIFEST = "project.json"
 FORMAT = "gigapath-project"
@@ -237,8 +237,7 @@ class Project:
         missing = [i.slide.name for i in (*train, *validation) if not i.slide.is_file()]
         if missing:
             raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
-        tissue = names in ([], [TISSUE.name], [BACKGROUND.name, TISSUE.name])
-        if tissue:
+        if is_tissue_model(names):
             return TrainSpec(tuple(train), tuple(validation), None, mpp)
         colours = tuple((c.name, c.color) for c in self.classes if c.name in names)  # the model paints as the project
         return TrainSpec(tuple(train), tuple(validation), tuple(names), mpp, colours)

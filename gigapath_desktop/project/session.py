@@ -17,7 +17,7 @@ from shapely.affinity import translate
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from gigapath_desktop.annotations import DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet, Role
+from gigapath_desktop.annotations import BACKGROUND, DEFAULT_CLASSES, Annotation, AnnotationClass, AnnotationSet, Role
 from gigapath_desktop.annotations.autosave import Autosave
 from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
@@ -29,6 +29,7 @@ from gigapath_desktop.project.manifest import Project, ProjectSlide
 from gigapath_desktop.project.settings import TrainingChoice, data_dir
 from gigapath_desktop.project.training_data import TrainingData
 from gigapath_desktop.slides import Region, Slide
+from gigapath_desktop.training.spec import is_tissue_model
 
 
 @dataclass
@@ -153,7 +154,8 @@ class Session:
         a project slide's annotations cannot be read."""
         if not on_project:
             chosen = [a for a in map(self.annotations.find, (train_id, val_id)) if a is not None]
-            return TrainingData.of([(self.slide.path, self.slide.dimensions, chosen)] if self.slide else [])
+            shapes = chosen + self.annotations.labels()
+            return TrainingData.of([(self.slide.path, self.slide.dimensions, shapes)] if self.slide else [])
         project = self.project
         if project is None:
             return TrainingData()
@@ -163,6 +165,23 @@ class Session:
             return list(self.annotations) if is_open else project.annotations(entry.id)
 
         return TrainingData.of((entry.path, entry.dimensions, annotations(entry)) for entry in project.slides)
+
+    def model_classes(self) -> tuple[AnnotationClass, ...] | None:
+        """The classes a training of the open slide learns, in label order, as a training of the project would: the
+        open project's for one of its slides, else Background then every class added to this session or used by its
+        labels. None: the tissue model, while they are no more than Background and Tissue (strokes of Tumor and
+        Stroma train a Tumor / Stroma model, never a tissue model that counts them as tissue)."""
+        if self.on_project_slide():
+            classes = list(self.project.classes)
+        else:
+            builtin, used = {c.name for c in DEFAULT_CLASSES}, {a.cls.name for a in self.annotations.labels()}
+            classes = [c for c in sorted(self.classes, key=lambda c: c.name != BACKGROUND.name)
+                       if c.name == BACKGROUND.name or c.name in used or c.name not in builtin]
+        return None if is_tissue_model(c.name for c in classes) else tuple(classes)
+
+    def on_project_slide(self) -> bool:
+        """Whether the open slide is one of the open project's (its annotations kept in the project)."""
+        return self.project is not None and self.folder is not None and self.folder.is_relative_to(self.project.folder)
 
     def set_running(self, data: TrainingData | None) -> None:
         """A training started on `data`, or (None) ended."""
@@ -301,7 +320,7 @@ class Session:
         """Hold the open project slide's folder, so `project import` from the command line cannot be overwritten
         by this slide's autosave (it is refused, naming this app, until another slide is opened)."""
         self._release_slide_lock()
-        if self.project is None or self.folder is None or not self.folder.is_relative_to(self.project.folder):
+        if not self.on_project_slide():
             return
         try:
             self._slide_lock = FolderLock(self.folder).acquire()

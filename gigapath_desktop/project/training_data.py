@@ -18,22 +18,34 @@ Placed = tuple[tuple[Path, Region], ...]  # (slide, level-0 region) pairs
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The Train and the Validation regions a training reads, each with its slide."""
+    """The Train and the Validation regions a training reads, each with its slide, and the classes of the labels
+    of each slide that has a region."""
 
     train: Placed = ()
     validation: Placed = ()
+    labels: tuple[tuple[Path, frozenset[str]], ...] = ()
 
     @classmethod
     def of(cls, slides: Iterable[tuple[Path, tuple[int, int], Iterable[Annotation]]]) -> "TrainingData":
         """The Train and Validation regions among each (slide, dimensions, annotations), clipped to the slide as
-        training clips them."""
-        train, validation = [], []
+        training clips them, and the label classes of the slides they lie on."""
+        train, validation, labels = [], [], []
         for slide, dimensions, shapes in slides:
+            placed = len(train) + len(validation)
+            classes: set[str] = set()
             for annotation in shapes:
                 region = Region.around(annotation.bounds, dimensions) if annotation.role.is_area else None
                 if region is not None:
                     (train if annotation.role is Role.REGION else validation).append((slide, region))
-        return cls(tuple(train), tuple(validation))
+                elif annotation.role is Role.LABEL:
+                    classes.add(annotation.cls.name)
+            if len(train) + len(validation) > placed:
+                labels.append((slide, frozenset(classes)))
+        return cls(tuple(train), tuple(validation), tuple(labels))
+
+    def unlabelled(self) -> list[Path]:
+        """The slides with a region but no label to learn from."""
+        return [slide for slide, classes in self.labels if not classes]
 
     def plan_text(self, choice: TrainingChoice) -> str:
         """The step plan of the largest Train region (the one that sets the peak memory); GigaPathError when the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -40,8 +41,10 @@ class Verdict:
 class CollapseGuard:
     """Feed it each step's loss and global sums; it says when to step back."""
 
-    def __init__(self, patience: int = PATIENCE) -> None:
+    def __init__(self, patience: int = PATIENCE, classes: Sequence[str] = ()) -> None:
+        """`classes`: a K-class model's class names, to say which one it answers everywhere."""
         self.patience = patience
+        self.classes = list(classes)
         self.steps: deque[tuple[float, bool]] = deque(maxlen=2 * patience)  # (loss, degenerate output) per step
         self.typical = math.inf  # the lowest lower-quartile loss of 2 x patience steps so far: the level reached
 
@@ -66,7 +69,7 @@ class CollapseGuard:
         """Judge one step from its loss and global sums (hard Dice, class counts)."""
         if not math.isfinite(loss) or not math.isfinite(terms.dice):
             return Verdict(False, f"the loss became {loss}")
-        answer = single_answer(terms)
+        answer = single_answer(terms, self.classes)
         self.steps.append((loss, answer is not None))
         window = list(self.steps)[-self.patience :]
         full = len(window) == self.patience
@@ -85,13 +88,15 @@ class CollapseGuard:
         return Verdict(answer is None and loss <= 1.1 * level)
 
 
-def single_answer(terms: LossTerms) -> str | None:
-    """What a collapsed model answers everywhere ("no tissue", "tissue everywhere", "class 2 everywhere"), or None
-    while its hard Dice is away from the values one answer everywhere gives."""
+def single_answer(terms: LossTerms, classes: Sequence[str] = ()) -> str | None:
+    """What a collapsed model answers everywhere ("no tissue", "tissue everywhere", "Stroma everywhere" or without
+    the class names "class 2 everywhere"), or None while its hard Dice is away from the values one answer everywhere
+    gives."""
     if terms.dice < DEGENERATE:
         return "no tissue" if len(terms.truth) == 1 else "no class right"
     if len(terms.truth) == 1:
         fraction = terms.truth[0] / max(terms.valid, 1.0)
         return "tissue everywhere" if abs(terms.dice - 2 * fraction / (1 + fraction)) < DEGENERATE else None
     top = int(np.argmax(terms.hard_predicted))
-    return f"class {top} everywhere" if terms.hard_predicted[top] >= (1 - DEGENERATE) * terms.valid else None
+    name = classes[top] if len(classes) == len(terms.truth) else f"class {top}"
+    return f"{name} everywhere" if terms.hard_predicted[top] >= (1 - DEGENERATE) * terms.valid else None

@@ -26,7 +26,7 @@ from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningE
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
-from gigapath_desktop.training.spec import SpecItem, TrainSpec
+from gigapath_desktop.training.spec import SpecItem, TrainSpec, unknown_classes
 from gigapath_desktop.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     run folder's lock (`run_train_job` does)."""
     _check_out(job)
     items = _checked_items(job.spec, listeners)
-    classes = _class_map(job.spec, [a for _, _, annotations, _ in items for a in annotations])
+    classes = _class_map(job.spec, [(item.slide, annotations) for item, _, annotations, _ in items])
     saved = checkpoint_info(job.out) if job.resume else None
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
@@ -288,14 +288,20 @@ def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
     return annotations
 
 
-def _class_map(spec: TrainSpec, annotations: list[Annotation]) -> ClassMap:
+def _class_map(spec: TrainSpec, labelled: list[tuple[Path, list[Annotation]]]) -> ClassMap:
     """The tissue model's classes, or the ones named (colours from the labels' own classes); a label of a class
-    not named is refused here, before anything is decoded."""
+    not named is refused here, before anything is decoded, naming the slides it lies on (a project's labels files
+    are named by slide id, which tells no one where to look)."""
     if spec.classes is None:
         return ClassMap.tissue()
     given = (AnnotationClass(name, colour) for name, colour in spec.colours)  # a project's own, over the labels'
-    classes = ClassMap.named(spec.classes, (*(a.cls for a in annotations), *given))
-    classes.values(annotations)
+    classes = ClassMap.named(spec.classes, (*(a.cls for _, annotations in labelled for a in annotations), *given))
+    unknown = unknown_classes(((slide, {a.cls.name for a in annotations if a.role is Role.LABEL})
+                               for slide, annotations in labelled), spec.classes)
+    if unknown:
+        where = "; ".join(f"{name!r} on {', '.join(s.name for s in slides)}" for name, slides in unknown.items())
+        raise GigaPathError(f"label class(es) {', '.join(map(repr, unknown))} are not among the model's classes "
+                            f"({', '.join(spec.classes)}): {where}; add them to the classes, or remove those labels")
     return classes
 
 

@@ -18,14 +18,32 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from gigapath_desktop.annotations import AnnotationClass
+from gigapath_desktop.annotations import BACKGROUND, TISSUE, AnnotationClass
 from gigapath_desktop.errors import AnnotationError, GigaPathError
 from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 from gigapath_desktop.slides import Region
 
 MODES = ("dense", "sparse")
+
+
+def is_tissue_model(names: Iterable[str]) -> bool:
+    """Classes no more than Background and Tissue train the tissue model (a spec's "classes" left out), as
+    `project train` and the app's training choose it."""
+    return set(names) <= {BACKGROUND.name, TISSUE.name}
+
+
+def unknown_classes(labelled: Iterable[tuple[Path, Iterable[str]]], classes: Iterable[str]) -> dict[str, list[Path]]:
+    """Each label class not among a K-class model's `classes`, with the slides whose labels are of it (each slide
+    given with its label classes): what to name when such labels are refused."""
+    known, unknown = set(classes), dict[str, list[Path]]()
+    for slide, used in labelled:
+        for name in sorted(set(used) - known):
+            slides = unknown.setdefault(name, [])
+            if slide not in slides:  # (a slide that trains and validates comes twice)
+                slides.append(slide)
+    return unknown
 
 
 @dataclass(frozen=True)
@@ -53,10 +71,11 @@ class TrainSpec:
     @classmethod
     def one_slide(cls, slide: Path, regions: tuple[Region, ...], labels: Path | None = None,
                   val_region: Region | None = None, classes: tuple[str, ...] | None = None,
-                  sparse: bool = False, mpp: float | None = None, slide_mpp: float | None = None) -> "TrainSpec":
+                  sparse: bool = False, mpp: float | None = None, slide_mpp: float | None = None,
+                  colours: tuple[tuple[str, tuple[int, int, int]], ...] = ()) -> "TrainSpec":
         """`train SLIDE --region R [--region R2 ...] [--val-region V]`: one slide, one labels file."""
         validation = (SpecItem(slide, (val_region,), labels, sparse, slide_mpp),) if val_region is not None else ()
-        spec = cls((SpecItem(slide, tuple(regions), labels, sparse, slide_mpp),), validation, classes, mpp)
+        spec = cls((SpecItem(slide, tuple(regions), labels, sparse, slide_mpp),), validation, classes, mpp, colours)
         try:
             return cls._parse(spec.as_json(), Path("."))  # the same checks as a spec file's
         except (TypeError, KeyError, ValueError) as exc:

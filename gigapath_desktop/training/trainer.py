@@ -20,6 +20,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
+from gigapath_desktop.annotations.classes import ClassMap
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model
 from gigapath_desktop.model.geometry import model_geometry
@@ -43,16 +44,18 @@ ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 DARK_FIELD = 80  # mean grey level of the labelled background below which a region is dark-field (fluorescence)
 
 
-def one_class_warning(region: RegionData, shares: np.ndarray) -> str:
-    """What to say when one class holds more than 98 % of a region's labelled pixels, and what to do about it."""
+def one_class_warning(region: RegionData, shares: np.ndarray, names: Sequence[str]) -> str:
+    """What to say when one class holds more than 98 % of a region's labelled pixels, and what to do about it;
+    `names`: the model's classes, in label order."""
     name = region.name or "a training region"
-    if len(shares) == 2:
+    if list(names) == ClassMap.tissue().names:
         what, other = ("tissue", "background (glass)") if shares[1] > 0.5 else ("background", "tissue")
         return (f"the labels of {name} are {100 * shares.max():.1f} % {what}: the model cannot learn what {other} "
                 f"looks like from it; enlarge the region or move it so that it holds both tissue and background")
     top = int(np.argmax(shares))
-    return (f"the labels of {name} are {100 * shares.max():.1f} % class {top}: the model cannot learn the other "
-            f"classes from it; label some of each class in it, or enlarge the region")
+    others = ", ".join(n for k, n in enumerate(names) if k != top)
+    return (f"the labels of {name} are {100 * shares.max():.1f} % {names[top]}: the model cannot learn the other "
+            f"classes ({others}) from it; label some of each class in it, or enlarge the region")
 
 
 def device_name() -> str:
@@ -102,7 +105,7 @@ class Trainer:
         self.optimizer.build(model.trainable_variables)
         self.average = WeightAverage(model.trainable_variables, config.average)
         self.recoveries = 0
-        self.guard = CollapseGuard()
+        self.guard = CollapseGuard(classes=model_info(model).classes.names)
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
         self._drawn: tuple[int, RegionData] | None = None  # the last step whose view `_view` drew, and that view
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
@@ -167,9 +170,10 @@ class Trainer:
         starting state as a good one (unless a resumed run brought its own)."""
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
+        names = model_info(self.model).classes.names
         for region, share in zip(self.train, shares):
             if share.max() > 1 - ONE_CLASS:
-                self._emit(WarningEvent(one_class_warning(region, share)))
+                self._emit(WarningEvent(one_class_warning(region, share, names)))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
         if self.step == 0:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QComboBox
 
 from gigapath_desktop.annotations import Annotation, Role, write_geojson
@@ -16,7 +16,7 @@ from gigapath_desktop.project.manifest import now
 from gigapath_desktop.project.settings import data_dir
 from gigapath_desktop.project.training_data import TrainingData
 from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.spec import TrainSpec
+from gigapath_desktop.training.spec import TrainSpec, unknown_classes
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
 from gigapath_desktop.ui.jobs import Report
@@ -26,6 +26,8 @@ from gigapath_desktop.ui.workers import TrainingWorker
 if TYPE_CHECKING:
     from gigapath_desktop.training.job import TrainJob
 
+WARNING_BURST_MS = 300  # warnings this close together (a run's preparation says several) make one dialog
+
 
 class TrainingController(QObject):
     def __init__(self, session: Session, panel: TrainingPanel, report: Report) -> None:
@@ -33,6 +35,8 @@ class TrainingController(QObject):
         self.session, self.panel, self.report = session, panel, report
         self.worker: TrainingWorker | None = None
         self._no_validation = False  # the user chose "none" as the validation region
+        self._warnings: list[str] = []  # the running training's warnings not yet shown
+        self.warning_timer = QTimer(self, singleShot=True, interval=WARNING_BURST_MS, timeout=self._show_warnings)
         panel.start_clicked.connect(self.start)
         panel.pause_clicked.connect(self.toggle_pause)
         panel.stop_clicked.connect(self.stop)
@@ -93,7 +97,7 @@ class TrainingController(QObject):
             data = self.data()
             data.plan_text(self.session.training)  # a budget too small for a region: said now, before any decoding
             config = self.session.training.config(checkpoint_every=10)
-            job, note = self._project_job(run_dir, config) if project else self._slide_job(run_dir, config)
+            job, note = self._project_job(run_dir, config, data) if project else self._slide_job(run_dir, config, data)
         except (OSError, GigaPathError) as exc:
             self.report(f"cannot start training: {exc}", "Check the regions, labels and training settings, and that "
                         "the data folder is writable, then start again.")
@@ -104,7 +108,7 @@ class TrainingController(QObject):
         self.worker.event.connect(self.panel.on_event)
         self.worker.event.connect(self._on_event)
         self.worker.finished_training.connect(self._on_finished)
-        self.worker.failed.connect(lambda m: self.report(m, "Check the regions and labels, then start again."))
+        self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._on_stopped)
         if project:
             self.worker.started_training.connect(lambda trainer: self._record(
@@ -117,7 +121,9 @@ class TrainingController(QObject):
         self.session.set_running(data)
         return True
 
-    def _slide_job(self, run_dir: Path, config: TrainConfig) -> tuple[TrainJob | None, str]:
+    def _slide_job(self, run_dir: Path, config: TrainConfig, data: TrainingData) -> tuple[TrainJob | None, str]:
+        """The chosen regions of this slide, with the classes a project training would learn (`model_classes`);
+        no labels: the tissue model on detected tissue."""
         from gigapath_desktop.training.job import TrainJob
 
         session = self.session
@@ -126,26 +132,54 @@ class TrainingController(QObject):
             self.report("no training region", "Draw a rectangle (Rectangle tool, R) around the area to train on; "
                         "its role is Train (change it in the Annotations list).")
             return None, ""
-        run_dir.mkdir(parents=True, exist_ok=True)
+        classes = session.model_classes()
+        names = tuple(c.name for c in classes) if classes else None
+        if names and not self._labels_fit(data, names):
+            return None, ""
         labels = session.annotations.labels()
+        run_dir.mkdir(parents=True, exist_ok=True)
         labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
         val = session.region(session.annotations.find(self.panel.val_region.currentData()))
         sparse = bool(labels) and self.panel.sparse.isChecked()
-        job = TrainJob(TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, sparse=sparse), run_dir,
-                       config)
-        return job, f"labels: {('sparse' if sparse else 'drawn') if labels else 'automatic tissue detection'}"
+        spec = TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, names, sparse,
+                                   colours=tuple((c.name, c.color) for c in classes or ()))
+        how = ("sparse" if sparse else "drawn") if labels else "automatic tissue detection"
+        return TrainJob(spec, run_dir, config), f"labels: {how}; classes: {', '.join(names or ('tissue',))}"
 
-    def _project_job(self, run_dir: Path, config: TrainConfig) -> tuple[TrainJob, str]:
+    def _project_job(self, run_dir: Path, config: TrainConfig, data: TrainingData) -> tuple[TrainJob | None, str]:
         """Every project slide with a Train region trains, every one with a Validation region validates; the
-        project's classes (the tissue model while it has none but Tissue)."""
+        project's classes (the tissue model while it has none but Background and Tissue)."""
         from gigapath_desktop.training.job import TrainJob
 
         project = self.session.project
         self.session.autosave.flush()  # the open slide's latest edits are in its annotations file
         spec = project.spec(sparse=self.panel.sparse.isChecked())
+        if not self._labels_fit(data, spec.classes):
+            return None, ""
         classes = ", ".join(spec.classes) if spec.classes else "tissue"
         return TrainJob(spec, run_dir, config), (f"{len(spec.train)} training and {len(spec.validation)} validation "
                                                  f"slides of the project; classes: {classes}")
+
+    def _labels_fit(self, data: TrainingData, classes: tuple[str, ...] | None) -> bool:
+        """Whether every slide with a region has labels the model can learn from; else say which slides, and what
+        to do in the app, before anything starts (the engine's own refusal speaks of files and options)."""
+        unlabelled = ", ".join(slide.name for slide in data.unlabelled())
+        if unlabelled:
+            how = (f"labels of {', '.join(classes)}" if classes else "labels, or outline the tissue with Tools > "
+                   "Detect tissue")
+            self.report(f"{unlabelled}: a Train or Validation region but no labels to learn from",
+                        f"Draw {how} (Brush or Polygon tool, the class chosen in the toolbar; a project slide opens "
+                        f"from the Project panel), then start again.")
+            return False
+        unknown = unknown_classes(data.labels, classes) if classes else {}
+        if unknown:
+            where = "; ".join(f"{name} on {', '.join(s.name for s in slides)}" for name, slides in unknown.items())
+            self.report(f"labels of a class that is not the model's ({', '.join(classes)}): {where}",
+                        "Delete those labels (open the slide from the Project panel, select them, Edit > Delete "
+                        "selected), or make their class one of the project's with Edit > New class… (the same "
+                        "name); then start again.")
+            return False
+        return True
 
     def toggle_pause(self) -> None:
         trainer = self.worker.trainer if self.worker else None
@@ -214,8 +248,23 @@ class TrainingController(QObject):
         self.refresh_regions()
 
     def _on_event(self, event: object) -> None:
+        """A warning is shown a moment later, with those said just after it in one dialog, in the order said: one
+        dialog each stacked the last on top, so the consequence was read before its cause."""
         if isinstance(event, WarningEvent):
-            self.report(event.message, "Training goes on; stop it (Stop) to change the regions or labels.")
+            self._warnings.append(event.message)
+            self.warning_timer.start()
+
+    def _show_warnings(self) -> None:
+        """The pending warnings, with what to do as it is when shown (a short run may have ended by then) and stays
+        true once it ends."""
+        self.warning_timer.stop()
+        if not self._warnings:
+            return
+        what_next = ("The training uses the regions and labels as they were at Start: stop it (Stop) if it is still "
+                     "running, change them, and start again." if self.running() else
+                     "The training has ended: change the regions or labels, then start again.")
+        self.report("\n\n".join(self._warnings), what_next)
+        self._warnings = []
 
     def _on_finished(self, run_dir: Path) -> None:
         """The model is offered for the slides it was trained on (for every slide when trained on the project)."""
@@ -243,7 +292,12 @@ class TrainingController(QObject):
         except (OSError, GigaPathError) as exc:
             self.panel.append_log(f"the run was not recorded in the project: {exc}")
 
+    def _on_failed(self, message: str) -> None:
+        self._show_warnings()  # said before the failure, shown before it
+        self.report(message, "Check the regions and labels, then start again.")
+
     def _on_stopped(self) -> None:
+        self._show_warnings()  # (said as ended)
         self.panel.set_running(False)
         self.session.set_running(None)
         trainer = self.worker.trainer if self.worker else None
