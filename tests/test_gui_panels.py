@@ -114,8 +114,8 @@ def test_canvas_tags_say_the_region_titles_the_list_says(window: MainWindow, qtb
     window.session.change(window.session.annotations.find(second.id), role=Role.VALIDATION)
     assert tags() == {second.id: "Validation 1", validation.id: "Validation 2"}, "and when one changes role"
     window.session.history.undo()
-    window.session.history.undo()  # (the deleted region comes back last)
-    assert tags() == {second.id: "Train 1", first.id: "Train 2", validation.id: "Validation 1"}
+    window.session.history.undo()  # (the deleted region comes back in its place)
+    assert tags() == {first.id: "Train 1", second.id: "Train 2", validation.id: "Validation 1"}
     assert window.panel.train_region.itemText(1).startswith("Train 2 "), "as the region choices say"
 
 

@@ -54,10 +54,21 @@ def test_edits_undo_redo_and_the_selection_follows_removals(session: Session) ->
     session.delete(session.selected())
     assert session.selection == () and len(session.annotations) == 1
     session.history.undo()
-    assert [a.id for a in session.annotations] == [large.id, small.id]
+    assert [a.id for a in session.annotations] == [small.id, large.id], "back in its place (paint order)"
     assert session.history.undo_text == "draw" and session.history.redo_text == "delete"
     session.history.redo()
     assert len(session.annotations) == 1
+
+
+def test_undoing_a_delete_keeps_the_regions_numbers(session: Session) -> None:
+    session.set_slide(open_slide(CMU))
+    regions = [Annotation.rectangle(x, 0, 200, 200) for x in (0, 300, 600)]
+    session.apply("draw", [], regions)
+    titles = session.annotations.region_titles()
+    session.delete([regions[0], regions[2]])
+    assert session.annotations.region_titles() == {regions[1].id: "Train 1"}
+    session.history.undo()
+    assert session.annotations.region_titles() == titles == {r.id: f"Train {i}" for i, r in enumerate(regions, 1)}
 
 
 def test_a_move_stops_at_the_slide_edge(session: Session) -> None:

@@ -135,9 +135,13 @@ class AnnotationSet:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def add(self, annotation: Annotation) -> None:
-        self._insert(len(self._items), annotation)
+    def add(self, annotation: Annotation, index: int | None = None) -> None:
+        """Append `annotation` (paint it last), or put it at `index` (undoing a removal puts it back in its place)."""
+        self._insert(len(self._items) if index is None else index, annotation)
         self._emit("added", annotation)
+
+    def index(self, annotation: Annotation) -> int:
+        return self._items.index(annotation)
 
     def extend(self, annotations: Iterable[Annotation]) -> None:
         for annotation in annotations:

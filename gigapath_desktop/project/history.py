@@ -1,7 +1,7 @@
 """Undo and redo of annotation edits, without Qt: every edit replaces a list of annotations by another."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gigapath_desktop.annotations import Annotation, AnnotationSet
 from gigapath_desktop.project.events import Emitter
@@ -14,15 +14,23 @@ class Edit:
     text: str
     before: list[Annotation]
     after: list[Annotation]
+    places: list[int] = field(default_factory=list)  # where the removed ones were: undo puts them back there
 
     def apply(self, annotations: AnnotationSet, undo: bool = False) -> None:
+        """Redo or undo the edit; an undone removal restores the paint order and the regions' numbering ("Train 1")."""
         old, new = (self.after, self.before) if undo else (self.before, self.after)
         pairs = min(len(old), len(new))
         for a, b in zip(old[:pairs], new[:pairs]):
             annotations.replace(a, b)
+        if not undo:
+            self.places = [annotations.index(a) for a in old[pairs:]]
         for a in old[pairs:]:
             annotations.remove(a)
-        annotations.extend(new[pairs:])
+        if undo and self.places:
+            for place, a in sorted(zip(self.places, new[pairs:]), key=lambda pair: pair[0]):
+                annotations.add(a, place)
+        else:
+            annotations.extend(new[pairs:])
 
 
 class History:
