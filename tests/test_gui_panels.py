@@ -414,3 +414,27 @@ def test_a_failed_export_says_failed_never_done(window: MainWindow, qtbot, tmp_p
     wait_job(qtbot, window)
     assert "does not exist" in window.errors[-1] and "Nothing was changed" in window.error_box.informativeText()
     assert window.statusBar().currentMessage() == "Exporting mask: failed"
+
+
+def test_the_overlay_has_a_key_that_goes_with_it(window: MainWindow, tmp_path: Path) -> None:
+    """A K-class prediction's colours are named, with each class's share of the area; another slide clears the
+    key and the previous slide's export line."""
+    import numpy as np
+
+    from gigapath_desktop.annotations import AnnotationClass, ClassMap
+
+    window.open_slide(CMU)
+    classes = ClassMap.named(["Background", "Tumor", "Stroma"],
+                             [AnnotationClass("Tumor", (200, 0, 0)), AnnotationClass("Stroma", (0, 0, 180))])
+    probability = np.zeros((10, 20, 3), np.float32)
+    probability[..., 0] = 1
+    probability[:5, :8, 1] = 2  # 40 of 200 pixels Tumor
+    probability[5:, :, 2] = 2  # 100 Stroma
+    window.prediction.show(0, 0, 16.0, probability, classes)
+    key = window.results.legend.text()
+    assert "Background: 30.0%" in key and "Tumor: 20.0%" in key and "Stroma: 50.0%" in key
+    assert "rgb(200, 0, 0)" in key and "rgb(0, 0, 180)" in key
+    window.results.show_export(tmp_path / "cmu.tif")
+    window.open_slide(TCGA)
+    assert window.results.legend.text() == "" and window.results.export_label.text() == ""
+    assert window.viewer.overlay is None or not window.viewer.overlay.isVisible()

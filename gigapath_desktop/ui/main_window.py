@@ -163,7 +163,8 @@ class MainWindow(FileDialogs, QMainWindow):
         if self.opener.thumbnail is not None:
             self.overview.set_thumbnail(self.opener.thumbnail, slide.dimensions[0])
         self._fill_properties(slide)
-        self.viewer.set_overlay(None)
+        self.prediction.clear()
+        self.results.show_export(None)  # (another slide's)
         self.settings.remember_slide(slide.path)
         self._save_settings()
         self._fill_recent()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gigapath_desktop.inference import PredictResult
 
 OVERLAY_MAX_SIDE = 4096
+AMBER = (255, 210)  # the tissue overlay's red and green: distinct from every default class colour
 NO_MODEL = "Open a slide, then train (Training panel) or open a run."
 
 
@@ -43,7 +44,12 @@ class Prediction:
         """Another model (a run opened, a training finished): the overlay of the previous one's prediction goes,
         so the mask shown is always the model line's."""
         if model != self.shown_model:
-            self.viewer.set_overlay(None)
+            self.clear()
+
+    def clear(self) -> None:
+        """No overlay, no key to it (another model, another slide)."""
+        self.viewer.set_overlay(None)
+        self.panel.show_classes([])
 
     def region(self, kind: str) -> Region | None:
         slide = self.session.slide
@@ -131,10 +137,14 @@ class Prediction:
             assert classes is not None and len(classes.classes) == probability.shape[2]
             colours = np.array([(*c.color, 200) for c in classes.classes], np.uint8)
             colours[0, 3] = 0
-            rgba[:] = colours[probability.argmax(axis=2)]
+            labels = probability.argmax(axis=2)
+            rgba[:] = colours[labels]
+            shares = np.bincount(labels.ravel(), minlength=len(colours)) / labels.size
+            self.panel.show_classes([(c.name, c.color, s) for c, s in zip(classes.classes, shares)])
         else:
-            rgba[..., 0], rgba[..., 1] = 255, 210  # amber: distinct from every default class colour
+            rgba[..., 0], rgba[..., 1] = AMBER
             rgba[..., 3] = np.round(probability * 255).astype(np.uint8)
+            self.panel.show_classes([("Tissue", (*AMBER, 0), float(np.mean(probability >= 0.5)))])
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         self.viewer.set_overlay(image, x, y, downsample)
         self.shown_model = self.session.model_path
