@@ -213,7 +213,7 @@ def test_a_moved_slide_is_relinked_by_its_content(tmp_path: Path, capsys: pytest
     assert project.add([tmp_path / "copy.svs"]).known, "nor a copy of it"
     (slides / "case1.svs").rename(moved / "case1.svs")
     code, out, _ = _cli(capsys, "project", "list", str(project.folder))
-    assert "MISSING" in out
+    assert "MISSING" in out and "classes: the tissue model's (Background, Tissue)" in out, "not 'none yet'"
     write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "other.geojson")
     (tmp_path / "other.svs").write_bytes(b"not a slide")
     code, _, err = _cli(capsys, "project", "relink", str(project.folder), "case1", str(tmp_path / "other.svs"))

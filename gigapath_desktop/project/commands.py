@@ -89,7 +89,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from gigapath_desktop.project.manifest import Project
 
     project = Project.open(args.dir)
-    print(f"classes: {', '.join(c.name for c in project.classes) or 'none yet'}")
+    print(f"classes: {project.classes_text()}")
     for entry in project.slides:
         found = "" if entry.path.is_file() else "   MISSING: relink it"
         try:

@@ -218,6 +218,12 @@ class Project:
             self.classes.append(cls)
 
     # --- training ---------------------------------------------------------------------------------------------------
+    def classes_text(self) -> str:
+        """What its trainings learn, as the app's Project panel and `project list` say it: with no classes beyond
+        Background and Tissue, the tissue model (an empty list read as "none yet", though Tissue labels trained)."""
+        names = [c.name for c in self.classes]
+        return "the tissue model's (Background, Tissue)" if is_tissue_model(names) else ", ".join(names)
+
     def spec(self, classes: list[str] | None = None, sparse: bool = False, mpp: float | None = None) -> TrainSpec:
         """The training spec of the project's Train and Validation rectangles, each slide with its annotations.
 

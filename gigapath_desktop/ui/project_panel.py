@@ -55,8 +55,7 @@ class ProjectPanel(QWidget):
         if project is None:
             self.title.setText("No project open: File > New project… or Open project…")
             return
-        self.title.setText(f"{project.folder.name}: {len(project.slides)} slides; classes "
-                           f"{', '.join(c.name for c in project.classes) or 'none yet'}")
+        self.title.setText(f"{project.folder.name}: {len(project.slides)} slides; classes: {project.classes_text()}")
         for entry in project.slides:
             item = QListWidgetItem(QIcon(QPixmap(str(project.thumbnail_path(entry.id)))), "")
             item.setData(ID, entry.id)
