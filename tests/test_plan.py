@@ -55,6 +55,8 @@ def test_a_region_that_fits_is_one_tensor_and_a_gigapixel_one_is_tiled_within_th
     gigapixel = plan_step(16000, 64000)
     assert gigapixel.tile is not None and gigapixel.tile > 2048 and gigapixel.peak_bytes <= 3 * GIB
     assert gigapixel.input_pixels < estimate(16000, 64000, 2048).input_pixels, "bigger tiles read less halo"
+    assert plan_step(100, 100).describe().endswith("under 0.1 s per step"), "not ~0.0 s"
+    assert gigapixel.describe().endswith(f"~{gigapixel.seconds:.1f} s per step")
 
 
 def test_a_budget_too_small_for_any_plan_is_refused_saying_what_would_do() -> None:

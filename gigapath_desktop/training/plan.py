@@ -69,8 +69,8 @@ class StepPlan:
         what = "the region as one tensor" if self.tile is None else (
             f"{self.tiles} tile{'s' * (self.tiles > 1)} of {self.tile} px "
             f"(x{self.input_pixels / (self.height * self.width):.2f} pixels read)")
-        return (f"{self.width} x {self.height}: {what}; peak ~{self.peak_bytes / GIB:.1f} GiB, "
-                f"~{self.seconds:.1f} s per step")
+        seconds = f"~{self.seconds:.1f}" if self.seconds >= 0.05 else "under 0.1"  # (not "~0.0": a small region)
+        return f"{self.width} x {self.height}: {what}; peak ~{self.peak_bytes / GIB:.1f} GiB, {seconds} s per step"
 
 
 def step_tile(config_tile: int | str | None, shape: tuple[int, int], budget_gib: float,
