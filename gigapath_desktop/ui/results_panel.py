@@ -34,6 +34,7 @@ class ResultsPanel(QWidget):
             label.setWordWrap(True)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.show_model(None)
+        self.show_classes([])
         row = QHBoxLayout()
         row.addWidget(QLabel("Opacity"))
         row.addWidget(self.opacity)
@@ -54,6 +55,7 @@ class ResultsPanel(QWidget):
         self.legend.setText("<br>".join(
             f"<span style='background-color: rgb{tuple(colour)}'>&nbsp;&nbsp;&nbsp;&nbsp;</span>&nbsp;"
             f"{html.escape(name)}: {share:.1%}" for name, colour, share in rows))
+        self.legend.setVisible(bool(rows))
 
     def show_model(self, path: Path | None) -> None:
         self.model_label.setText(f"model: {path}" if path else "model: none (train or open a run)")
