@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from tqdm import tqdm
 
@@ -21,6 +21,7 @@ from gigapath_desktop.mpp import check_option
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
 from gigapath_desktop.remote.commands import add_commands, add_remote_options
+from gigapath_desktop.signals import Terminated, stopped_by
 from gigapath_desktop.tf_quiet import quiet_tensorflow_import
 
 if TYPE_CHECKING:
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 Command = Callable[[argparse.Namespace], int]
 EXIT_WITH_PARENT = "GIGAPATH_EXIT_WITH_PARENT"  # a pid: when that process is gone, stop as on SIGTERM (server jobs)
 MAX_SIDE = 1 << 20  # px: a slide side beyond any scanner's
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with the CLI's one-line errors: a usage block before the message buries it. Subparsers
+    (and theirs) are made of the parent's class, so every command gets it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,16 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(EXIT_WITH_PARENT, "").isdigit():
             _exit_with(int(os.environ[EXIT_WITH_PARENT]))
     try:
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()  # here, so a closed pipe (`| head -1`) is met below rather than at exit
+        return code
+    except BrokenPipeError:  # the reader has gone: nothing to say, and nobody to say it to (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except GigaPathError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file system refusal the checks could not foresee (disk full, permissions, ...)
         print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 def _exit_with(parent: int) -> None:
@@ -65,11 +79,11 @@ def _exit_with(parent: int) -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM ends a command like Ctrl-C: training keeps a checkpoint of its last whole step, outputs are removed."""
-    raise KeyboardInterrupt
+    raise stopped_by(signum)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gigapath-desktop", description=__doc__)
+    parser = Parser(prog="gigapath-desktop", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands")
 
@@ -102,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="X,Y,W,H in level-0 pixels; repeat for several regions (one per step, in a shuffled order)")
     p.add_argument("--level", type=int, default=0, help="pyramid level to train at (default 0)")
     labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--labels", help="GeoJSON with Tissue label annotations (QuPath or this app)")
+    labels.add_argument("--labels", help="GeoJSON label annotations of the model's classes (Tissue for the tissue "
+                                         "model; QuPath or this app)")
     labels.add_argument("--auto-labels", action="store_true", help="label tissue by automatic detection")
     p.add_argument("--classes", help="train a K-class model: class names in label order, comma-separated, the first "
                                      "being what unlabelled area is in dense mode (e.g. Background,Tumor,Stroma); "
@@ -162,11 +177,22 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_predict_options(args: argparse.Namespace) -> None:
-    if not (1 / 255 <= args.threshold < 1 and args.downsample >= 1 and args.tile >= 64):  # NaN fails every comparison
-        raise GigaPathError("--threshold must lie in [1/255, 1), --downsample be >= 1 and --tile >= 64")
+    wrong = [f"{option} must {rule}, got {value:g}" for option, value, ok, rule in [
+        ("--threshold", args.threshold, 1 / 255 <= args.threshold < 1, "lie in [1/255, 1)"),  # NaN fails every test
+        ("--downsample", args.downsample, args.downsample >= 1, "be >= 1"),
+        ("--tile", args.tile, args.tile >= 64, "be >= 64"),
+    ] if not ok]
+    if wrong:
+        raise GigaPathError("; ".join(wrong))
     if not (0 <= args.min_hole < math.inf and 0 <= args.min_object < math.inf):
         raise GigaPathError(f"--min-hole and --min-object must be areas of 0 µm² or more, got {args.min_hole:g} and "
                             f"{args.min_object:g}")
+
+
+def check_tiff_name(option: str, path: str, note: str = "") -> None:
+    """A pyramidal TIFF written under another extension (m.png) fools every viewer that trusts the name."""
+    if not path.lower().endswith((".tif", ".tiff")):
+        raise GigaPathError(f"{option} must end in .tif or .tiff (a pyramidal TIFF is written there{note}), got {path}")
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -213,6 +239,7 @@ def cmd_make_slide(args: argparse.Namespace) -> int:
     if limit and args.width * args.height > limit:
         raise GigaPathError(f"--realistic and --geojson take slides of up to {limit / 1e6:.0f} MP")
     out = check_output(args.out)
+    check_tiff_name("OUT", args.out)
     check_output(mask_path_for(out))
     if args.geojson:
         check_output(args.geojson, inputs=(out, mask_path_for(out)))
@@ -294,6 +321,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides import Region
 
     check_predict_options(args)
+    check_tiff_name("--out", args.out, "; a PNG preview is --png")
     check_option("--slide-mpp", args.slide_mpp)
     if args.remote:
         from gigapath_desktop.remote.commands import predict_remote

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from tqdm import tqdm
 
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.signals import restore, route, stop_handlers
+from gigapath_desktop.signals import restore, route, stop_handlers, stopped_by
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.config import TrainConfig
@@ -113,9 +113,9 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
     """Once training begins, Ctrl-C / SIGTERM stop it at the next tile (or after a whole-region step) instead of
     raising wherever the step happens to be: a step cut between its optimizer update and its bookkeeping would
     checkpoint weights, step and history that disagree (a resumed run then lost a metrics row). The weights of the
-    last whole step are kept (checkpoint and model.keras), then KeyboardInterrupt as before (exit 130,
-    "interrupted"). A second Ctrl-C leaves at once; SIGTERMs (a server's shutdown, then its exit) only repeat the
-    request. A signal the shell told the process to ignore stays ignored."""
+    last whole step are kept (checkpoint and model.keras), then KeyboardInterrupt as before ("interrupted"; exit
+    130, or 143 after SIGTERM). A second Ctrl-C leaves at once; SIGTERMs (a server's shutdown, then its exit) only
+    repeat the request. A signal the shell told the process to ignore stays ignored."""
     trainers: list["Trainer"] = []
     stopped: list[int] = []
 
@@ -140,4 +140,4 @@ def _signals_stop_training(started: Callable[["Trainer"], None] | None) -> Itera
         if previous is not None:
             restore(previous)
     if stopped and trainers[0].step < trainers[0].config.steps:  # (a signal during the final save: the run is whole)
-        raise KeyboardInterrupt
+        raise stopped_by(stopped[0])

@@ -11,6 +11,15 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 Handler = Callable[[int, Any], None]
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop by SIGTERM: handled as Ctrl-C everywhere, but the command exits 143 (128 + 15), as shells expect."""
+
+
+def stopped_by(signum: int) -> KeyboardInterrupt:
+    """The exception a stop by `signum` ends in."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def stop_handlers() -> dict[int, Any]:
     """SIGINT's and SIGTERM's handlers now, to `route` by and `restore` later."""
     return {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}

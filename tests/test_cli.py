@@ -49,6 +49,42 @@ def test_make_realistic_slide_with_truth_labels_that_rasterize_back_exactly(tmp_
     assert 0.1 < truth.mean() < 0.7 and np.array_equal(labels.astype(bool), truth)
 
 
+def test_parse_errors_are_one_line_naming_the_help(tmp_path: Path) -> None:
+    for args, said in [(["train", "--steps", "nan"], "error: argument --steps: invalid int value: 'nan' (see "
+                                                     "gigapath-desktop train --help)"),
+                       (["project"], "(see gigapath-desktop project --help)"),
+                       (["project", "train", "d", "--out", "r", "--steps", "x"],
+                        "(see gigapath-desktop project train --help)"),
+                       (["predict-batch", "--out", "o"], "--model (see gigapath-desktop predict-batch --help)"),
+                       (["serve", "--port", "x"], "(see gigapath-desktop serve --help)"),
+                       (["no-such-command"], "invalid choice")]:
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and said in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and not result.stdout and not list(tmp_path.iterdir())
+
+
+def test_help_says_what_a_run_writes_and_labels() -> None:
+    project_train = " ".join(run("project", "train", "--help").stdout.split())
+    assert "spec.json" not in project_train and "config.json with the spec" in project_train
+    assert "label annotations of the model's classes (Tissue for the tissue model" in " ".join(
+        run("train", "--help").stdout.split())
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`info SLIDE | head -1`: the reader is gone; no error about it, no traceback."""
+    assert run("project", "create", str(tmp_path / "p")).returncode == 0
+    assert run("project", "add", str(tmp_path / "p"), str(CMU)).returncode == 0
+    for args in (["info", str(CMU)], ["project", "list", str(tmp_path / "p")]):
+        read, write = os.pipe()
+        os.close(read)  # closed before the command writes a line
+        try:
+            result = subprocess.run([sys.executable, "-m", "gigapath_desktop", *args], stdout=write,
+                                    stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(write)
+        assert result.returncode in (1, 141) and result.stderr == "", result.stderr
+
+
 def test_bad_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
     missing = run("info", str(tmp_path / "nope.svs"))
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such file" in missing.stderr

@@ -44,7 +44,9 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     again = run(*args, "--steps", "4", "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr
     for extra, said in ((["--region", "0,0,1000,1000"], "trained on other data (train[0].regions"),
-                        (["--seed", "3"], "seed 0"), (["--no-augment"], "(leave --no-augment out)"),
+                        (["--seed", "3"], "seed 0"),
+                        (["--no-augment"], "the run was started with augmentation; a resumed run keeps it (leave out "
+                                           "--no-augment)"),
                         (["--steps", "2"], "at step 3 already")):  # the run's data and draws are its own
         refused = run(*args, *extra, "--out", str(out), "--resume")
         assert refused.returncode == 2 and said in refused.stderr.splitlines()[-1], refused.stderr[-600:]
@@ -123,7 +125,7 @@ def test_sigterm_during_training_keeps_a_checkpoint_like_ctrl_c(tmp_path: Path) 
     proc = _paused_training(out, "step applied#3")  # the worst moment: step 3's update applied, its row not written
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert proc.returncode == 143 and "interrupted" in stderr and "Traceback" not in stderr, "128 + SIGTERM"
     latest = int((out / "checkpoints" / "latest").read_text().split("-")[1])
     steps = [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())]
     assert latest == 3 and steps == [1, 2, 3], "the step whose update was applied is recorded and checkpointed"

@@ -188,9 +188,15 @@ def test_predict_batch_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, cap
     for folder in ("one", "two"):
         (tmp_path / folder).mkdir()
         shutil.copy(CMU, tmp_path / folder / "slide.svs")
+    (tmp_path / "notes").mkdir()
+    for name in "abcd":
+        (tmp_path / "notes" / f"{name}.txt").write_text("not a slide")
     base = ["predict-batch", "--model", str(model)]
     for args, message in [([*base, "--out", str(tmp_path / "o"), str(tmp_path / "one"), "--threshold", "nan"], "--threshold"),
                           ([*base, "--out", str(tmp_path / "one"), str(tmp_path / "one")], "no slides to predict"),
+                          ([*base, "--out", str(tmp_path / "o"), str(tmp_path / "notes")],
+                           "(4 skipped: a.txt: not a slide file; b.txt: not a slide file; c.txt: not a slide file; "
+                           "and 1 more)"),
                           ([*base, "--out", str(tmp_path / "o")], "needs slides")]:
         code, _, err = _cli(capsys, *args)
         assert code == 2 and err.startswith("error:") and message in err, err
@@ -198,6 +204,14 @@ def test_predict_batch_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, cap
                         "--tile", "1024")
     rows = [row for row in csv.DictReader((tmp_path / "o" / "summary.csv").open())]
     assert code == 1 and [r["status"] for r in rows] == ["ok", "error"] and "same name" in rows[1]["error"]
+    _cli(capsys, *base, "--out", str(tmp_path / "o"), str(tmp_path / "one"))
+    assert _summary(tmp_path / "o")["slide.svs"]["error"] == "outputs exist (--overwrite predicts again)"
+
+
+def test_adding_only_missing_paths_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Project.create(tmp_path / "study")
+    code, out, err = _cli(capsys, "project", "add", str(tmp_path / "study"), str(tmp_path / "nosuch.svs"))
+    assert code == 2 and not out and err == "error: no slides added (1 skipped: nosuch.svs: no such file or folder)\n"
 
 
 def test_a_moved_slide_is_relinked_by_its_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,7 +245,7 @@ def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifes
         Project.open(tmp_path)
     project.add([CMU])
     write_geojson([Annotation(box(0, 0, 10, 10))], tmp_path / "unknown.geojson")
-    with pytest.raises(GigaPathError, match="no slide of the project is named 'unknown'"):
+    with pytest.raises(GigaPathError, match="no slide of the project is named 'unknown'; name it with --slide"):
         project.import_geojson(tmp_path / "unknown.geojson")
     tumor = [Annotation(box(0, 0, 10, 10), AnnotationClass("Tumor", (200, 0, 0)))]
     write_geojson(tumor, tmp_path / f"{CMU.stem}.geojson")

@@ -103,7 +103,7 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
             record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
         elif not job.overwrite and all(p.exists() for p in outputs):
             before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
-            record(replace(before, status="skipped", message="outputs exist (overwrite to predict again)",
+            record(replace(before, status="skipped", message="outputs exist (--overwrite predicts again)",
                            outputs=tuple(outputs)))
         else:
             record(_predict(job, slide, outputs, model, cancel,

@@ -43,7 +43,7 @@ def add_project_commands(sub: Any) -> None:
     p.set_defaults(command=cmd_relink)
     p = psub.add_parser("train", help="train on the project's Train regions, validate on its Validation regions")
     p.add_argument("dir")
-    p.add_argument("--out", required=True, help="run folder (model.keras, config.json, metrics.csv, spec.json)")
+    p.add_argument("--out", required=True, help="run folder (model.keras, config.json with the spec, metrics.csv)")
     p.add_argument("--classes", help="class names in label order, comma-separated (default: the project's)")
     p.add_argument("--sparse", action="store_true", help="pixels no label covers are ignored (default: dense)")
     p.add_argument("--mpp", type=float, help="train at this many µm per pixel")
@@ -80,9 +80,11 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"added {entry.name} ({entry.dimensions[0]} x {entry.dimensions[1]})")
     for entry in report.known:
         print(f"already in the project: {entry.name}")
+    if report.skipped and not (report.added or report.known):
+        raise GigaPathError(f"no slides added ({skipped_text(report.skipped)})")
     for path, why in report.skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    return 0 if report.added or report.known or not report.skipped else 1
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -175,8 +177,7 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         slides += [s.path for s in project.slides]
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
     if not slides:
-        raise GigaPathError(f"no slides to predict ({len(skipped)} files skipped: "
-                            f"{'; '.join(f'{p.name}: {why}' for p, why in skipped[:3])})")
+        raise GigaPathError(f"no slides to predict ({skipped_text(skipped)})" if skipped else "no slides to predict")
     job = BatchJob(Path(args.model), Path(args.out), tuple(dict.fromkeys(slides)), tuple(skipped), args.geojson,
                    args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels,
                    args.min_hole, args.min_object)
@@ -199,6 +200,13 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
     done = sum(row.status == "ok" for row in rows)
     print(f"{done} predicted, {len(rows) - done - failed} skipped, {failed} failed; wrote {job.out / SUMMARY}")
     return 1 if failed else 0
+
+
+def skipped_text(skipped: list[tuple[Path, str]], most: int = 3) -> str:
+    """'N skipped: a: why; b: why; and K more': the count and the list always agree."""
+    shown = [f"{path.name}: {why}" for path, why in skipped[:most]]
+    more = [f"and {len(skipped) - most} more"] if len(skipped) > most else []
+    return f"{len(skipped)} skipped: {'; '.join(shown + more)}"
 
 
 def _names(text: str) -> list[str]:

@@ -299,7 +299,7 @@ class Project:
         stem = path.name.removesuffix(".geojson").removesuffix(".json")
         entry = self.slide(stem) or self.slide(Path(stem).stem)
         if entry is None:
-            raise GigaPathError(f"{path}: no slide of the project is named {stem!r}; name the slide to import into")
+            raise GigaPathError(f"{path}: no slide of the project is named {stem!r}; name it with --slide")
         return entry
 
     def _replace(self, old: ProjectSlide, new: ProjectSlide) -> ProjectSlide:

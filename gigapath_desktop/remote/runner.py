@@ -24,7 +24,7 @@ from gigapath_desktop.remote.store import Job, JobStore
 log = logging.getLogger(__name__)
 TRAIN_FILES = ("model.keras", "metrics.csv", "config.json")
 PREDICT_FILES = ("mask.tif", "contours.geojson")
-INTERRUPTED = 130  # the command's exit code after SIGTERM / Ctrl-C
+INTERRUPTED = (130, 143)  # the command's exit codes after Ctrl-C / SIGTERM
 
 
 class Runner:
@@ -115,7 +115,7 @@ class Runner:
             return "cancelled", "cancelled"
         if code == 0:
             return "finished", last
-        if code == INTERRUPTED or code < 0:
+        if code in INTERRUPTED or code < 0:
             return "interrupted", f"stopped (exit {code}); resume continues from the last checkpoint"
         return "failed", last.removeprefix("error: ")
 

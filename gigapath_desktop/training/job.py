@@ -177,8 +177,9 @@ def _check_same_run(job: TrainJob) -> None:
     training = recorded.get("training", {})
     for name, option in (("seed", "--seed"), ("augment", "--no-augment")):
         if name in job.resume_changes and name in training and training[name] != getattr(job.config, name):
-            raise GigaPathError(f"{job.out}: the run trains with {name} {training[name]}; a resumed run keeps it "
-                                f"(leave {option} out)")
+            was = (f"seed {training[name]}" if name == "seed"
+                   else "with augmentation" if training[name] else "without augmentation")
+            raise GigaPathError(f"{job.out}: the run was started {was}; a resumed run keeps it (leave out {option})")
 
 
 def _without_colours(spec: Any) -> Any:
