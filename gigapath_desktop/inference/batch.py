@@ -34,6 +34,8 @@ SUMMARY = "summary.csv"
 DICE_MAX_PIXELS = 64_000_000  # mask pixels of the labels' bounding box read back to compare
 BatchProgress = Callable[[int, int, int, int], None]  # (slide index, slides, tiles done, tiles of this slide)
 
+KEPT = "outputs exist, kept (--overwrite, or the app's Predict again where masks exist, replaces them)"
+
 
 @dataclass(frozen=True)
 class BatchJob:
@@ -103,7 +105,7 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
             record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
         elif not job.overwrite and all(p.exists() for p in outputs):
             before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
-            record(replace(before, status="skipped", message="outputs exist (--overwrite predicts again)",
+            record(replace(before, status="skipped", message=KEPT,
                            outputs=tuple(outputs)))
         else:
             record(_predict(job, slide, outputs, model, cancel,
