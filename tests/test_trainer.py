@@ -318,6 +318,25 @@ def test_a_one_class_warning_names_the_class_of_a_k_class_model(regions: tuple) 
         "it; label some of each class in it, or enlarge the region"]
 
 
+def test_a_class_no_region_labels_is_named_before_training(regions: tuple) -> None:
+    """Sparse strokes of Tumor and Stroma only: Background is never learnt (the app's tester saw 0 % background)."""
+    from gigapath_desktop.annotations import ClassMap
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+
+    train, _ = regions
+    labels = np.full((256, 256), 255, np.uint8)
+    labels[:64, :64], labels[128:192, 128:192] = 1, 2
+    strokes = RegionData(np.asarray(train.image)[:256, :256], labels, name="strokes")
+    keras.utils.set_random_seed(0)
+    model = build_unet(classes=3)
+    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
+    events: list = []
+    Trainer(model, [strokes], None, TrainConfig(steps=1, tile=None), listeners=[events.append]).run()
+    assert [e.message for e in events if isinstance(e, WarningEvent)] == [
+        "no training region has labels of Background: the model will never predict it; label some of it (a few "
+        "strokes are enough), or train with dense labels (unlabelled pixels are Background)"]
+
+
 def test_a_collapse_names_the_class_a_k_class_model_answers_everywhere() -> None:
     from gigapath_desktop.annotations import ClassMap
     from gigapath_desktop.model.info import ModelInfo, attach_info

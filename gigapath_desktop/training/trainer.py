@@ -58,6 +58,14 @@ def one_class_warning(region: RegionData, shares: np.ndarray, names: Sequence[st
             f"classes ({others}) from it; label some of each class in it, or enlarge the region")
 
 
+def missing_class_warning(missing: Sequence[str], names: Sequence[str]) -> str:
+    """What to say when no training region labels some of a K-class model's classes (sparse strokes of Tumor and
+    Stroma only: the model never predicts Background, so glass comes out as tissue)."""
+    them = "it" if len(missing) == 1 else "them"
+    return (f"no training region has labels of {', '.join(missing)}: the model will never predict {them}; label some "
+            f"of {them} (a few strokes are enough), or train with dense labels (unlabelled pixels are {names[0]})")
+
+
 def device_name() -> str:
     """'GPU:0 (...)' when TensorFlow sees a GPU or Apple Metal device, else 'CPU'."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -171,9 +179,12 @@ class Trainer:
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
         names = model_info(self.model).classes.names
-        for region, share in zip(self.train, shares):
-            if share.max() > 1 - ONE_CLASS:
-                self._emit(WarningEvent(one_class_warning(region, share, names)))
+        one_class = [(region, share) for region, share in zip(self.train, shares) if share.max() > 1 - ONE_CLASS]
+        for region, share in one_class:
+            self._emit(WarningEvent(one_class_warning(region, share, names)))
+        missing = [name for k, name in enumerate(names) if not any(share[k] for share in shares)]
+        if missing and not one_class:  # (a one-class warning already says what the region lacks)
+            self._emit(WarningEvent(missing_class_warning(missing, names)))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
         if self.step == 0:
