@@ -302,37 +302,32 @@ def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regio
     assert loss == again[0] and all(np.array_equal(a, b) for a, b in zip(grads, again[2]))
 
 
-def test_a_one_class_warning_names_the_class_of_a_k_class_model(regions: tuple) -> None:
+def _k_class_warnings(image: np.ndarray, labels: np.ndarray, name: str) -> list[str]:
+    """The warnings one step of a Background / Tumor / Stroma model on (image, labels) gives."""
     from gigapath_desktop.annotations import ClassMap
     from gigapath_desktop.model.info import ModelInfo, attach_info
 
-    train, _ = regions
-    stroma_only = RegionData(np.asarray(train.image)[:256, :256], np.full((256, 256), 2, np.uint8), name="stroma")
     keras.utils.set_random_seed(0)
     model = build_unet(classes=3)
     attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
     events: list = []
-    Trainer(model, [stroma_only], None, TrainConfig(steps=1, tile=None), listeners=[events.append]).run()
-    assert [e.message for e in events if isinstance(e, WarningEvent)] == [
+    Trainer(model, [RegionData(image, labels, name=name)], None, TrainConfig(steps=1, tile=None),
+            listeners=[events.append]).run()
+    return [e.message for e in events if isinstance(e, WarningEvent)]
+
+
+def test_a_one_class_warning_names_the_class_of_a_k_class_model(regions: tuple) -> None:
+    image = np.asarray(regions[0].image)[:256, :256]
+    assert _k_class_warnings(image, np.full((256, 256), 2, np.uint8), "stroma") == [
         "the labels of stroma are 100.0 % Stroma: the model cannot learn the other classes (Background, Tumor) from "
         "it; label some of each class in it, or enlarge the region"]
 
 
 def test_a_class_no_region_labels_is_named_before_training(regions: tuple) -> None:
     """Sparse strokes of Tumor and Stroma only: Background is never learnt (the app's tester saw 0 % background)."""
-    from gigapath_desktop.annotations import ClassMap
-    from gigapath_desktop.model.info import ModelInfo, attach_info
-
-    train, _ = regions
     labels = np.full((256, 256), 255, np.uint8)
     labels[:64, :64], labels[128:192, 128:192] = 1, 2
-    strokes = RegionData(np.asarray(train.image)[:256, :256], labels, name="strokes")
-    keras.utils.set_random_seed(0)
-    model = build_unet(classes=3)
-    attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
-    events: list = []
-    Trainer(model, [strokes], None, TrainConfig(steps=1, tile=None), listeners=[events.append]).run()
-    assert [e.message for e in events if isinstance(e, WarningEvent)] == [
+    assert _k_class_warnings(np.asarray(regions[0].image)[:256, :256], labels, "strokes") == [
         "no training region has labels of Background: the model will never predict it; label some of it (a few "
         "strokes are enough), or train with dense labels (unlabelled pixels are Background)"]
 
