@@ -113,15 +113,10 @@ class ProjectController:
 
     # --- dialogs ------------------------------------------------------------------------------------------------------
     def create_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "New project: choose an empty folder",
-                                                  self.parent.open_start())
-        if folder:
-            self.create(folder)
+        self.parent.with_folder("New project: choose an empty folder", self.create)
 
     def open_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Open project folder", self.parent.open_start())
-        if folder:
-            self.open(folder)
+        self.parent.with_folder("Open project folder", self.open)
 
     def add_dialog(self) -> None:
         paths = QFileDialog.getOpenFileNames(self.parent, "Add slides to the project", self.parent.open_start(),
@@ -130,16 +125,10 @@ class ProjectController:
             self.add(paths)
 
     def add_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Add the slides of a folder to the project",
-                                                  self.parent.open_start())
-        if folder:
-            self.add([folder])
+        self.parent.with_folder("Add the slides of a folder to the project", lambda folder: self.add([folder]))
 
     def relink_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.parent, "Relink: the folder the missing slides moved to",
-                                                  self.parent.open_start())
-        if folder:
-            self.relink(folder)
+        self.parent.with_folder("Relink: the folder the missing slides moved to", self.relink)
 
     def _use(self, make: Callable[[], Project], what_next: str) -> bool:
         try:
