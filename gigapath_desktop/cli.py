@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a trained model, e.g. RUN_DIR/model.keras (with --remote: the "
                                                    "id of a finished training job on the server)")
     p.add_argument("--region", help="X,Y,W,H in level-0 pixels (default: the whole slide)")
-    p.add_argument("--level", type=int, default=0, help="pyramid level to predict at (default 0)")
+    p.add_argument("--level", type=int, default=0, help="pyramid level to predict at (default 0; a model trained at "
+                                                         "a µm/px reads a slide that records one at that µm/px)")
     p.add_argument("--out", required=True, help="output pyramidal TIFF mask")
     p.add_argument("--png", help="also write a PNG preview (the slide with the mask overlaid)")
     p.add_argument("--geojson", help="also write the mask's contours as QuPath GeoJSON")

@@ -273,6 +273,13 @@ def test_a_model_trained_at_an_mpp_reads_any_slide_at_it(tmp_path: Path) -> None
             assert written.mpp == pytest.approx((1.0, 1.0))
     assert maps[0].shape == maps[1].shape == (768, 1024)
     assert len(np.unique(maps[0])) == 3 and np.mean(maps[0] != maps[1]) < 0.01
+    asked = PredictJob(fine, path, tmp_path / "asked.tif", level=7, tile=512, threshold=0.7, binary=True)
+    notes = run_predict_job(asked).notes  # settings that do not apply to this model are named, never silently dropped
+    assert notes == ("the model reads slides at 1 µm/px, so level 7 was not used",
+                     "the model tells 3 classes apart, so its mask holds class indices: the tissue-mask settings "
+                     "(threshold 0.7, binary) do not apply")
+    with tifffile.TiffFile(asked.out) as tif:
+        assert np.array_equal(tif.pages[0].asarray(), maps[0])
 
     write_pyramid(tmp_path / "plain.tif", image[:512, :512], None, jpeg_quality=95)
     result = run_predict_job(PredictJob(tmp_path / "plain.tif", path, tmp_path / "plain.labels.tif", tile=512))

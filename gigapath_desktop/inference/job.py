@@ -32,6 +32,8 @@ from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.slides.diskarray import DiskArray
 from gigapath_desktop.slides.resample import Scale, read_at
 
+DEFAULT_THRESHOLD = 0.5  # tissue at or above this probability
+
 
 @dataclass
 class PredictJob:
@@ -43,7 +45,7 @@ class PredictJob:
     png: Path | None = None
     downsample: float = 32.0  # of the PNG preview, in slide level-0 pixels per preview pixel
     geojson: Path | None = None
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     binary: bool = False  # 0/255 at the threshold instead of probability x 255
     tile: int = 2048
     probabilities: Path | None = None  # also a pyramidal TIFF of each class's probability x 255, one channel each
@@ -93,10 +95,9 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     threshold = int(round(job.threshold * 255))
     values = MaskValues("labels" if labels else "binary" if job.binary else "probability", classes, threshold)
     with open_slide(job.slide, job.slide_mpp) as slide, ExitStack() as commit:
-        if not 0 <= job.level < slide.level_count:
-            raise GigaPathError(f"{slide.path}: level {job.level} does not exist (slide has {slide.level_count})")
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
         source, ds, notes = prediction_source(slide, region, info.mpp)
+        notes += _unused_tissue_settings(job, values)
         if isinstance(source, SlideSource):  # the pyramid's own level grid
             canvas_w, canvas_h = slide.level_dimensions[region.level]
             col, row, _, _ = slide.level_rect(region)
@@ -158,14 +159,29 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
 def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
     """(pixels to predict on, level-0 pixels per output pixel, notes): the region at the model's µm/px when it was
     trained at one and the slide records its own, else at the region's level."""
+    if mpp is not None and slide.mpp is not None:
+        scale = Scale.for_mpp(slide, mpp)
+        unused = (f"the model reads slides at {mpp:g} µm/px, so level {region.level} was not used",)
+        return read_at(slide, region, scale), scale.downsample, unused if region.level else ()
+    source = SlideSource(slide, region), slide.level_downsamples[region.level]  # SlideSource checks the level
     if mpp is None:
-        return SlideSource(slide, region), slide.level_downsamples[region.level], ()
-    if slide.mpp is None:
-        note = (f"{slide.path.name} records no µm/px; the model was trained at {mpp:g} µm/px, so it runs at level "
-                f"{region.level} and may be off scale")
-        return SlideSource(slide, region), slide.level_downsamples[region.level], (note,)
-    scale = Scale.for_mpp(slide, mpp)
-    return read_at(slide, region, scale), scale.downsample, ()
+        return (*source, ())
+    return (*source, (f"{slide.path.name} records no µm/px; the model was trained at {mpp:g} µm/px, so it runs at "
+                      f"level {region.level} and may be off scale",))
+
+
+def _unused_tissue_settings(job: PredictJob, values: MaskValues) -> tuple[str, ...]:
+    """A K-class mask holds class indices: say so when the job asked for a tissue mask's threshold or clean-up."""
+    if values.kind != "labels":
+        return ()
+    given = [name for name, changed in [
+        (f"threshold {job.threshold:g}", job.threshold != DEFAULT_THRESHOLD), ("binary", job.binary),
+        (f"smallest hole {job.min_hole_um2:g} µm²", job.min_hole_um2 != MIN_AREA_UM2),
+        (f"smallest speck {job.min_object_um2:g} µm²", job.min_object_um2 != 0)] if changed]
+    if not given:
+        return ()
+    return (f"the model tells {len(values.classes.classes)} classes apart, so its mask holds class indices: the "
+            f"tissue-mask settings ({', '.join(given)}) do not apply",)
 
 
 def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | None, slide: Slide,
