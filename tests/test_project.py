@@ -316,7 +316,7 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1024, 1024)])  # CMU trains
     assert window.projects.open_slide(pilot.id)
     window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1536, 1024, role=Role.VALIDATION)])  # pilot validates
-    window.panel.scope.setCurrentIndex(window.panel.scope.findData("project"))
+    window.session.set_training(on_project=True)
     window.session.set_training(steps=2)
     assert window.start_training()
     qtbot.waitUntil(lambda: window.training is not None and window.training.isFinished(), timeout=180_000)
@@ -356,7 +356,7 @@ def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_i
                                       Annotation.rectangle(1000, 1000, 512, 512, role=Role.VALIDATION)])
     assert panel.train_region.currentText().startswith("Train 1 ") and panel.plan.text().startswith("768 x 768: ")
 
-    panel.scope.setCurrentIndex(panel.scope.findData("project"))
+    window.session.set_training(on_project=True)
     assert panel.plan.text().startswith("the largest of 2 regions, 1024 x 1024: "), panel.plan.text()
     said = (panel.train_data.text(), panel.val_data.text(), panel.plan.text())
     assert said[:2] == ("2 regions on 2 slides", f"1 region on {TCGA.name}")
@@ -374,7 +374,8 @@ def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_i
     qtbot.wait(50)
     assert panel.train_data.text() == "3 regions on 2 slides", "once it ends, the project as it is now"
 
-    panel.scope.setCurrentIndex(panel.scope.findData("slide"))
+    window.session.set_training(on_project=False)
+    assert panel.scope.currentData() == "slide"
     assert panel.train_region.isVisible() and not panel.train_data.isVisible()
     assert panel.plan.text().startswith("1024 x 1024: "), "this slide's chosen region"
     assert window.errors == []

@@ -118,11 +118,11 @@ def test_annotations_roles_and_model_come_back_with_the_slide(session: Session, 
 def test_a_saved_session_reads_back_and_bad_ones_are_refused(session: Session, tmp_path: Path) -> None:
     session.set_slide(open_slide(CMU))
     session.add_class("Tumour", (200, 0, 0))
-    session.set_training(steps=42)
+    session.set_training(steps=42, sparse=True, on_project=True)
     session.apply("draw", [], [Annotation(box(5, 5, 50, 50))])
     session.save(tmp_path / "s")
     saved = SavedSession.read(tmp_path / "s")
-    assert saved.slide == str(CMU.resolve()) and saved.training == TrainingChoice(steps=42)
+    assert saved.slide == str(CMU.resolve()) and saved.training == TrainingChoice(steps=42, on_project=True, sparse=True)
     assert [c.name for c in saved.classes][-1] == "Tumour"
     assert len(read_geojson(tmp_path / "s" / "annotations.geojson")) == 1
     for bad in ('{"settings": {"steps": -1}}', '{"classes": [{"name": ""}]}', '{"slide": 5}', "[", '"x"'):
@@ -134,7 +134,7 @@ def test_a_saved_session_reads_back_and_bad_ones_are_refused(session: Session, t
 def test_bad_training_values_are_refused_without_a_change(session: Session) -> None:
     seen = record(session)
     for bad in ({"steps": 0}, {"learning_rate": float("nan")}, {"tile": 10}, {"steps": True},
-                {"memory_budget": float("inf")}, {"memory_budget": 0.1}):
+                {"memory_budget": float("inf")}, {"memory_budget": 0.1}, {"sparse": 1}, {"on_project": "yes"}):
         with pytest.raises(GigaPathError):
             session.set_training(**bad)
     assert session.training == TrainingChoice() and seen == []

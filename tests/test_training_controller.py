@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from shapely.geometry import box
 
 from conftest import CMU, TCGA
@@ -30,7 +31,8 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
                                       Annotation(box(100, 100, 300, 300), cls=tumor),
                                       Annotation(box(500, 500, 700, 700), cls=stroma)])
     panel = window.panel
-    panel.sparse.setChecked(True)
+    qtbot.mouseClick(panel.sparse, Qt.MouseButton.LeftButton)
+    assert window.session.training.sparse, "the choice is the session's (saved with it), not the widget's"
     window.session.set_training(steps=2, tile=512)
     assert panel.scope.currentData() == "slide" and window.start_training()
     qtbot.waitUntil(lambda: window.training.isFinished(), timeout=180_000)
@@ -44,7 +46,8 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
         "no one-class warning (the strokes are half Tumor, half Stroma), but glass is never learnt")
     window.errors.clear()
 
-    panel.scope.setCurrentIndex(panel.scope.findData("project"))
+    qtbot.keyClick(panel.scope, Qt.Key.Key_Down)  # the user picks "all project slides"
+    assert window.session.training.on_project
     trained = window.training
     assert not window.start_training() and window.training is trained
     assert window.errors == [f"{TCGA.name}: a Train or Validation region but no labels to learn from"]
@@ -55,7 +58,7 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
     window.detect_tissue()
     wait_job(qtbot, window)
     assert not window.start_training() and window.training is trained
-    assert window.errors[-1] == (f"labels of a class that is not the model's (Background, Tumor, Stroma): Tissue on "
+    assert window.errors[-1] == (f"labels of a class that is not the model's (Background, Tumor, Stroma): 'Tissue' on "
                                  f"{TCGA.name}")
     hint = window.error_box.informativeText()
     assert "Edit > Delete selected" in hint and "Edit > New class…" in hint
@@ -79,7 +82,7 @@ def test_a_runs_warnings_come_in_one_dialog_in_the_order_said_with_what_is_true_
     window.session.apply("regions", [], [Annotation.rectangle(700, 2500, 500, 400),
                                          Annotation.rectangle(1200, 2500, 500, 400),
                                          Annotation(box(600, 2400, 1800, 2900), cls=TISSUE, role=Role.LABEL)])
-    window.panel.scope.setCurrentIndex(window.panel.scope.findData("project"))
+    window.session.set_training(on_project=True)
     window.session.set_training(steps=1000, tile=512)
     assert window.start_training()
     qtbot.waitUntil(lambda: bool(window.errors), timeout=180_000)

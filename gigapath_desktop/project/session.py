@@ -142,7 +142,7 @@ class Session:
             self._remember()
 
     def set_training(self, **changes: Any) -> None:
-        """Change training settings (tile, learning_rate, steps); raises GigaPathError on a bad value."""
+        """Change training settings (`TrainingChoice` fields); raises GigaPathError on a bad value."""
         choice = replace(self.training, **changes)
         if choice != self.training:
             self.training = choice

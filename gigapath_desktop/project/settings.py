@@ -41,8 +41,13 @@ class TrainingChoice:
     learning_rate: float = TrainConfig.learning_rate
     steps: int = TrainConfig.steps
     memory_budget: float = TrainConfig.memory_budget  # GiB
+    on_project: bool = False  # train on the Train regions of every project slide, not the open slide's
+    sparse: bool = False  # pixels no label covers are ignored, instead of being the first class
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.on_project, bool) and isinstance(self.sparse, bool)):
+            raise GigaPathError(f"on_project and sparse must be true or false, got {self.on_project!r} and "
+                                f"{self.sparse!r}")
         if (isinstance(self.tile, bool) or not isinstance(self.tile, int)
                 or not (self.tile == AUTO or TILES[0] <= self.tile <= TILES[1])):
             raise GigaPathError(f"tile must be auto or a whole number of pixels from {TILES[0]} to {TILES[1]}, got "

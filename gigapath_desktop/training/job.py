@@ -26,7 +26,7 @@ from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningE
 from gigapath_desktop.training.metrics import MetricsWriter
 from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
-from gigapath_desktop.training.spec import SpecItem, TrainSpec, unknown_classes
+from gigapath_desktop.training.spec import SpecItem, TrainSpec, unknown_classes, where_text
 from gigapath_desktop.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -300,9 +300,8 @@ def _class_map(spec: TrainSpec, labelled: list[tuple[Path, list[Annotation]]]) -
     unknown = unknown_classes(((slide, {a.cls.name for a in annotations if a.role is Role.LABEL})
                                for slide, annotations in labelled), spec.classes)
     if unknown:
-        where = "; ".join(f"{name!r} on {', '.join(s.name for s in slides)}" for name, slides in unknown.items())
         raise GigaPathError(f"label class(es) {', '.join(map(repr, unknown))} are not among the model's classes "
-                            f"({', '.join(spec.classes)}): {where}; add them to the classes, or remove those labels")
+                            f"({', '.join(spec.classes)}): {where_text(unknown)}; add them to the classes, or remove those labels")
     return classes
 
 

@@ -46,6 +46,11 @@ def unknown_classes(labelled: Iterable[tuple[Path, Iterable[str]]], classes: Ite
     return unknown
 
 
+def where_text(unknown: dict[str, list[Path]]) -> str:
+    """`unknown_classes` as said to a user: "'Tissue' on a.svs, b.svs; 'Fat' on c.svs"."""
+    return "; ".join(f"{name!r} on {', '.join(s.name for s in slides)}" for name, slides in unknown.items())
+
+
 @dataclass(frozen=True)
 class SpecItem:
     slide: Path

@@ -16,7 +16,7 @@ from gigapath_desktop.project.manifest import now
 from gigapath_desktop.project.settings import data_dir
 from gigapath_desktop.project.training_data import TrainingData
 from gigapath_desktop.training.config import TrainConfig
-from gigapath_desktop.training.spec import TrainSpec, unknown_classes
+from gigapath_desktop.training.spec import TrainSpec, unknown_classes, where_text
 from gigapath_desktop.training.events import WarningEvent
 from gigapath_desktop.training.metrics import read_metrics
 from gigapath_desktop.ui.jobs import Report
@@ -47,7 +47,8 @@ class TrainingController(QObject):
             box.valueChanged.connect(lambda value, k=key: self._choose(**{k: value}))
         panel.val_region.activated.connect(lambda i: setattr(self, "_no_validation", panel.val_region.itemData(i) is None))
         panel.train_region.currentIndexChanged.connect(lambda _: self.show_plan())
-        panel.scope.currentIndexChanged.connect(lambda _: self.show_plan())
+        panel.scope.activated.connect(lambda i: self._choose(on_project=panel.scope.itemData(i) == "project"))
+        panel.sparse.clicked.connect(lambda checked: self._choose(sparse=checked))
         session.events.training.connect(lambda choice: self._show_choice())
         session.events.slide.connect(self._on_slide)
         session.events.project.connect(lambda project: self.show_plan())
@@ -140,7 +141,7 @@ class TrainingController(QObject):
         run_dir.mkdir(parents=True, exist_ok=True)
         labels_path = write_geojson(labels, run_dir / "labels.geojson") if labels else None
         val = session.region(session.annotations.find(self.panel.val_region.currentData()))
-        sparse = bool(labels) and self.panel.sparse.isChecked()
+        sparse = bool(labels) and session.training.sparse
         spec = TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, names, sparse,
                                    colours=tuple((c.name, c.color) for c in classes or ()))
         how = ("sparse" if sparse else "drawn") if labels else "automatic tissue detection"
@@ -153,7 +154,7 @@ class TrainingController(QObject):
 
         project = self.session.project
         self.session.autosave.flush()  # the open slide's latest edits are in its annotations file
-        spec = project.spec(sparse=self.panel.sparse.isChecked())
+        spec = project.spec(sparse=self.session.training.sparse)
         if not self._labels_fit(data, spec.classes):
             return None, ""
         classes = ", ".join(spec.classes) if spec.classes else "tissue"
@@ -173,8 +174,7 @@ class TrainingController(QObject):
             return False
         unknown = unknown_classes(data.labels, classes) if classes else {}
         if unknown:
-            where = "; ".join(f"{name} on {', '.join(s.name for s in slides)}" for name, slides in unknown.items())
-            self.report(f"labels of a class that is not the model's ({', '.join(classes)}): {where}",
+            self.report(f"labels of a class that is not the model's ({', '.join(classes)}): {where_text(unknown)}",
                         "Delete those labels (open the slide from the Project panel, select them, Edit > Delete "
                         "selected), or make their class one of the project's with Edit > New class… (the same "
                         "name); then start again.")
@@ -237,10 +237,12 @@ class TrainingController(QObject):
             box.blockSignals(True)
             box.setValue(value)
             box.blockSignals(False)
+        self.panel.scope.setCurrentIndex(self.panel.scope.findData("project" if choice.on_project else "slide"))
+        self.panel.sparse.setChecked(choice.sparse)  # neither emits the signals connected above (user actions only)
         self.show_plan()
 
     def _on_project(self) -> bool:
-        return self.panel.scope.currentData() == "project"
+        return self.session.training.on_project
 
     def _on_slide(self, slide: object) -> None:
         if not self.running():  # a run of the previous slide keeps its plots until it ends
