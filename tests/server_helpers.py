@@ -23,13 +23,20 @@ class Server:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.log_path = data.parent / f"serve-{self.port}.log"  # a file: a pipe nobody reads would block the server
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
 
     def start(self) -> "Server":
-        self.proc = subprocess.Popen([sys.executable, "-m", "gigapath_desktop", "serve", "--port", str(self.port),
-                                      "--token-file", str(self.token_file), "--slides-root", str(self.root),
-                                      "--data-dir", str(self.data),
-                                      "--job-nice", "0"],  # niced jobs crawl beside the other test worker
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gigapath_desktop", "serve", "--port", str(self.port), "--token-file",
+                 str(self.token_file), "--slides-root", str(self.root), "--data-dir", str(self.data),
+                 "--job-nice", "0"],  # niced jobs crawl beside the other test worker
+                stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -37,7 +44,7 @@ class Server:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
-            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+            assert self.proc.poll() is None, self.log()[-2000:]
         raise AssertionError("the server did not start")
 
     def kill(self) -> None:
