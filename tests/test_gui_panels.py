@@ -376,6 +376,32 @@ def test_each_new_class_is_offered_a_colour_no_class_has(window: MainWindow) -> 
     assert [c.getRgb()[:3] for c in offered] == colours[-2:], "the user took the colours the picker offered"
 
 
+def test_a_class_gets_another_colour_from_the_edit_menu(window: MainWindow) -> None:
+    """Edit > Class colour… recolours the class chosen in the toolbar: its swatch, and its strokes on the canvas."""
+    window.open_slide(CMU)
+    tumor = window.session.add_class("Tumor", (150, 200, 150))  # close to Tissue's green
+    window.menus.class_box.setCurrentIndex(window.menus.class_box.findText("Tumor"))
+    window.session.apply("draw", [], [Annotation(box(10, 10, 200, 200), cls=tumor)])
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QColorDialog):
+            QTimer.singleShot(20, answer)
+            return
+        assert dialog.windowTitle() == "Colour of Tumor" and dialog.currentColor().getRgb()[:3] == (150, 200, 150)
+        dialog.setCurrentColor(QColor(120, 0, 160))
+        dialog.accept()
+
+    QTimer.singleShot(20, answer)
+    next(a for a in window.menus.actions if a.text() == "Class colour…").trigger()
+    classes = window.menus.class_box
+    assert classes.currentText() == "Tumor"
+    swatch = classes.itemIcon(classes.currentIndex()).pixmap(12, 12).toImage().pixelColor(5, 5)
+    assert swatch.getRgb()[:3] == (120, 0, 160)
+    stroke = window.viewer._items[window.session.annotations[0].id]
+    assert stroke.pen().color().getRgb()[:3] == (120, 0, 160), "the stroke on the canvas is redrawn"
+
+
 def test_what_a_training_reads_replaces_the_region_choices_without_moving_a_button(window: MainWindow,
                                                                                   tmp_path: Path) -> None:
     slide = tmp_path / "CMU-1-Small-Region-scanned-again-at-40x-for-the-second-reading-of-the-study.svs"

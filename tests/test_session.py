@@ -211,3 +211,32 @@ def test_a_slide_trains_the_classes_a_project_would(session: Session, tmp_path: 
     project.add_class(tumor)
     session.set_slide(open_slide(TCGA))
     assert session.on_project_slide() and [c.name for c in session.model_classes()] == ["Background", "Tumor"]
+
+
+def test_a_class_takes_another_colour_on_its_labels_in_the_project_and_on_its_other_slides(session: Session,
+                                                                                           tmp_path: Path) -> None:
+    """One colour per class: recolouring changes the slide's labels (one undoable edit) and the project's class;
+    the project's other slides' labels take it when opened; New class of a known name recolours it."""
+    from gigapath_desktop.annotations import AnnotationClass
+    from gigapath_desktop.project.manifest import Project
+
+    project = Project.create(tmp_path / "study")
+    project.add([CMU, TCGA])
+    session.use_project(project)
+    tumor = session.add_class("Tumor", (150, 200, 150))
+    session.set_slide(open_slide(TCGA))
+    session.apply("draw", [], [Annotation(box(0, 0, 50, 50), cls=tumor), Annotation.rectangle(0, 0, 99, 99)])
+    session.set_slide(open_slide(CMU))
+    session.apply("draw", [], [Annotation(box(0, 0, 50, 50), cls=tumor), Annotation(box(60, 0, 90, 50))])
+
+    session.recolour_class(AnnotationClass("Tumor", (200, 0, 0)))
+    assert [a.cls.color for a in session.annotations] == [(200, 0, 0), (64, 160, 64)], "Tissue keeps its colour"
+    assert session.history.undo_text == "colour of Tumor"
+    assert Project.open(project.folder).classes[-1] == AnnotationClass("Tumor", (200, 0, 0))
+    assert [c.color for c in session.classes if c.name == "Tumor"] == [(200, 0, 0)]
+    session.set_slide(open_slide(TCGA))
+    assert [a.cls.color for a in session.annotations if a.role is Role.LABEL] == [(200, 0, 0)]
+
+    session.add_class("Tumor", (0, 0, 180))  # New class… with a name the session knows
+    assert [c.color for c in session.classes if c.name == "Tumor"] == [(0, 0, 180)]
+    assert [a.cls.color for a in session.annotations if a.role is Role.LABEL] == [(0, 0, 180)]

@@ -209,6 +209,11 @@ class Project:
         with self._changing():
             self._add_class(cls)
 
+    def recolour_class(self, cls: AnnotationClass) -> None:
+        """The project's class of that name takes `cls`'s colour (what its trainings' models paint)."""
+        with self._changing():
+            self.classes = [cls if c.name == cls.name else c for c in self.classes]
+
     def _add_class(self, cls: AnnotationClass) -> None:
         """A new class joins the list; the first one brings Background before it (a K-class model's first class is
         what unlabelled area is in dense mode)."""

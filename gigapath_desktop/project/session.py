@@ -109,6 +109,7 @@ class Session:
         problem = self.autosave.attach(self.autosave_path() if restore else None)
         if problem:
             self.events.problem.emit(f"the autosaved annotations could not be read: {problem}")
+        self._adopt_colours()
         self.events.slide.emit(slide)
         if previous is not None:
             previous.close()
@@ -189,10 +190,14 @@ class Session:
         self.events.running.emit(data)
 
     def add_class(self, name: str, color: tuple[int, int, int]) -> AnnotationClass:
-        """A class to draw labels of (and, with a project open, one of the project's classes)."""
+        """A class to draw labels of (and, with a project open, one of the project's classes); a class of that name
+        already here takes the colour instead (`recolour_class`)."""
         cls = AnnotationClass(name, color)
-        self.classes = [c for c in self.classes if c.name != name] + [cls]
-        self.events.classes.emit(self.classes)
+        if any(c.name == name for c in self.classes):
+            self.recolour_class(cls)
+        else:
+            self.classes = [*self.classes, cls]
+            self.events.classes.emit(self.classes)
         if self.project is not None and cls.name not in {c.name for c in self.project.classes}:
             try:
                 self.project.add_class(cls)
@@ -201,14 +206,37 @@ class Session:
             self.events.project.emit(self.project)
         return cls
 
+    def recolour_class(self, cls: AnnotationClass) -> None:
+        """Give the class of `cls.name` its colour: in the class list, on this slide's labels (one undoable edit),
+        and in the open project, whose other slides' labels take it when they are opened."""
+        self.classes = [cls if c.name == cls.name else c for c in self.classes]
+        self.events.classes.emit(self.classes)
+        before = [a for a in self.annotations if a.role is Role.LABEL and a.cls.name == cls.name and a.cls != cls]
+        if before:
+            self.apply(f"colour of {cls.name}", before, [replace(a, cls=cls) for a in before])
+        if self.project is not None and any(c.name == cls.name and c != cls for c in self.project.classes):
+            try:
+                self.project.recolour_class(cls)
+            except (OSError, GigaPathError) as exc:
+                self.events.problem.emit(f"the project keeps the old colour of {cls.name}: {exc}")
+            self.events.project.emit(self.project)
+
+    def _adopt_colours(self) -> None:
+        """Labels read back with an older colour of a class take the class's colour here (one colour per class)."""
+        known = {c.name: c for c in self.classes}
+        for a in list(self.annotations):
+            cls = known.get(a.cls.name)
+            if a.role is Role.LABEL and cls is not None and cls != a.cls:
+                self.annotations.replace(a, replace(a, cls=cls))
+
     # --- projects -------------------------------------------------------------------------------------------------
     def use_project(self, project: Project | None) -> None:
         """Open (or with None close) a project: its classes join the session's; its slides keep their annotations
         in it (the slide open now stays as it is until another is opened)."""
         self.project = project
-        if project is not None:
-            names = {c.name for c in self.classes}
-            self.classes += [c for c in project.classes if c.name not in names]
+        if project is not None:  # its classes join, in its colours (what its trainings' models paint)
+            theirs = {c.name: c for c in project.classes}
+            self.classes = [theirs.pop(c.name, c) for c in self.classes] + list(theirs.values())
             self.events.classes.emit(self.classes)
         self.events.project.emit(project)
 

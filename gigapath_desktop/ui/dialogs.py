@@ -50,5 +50,10 @@ def ask_new_class(parent: QWidget, used: Iterable[tuple[int, int, int]]) -> tupl
     name, ok = QInputDialog.getText(parent, "New class", "Class name")
     if not (ok and name.strip()):
         return None
-    color = QColorDialog.getColor(QColor(*unused_colour(used)), parent)
-    return (name.strip(), (color.red(), color.green(), color.blue())) if color.isValid() else None
+    color = ask_colour(parent, f"Colour of {name.strip()}", unused_colour(used))
+    return (name.strip(), color) if color else None
+
+
+def ask_colour(parent: QWidget, title: str, start: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    color = QColorDialog.getColor(QColor(*start), parent, title)
+    return (color.red(), color.green(), color.blue()) if color.isValid() else None

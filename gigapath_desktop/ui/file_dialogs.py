@@ -8,11 +8,12 @@ from typing import Any, Callable
 
 from PySide6.QtWidgets import QDialog, QFileDialog
 
+from gigapath_desktop.annotations import AnnotationClass
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.settings import documents_dir, exports_dir
 from gigapath_desktop.resources import ROOT as RESOURCES
-from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_new_class
+from gigapath_desktop.ui.dialogs import SLIDE_OR_IMAGE_FILES, ask_colour, ask_new_class
 from gigapath_desktop.ui.export_dialog import ExportDialog
 
 
@@ -84,6 +85,13 @@ class FileDialogs:
         if answer:
             self.session.add_class(*answer)
             self.menus.class_box.setCurrentIndex(len(self.session.classes) - 1)
+
+    def class_colour_dialog(self) -> None:
+        """Another colour for the class chosen in the toolbar: its labels here, in the project, in later models."""
+        cls = self.viewer.current_class
+        color = ask_colour(self, f"Colour of {cls.name}", cls.color) if cls else None
+        if color:
+            self.session.recolour_class(AnnotationClass(cls.name, color))
 
     def _exports(self) -> Path:
         """The slide's exports folder (made now, or a dialog would start in the working directory)."""
