@@ -301,7 +301,8 @@ def _class_map(spec: TrainSpec, labelled: list[tuple[Path, list[Annotation]]]) -
                                for slide, annotations in labelled), spec.classes)
     if unknown:
         raise GigaPathError(f"label class(es) {', '.join(map(repr, unknown))} are not among the model's classes "
-                            f"({', '.join(spec.classes)}): {where_text(unknown)}; add them to the classes, or remove those labels")
+                            f"({', '.join(spec.classes)}): {where_text(unknown)}; add them to the classes, or remove "
+                            "those labels")
     return classes
 
 
