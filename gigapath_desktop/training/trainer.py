@@ -20,7 +20,6 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from gigapath_desktop.annotations.classes import ClassMap
 from gigapath_desktop.errors import Cancelled, GigaPathError, TrainingError
 from gigapath_desktop.model.io import load_model
 from gigapath_desktop.model.geometry import model_geometry
@@ -35,35 +34,13 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
+from gigapath_desktop.training.label_warnings import label_warnings
 from gigapath_desktop.training.plan import estimate, prefetch_fits, step_tile
 from gigapath_desktop.training.prefetch import StepPrefetch
 from gigapath_desktop.training.schedule import LearningRate
 
 KEEP_GOOD = 3  # the guard steps back to the oldest of the last few good states: the last one may already be sliding
-ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
 DARK_FIELD = 80  # mean grey level of the labelled background below which a region is dark-field (fluorescence)
-
-
-def one_class_warning(region: RegionData, shares: np.ndarray, names: Sequence[str]) -> str:
-    """What to say when one class holds more than 98 % of a region's labelled pixels, and what to do about it;
-    `names`: the model's classes, in label order."""
-    name = region.name or "a training region"
-    if list(names) == ClassMap.tissue().names:
-        what, other = ("tissue", "background (glass)") if shares[1] > 0.5 else ("background", "tissue")
-        return (f"the labels of {name} are {100 * shares.max():.1f} % {what}: the model cannot learn what {other} "
-                f"looks like from it; enlarge the region or move it so that it holds both tissue and background")
-    top = int(np.argmax(shares))
-    others = ", ".join(n for k, n in enumerate(names) if k != top)
-    return (f"the labels of {name} are {100 * shares.max():.1f} % {names[top]}: the model cannot learn the other "
-            f"classes ({others}) from it; label some of each class in it, or enlarge the region")
-
-
-def missing_class_warning(missing: Sequence[str], names: Sequence[str]) -> str:
-    """What to say when no training region labels some of a K-class model's classes (sparse strokes of Tumor and
-    Stroma only: the model never predicts Background, so glass comes out as tissue)."""
-    them = "it" if len(missing) == 1 else "them"
-    return (f"no training region has labels of {', '.join(missing)}: the model will never predict {them}; label some "
-            f"of {them} (a few strokes are enough), or train with dense labels (unlabelled pixels are {names[0]})")
 
 
 def device_name() -> str:
@@ -178,13 +155,8 @@ class Trainer:
         starting state as a good one (unless a resumed run brought its own)."""
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
-        names = model_info(self.model).classes.names
-        one_class = [(region, share) for region, share in zip(self.train, shares) if share.max() > 1 - ONE_CLASS]
-        for region, share in one_class:
-            self._emit(WarningEvent(one_class_warning(region, share, names)))
-        missing = [name for k, name in enumerate(names) if not any(share[k] for share in shares)]
-        if missing and not one_class:  # (a one-class warning already says what the region lacks)
-            self._emit(WarningEvent(missing_class_warning(missing, names)))
+        for text in label_warnings(self.train, shares, model_info(self.model).classes.names):
+            self._emit(WarningEvent(text))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
         if self.step == 0:
