@@ -374,6 +374,11 @@ def test_each_new_class_is_offered_a_colour_no_class_has(window: MainWindow) -> 
     colours = [c.color for c in window.session.classes]
     assert len(set(colours)) == len(colours), f"two classes share a colour: {window.session.classes}"
     assert [c.getRgb()[:3] for c in offered] == colours[-2:], "the user took the colours the picker offered"
+    _answer_new_class("Tissue", offered)  # a name the session knows: it takes the colour, and stays chosen
+    new_class.trigger()
+    assert window.menus.class_box.currentText() == "Tissue"
+    assert [c.color for c in window.session.classes if c.name == "Tissue"] == [offered[-1].getRgb()[:3]]
+    assert "exists already" in window.statusBar().currentMessage()
 
 
 def test_a_class_gets_another_colour_from_the_edit_menu(window: MainWindow) -> None:

@@ -379,3 +379,40 @@ def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_i
     assert panel.train_region.isVisible() and not panel.train_data.isVisible()
     assert panel.plan.text().startswith("1024 x 1024: "), "this slide's chosen region"
     assert window.errors == []
+
+
+def test_a_restart_brings_back_the_project_its_slides_annotations_and_the_training_choices(
+        window, qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    """Quit with a project open and "all project slides" + sparse labels chosen; the next start reopens the
+    project, so the slide opened from Open recent is the project's, with its annotations; a slide of the project
+    opened before the project was (another store) is re-opened as the project's when the project opens."""
+    from conftest import dispose_window
+    from gigapath_desktop.ui.main_window import MainWindow
+    from gui_helpers import wait_job
+
+    assert window.projects.create(tmp_path / "study") and window.projects.add([CMU])
+    wait_job(qtbot, window)
+    assert window.projects.open_slide(window.session.project.slide(CMU.name).id)
+    window.session.apply("draw", [], [Annotation.rectangle(0, 0, 500, 500), Annotation(box(10, 10, 90, 90))])
+    window.session.set_training(on_project=True, sparse=True, steps=7)
+    window.close()
+
+    again = MainWindow()
+    try:
+        assert again.session.project is not None and again.session.project.folder == (tmp_path / "study").absolute()
+        assert again.session.training.on_project and again.session.training.sparse and again.session.training.steps == 7
+        assert again.panel.scope.currentData() == "project" and again.panel.sparse.isChecked()
+        assert again.open_slide(CMU)  # as File > Open recent does
+        assert again.session.on_project_slide() and len(again.session.annotations) == 2
+    finally:
+        dispose_window(again)
+
+    third = MainWindow()
+    try:
+        third.session.use_project(None)  # as if the project had not been reopened
+        assert third.open_slide(CMU) and not third.session.on_project_slide()
+        assert third.projects.open(tmp_path / "study")
+        qtbot.waitUntil(lambda: third.session.on_project_slide(), timeout=10_000)
+        assert len(third.session.annotations) == 2, "the project's annotations, not another store's"
+    finally:
+        dispose_window(third)

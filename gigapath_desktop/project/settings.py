@@ -77,16 +77,28 @@ class Settings:
     learning_rate: float = TrainConfig.learning_rate
     steps: int = TrainConfig.steps
     memory_budget: float = TrainConfig.memory_budget
+    on_project: bool = False
+    sparse: bool = False
     remote_url: str = ""  # the job server last used (its token is in the keyring, see credentials.py)
+    last_project: str = ""  # the project open when the app last closed: it opens again at the next start
 
     def __post_init__(self) -> None:
         if not isinstance(self.remote_url, str):
             raise GigaPathError(f"remote_url must be a URL, got {self.remote_url!r}")
         if not (isinstance(self.recent_slides, list) and all(isinstance(p, str) for p in self.recent_slides)):
             raise GigaPathError(f"recent_slides must be a list of paths, got {self.recent_slides!r}")
-        if not isinstance(self.last_folder, str):
-            raise GigaPathError(f"last_folder must be a path, got {self.last_folder!r}")
-        TrainingChoice(self.tile, self.learning_rate, self.steps, self.memory_budget)  # the app's choices' checks
+        if not (isinstance(self.last_folder, str) and isinstance(self.last_project, str)):
+            raise GigaPathError(f"last_folder and last_project must be paths, got {self.last_folder!r} and "
+                                f"{self.last_project!r}")
+        self.training()  # the app's choices' checks
+
+    def training(self) -> TrainingChoice:
+        """The training choices last made in the app."""
+        return TrainingChoice(**{name: getattr(self, name) for name in TrainingChoice.__dataclass_fields__})
+
+    def keep_training(self, choice: TrainingChoice) -> None:
+        for name in TrainingChoice.__dataclass_fields__:
+            setattr(self, name, getattr(choice, name))
 
     @classmethod
     def load(cls) -> tuple["Settings", str | None]:

@@ -83,8 +83,12 @@ class FileDialogs:
     def new_class_dialog(self) -> None:
         answer = ask_new_class(self, [c.color for c in self.session.classes])
         if answer:
+            name = answer[0]
+            existed = any(c.name == name for c in self.session.classes)
             self.session.add_class(*answer)
-            self.menus.class_box.setCurrentIndex(len(self.session.classes) - 1)
+            self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(name))
+            if existed:
+                self._show_status(f"the class {name} exists already: it takes the colour chosen")
 
     def class_colour_dialog(self) -> None:
         """Another colour for the class chosen in the toolbar: its labels here, in the project, in later models."""

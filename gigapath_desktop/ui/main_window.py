@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractScrollArea, QDockWidget, QFrame, QLabel,
 
 from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.project import SavedSession, Session, TrainingChoice
+from gigapath_desktop.project import SavedSession, Session
 from gigapath_desktop.project.settings import Settings
 from gigapath_desktop.slides import Slide, open_slide
 from gigapath_desktop.ui.annotation_list import AnnotationList
@@ -50,8 +50,7 @@ class MainWindow(FileDialogs, QMainWindow):
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
         self.settings, settings_problem = Settings.load()
-        self.session = session = Session(TrainingChoice(self.settings.tile, self.settings.learning_rate,
-                                                        self.settings.steps, self.settings.memory_budget))
+        self.session = session = Session(self.settings.training())
         self.viewer = SlideViewer(session.annotations)
         self.setCentralWidget(self.viewer)
         self.annotation_list = AnnotationList(session)
@@ -94,6 +93,8 @@ class MainWindow(FileDialogs, QMainWindow):
         threading.Thread(target=self._load_engine, name="load-engine", daemon=True).start()
         if settings_problem:
             self.show_error(settings_problem, "Your settings (recent slides, training defaults) start afresh.")
+        elif self.settings.last_project:
+            self.projects.reopen(self.settings.last_project)
 
     def _fit_to_screen(self, width: int, height: int) -> None:
         """Open at `width` x `height`, or smaller where the screen's free area is (a 1280 x 800 laptop)."""
@@ -301,9 +302,9 @@ class MainWindow(FileDialogs, QMainWindow):
 
     def _save_settings(self) -> None:
         """Settings are a convenience: failing to save them is said in the status bar, never fatal."""
-        choice = self.session.training
-        self.settings.tile, self.settings.learning_rate, self.settings.steps = choice.tile, choice.learning_rate, choice.steps
-        self.settings.memory_budget = choice.memory_budget
+        self.settings.keep_training(self.session.training)
+        project = self.session.project
+        self.settings.last_project = str(project.folder) if project is not None else ""
         try:
             self.settings.save()
         except (OSError, GigaPathError) as exc:

@@ -46,6 +46,13 @@ class ProjectController:
         return self._use(lambda: Project.open(folder), "Choose a folder made with File > New project… (it holds "
                          "project.json); nothing was changed.")
 
+    def reopen(self, folder: str | Path) -> None:
+        """The project open when the app last closed; one that is gone or unreadable is said in the status bar."""
+        try:
+            self.session.use_project(Project.open(folder))
+        except (GigaPathError, OSError) as exc:
+            self.parent.statusBar().showMessage(f"the last project was not reopened: {exc}", 10000)
+
     def add(self, paths: list[str | Path]) -> bool:
         """Add slides (and folders' slides) in the background, with progress; a stop adds none."""
         project = self.session.project
@@ -137,6 +144,10 @@ class ProjectController:
             self.report(str(exc), what_next)
             return False
         self.session.use_project(project)
+        slide = self.session.slide
+        entry = project.slide(slide.fingerprint) if slide is not None and not self.session.on_project_slide() else None
+        if entry is not None:  # the open slide is one of the project's: its annotations are the project's
+            self.open_slide(entry.id)
         return True
 
 
