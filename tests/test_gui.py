@@ -222,6 +222,33 @@ def test_closing_during_training_asks_then_stops_with_a_checkpoint(window: MainW
     assert (run / "checkpoints" / "latest").exists() and window.training.trainer.step >= 1
 
 
+def test_closing_while_a_task_runs_asks_first_and_no_keeps_it_running(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    """Not only training: a batch prediction or an export running when the window closes is said, and No keeps
+    the window and the task."""
+    import time
+
+    def until_cancelled(progress, cancel) -> None:  # noqa: ANN001
+        while not cancel():
+            time.sleep(0.01)
+
+    assert window.jobs.run("Exporting mask", until_cancelled, lambda result: None)
+    asked: list[str] = []
+
+    def answer(button: QMessageBox.StandardButton) -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(50, lambda: answer(button))
+            return
+        asked.append(box.text())
+        box.button(button).click()
+
+    QTimer.singleShot(100, lambda: answer(QMessageBox.StandardButton.No))
+    assert not window.close() and window.jobs.running()
+    assert asked == ["Stop exporting mask (nothing is written) and quit?"]
+    QTimer.singleShot(100, lambda: answer(QMessageBox.StandardButton.Yes))
+    assert window.close() and not window.jobs.running()
+
+
 def test_training_on_a_region_of_only_tissue_shows_a_warning_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001
     window.open_slide(CMU)
     tissue = Annotation(box(600, 2400, 1800, 2900), cls=TISSUE, role=Role.LABEL)

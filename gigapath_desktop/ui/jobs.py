@@ -19,6 +19,7 @@ class JobRunner:
         self.status = status
         self.report = report
         self.worker: Worker | None = None
+        self.title = ""  # of the task running (or last run)
         self.progress = QProgressBar(maximumWidth=200, visible=False)
         status.addPermanentWidget(self.progress)
 
@@ -27,7 +28,7 @@ class JobRunner:
         if not idle(self.worker):
             self.report("another task is still running", "Wait for it to finish.")
             return False
-        self.worker = Worker(fn)
+        self.worker, self.title = Worker(fn), title
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.worker.progressed.connect(lambda d, t: (self.progress.setRange(0, t), self.progress.setValue(d)))
@@ -51,6 +52,9 @@ class JobRunner:
             else:
                 self.status.showMessage(f"a result for {path.name} was dropped: another slide is open", 10000)
         return apply
+
+    def running(self) -> bool:
+        return not idle(self.worker)
 
     def cancel_and_wait(self) -> None:
         if self.worker is not None and self.worker.isRunning():

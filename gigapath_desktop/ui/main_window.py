@@ -349,11 +349,16 @@ class MainWindow(FileDialogs, QMainWindow):
                 self.open_slide(path)
 
     def closeEvent(self, event) -> None:  # noqa: ANN001
+        busy = [what for what, running in (("training (a checkpoint is saved)", self.trainer.running()),
+                                            ("the batch prediction (the slides done are kept)",
+                                             self.projects.batch.running()),
+                                            (f"{self.jobs.title.lower()} (nothing is written)", self.jobs.running()))
+                if running]
+        if busy and QMessageBox.question(self, "Still working", f"Stop {' and '.join(busy)} and quit?") != \
+                QMessageBox.StandardButton.Yes:
+            event.ignore()
+            return
         if self.trainer.running():
-            answer = QMessageBox.question(self, "Training is running", "Stop training (a checkpoint is saved) and quit?")
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
             self.trainer.worker.stop()
             self.trainer.worker.wait()
         self.jobs.cancel_and_wait()
