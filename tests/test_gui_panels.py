@@ -189,7 +189,11 @@ def test_brush_keys_tooltips_help_and_panels_come_back(window: MainWindow, qtbot
 
 def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: MainWindow, tmp_path: Path) -> None:
     window.open_slide(CMU)
+    window.export_mask_dialog()  # no model: said before a dialog is filled in for nothing
+    assert window.errors == ["no model yet"] and QApplication.activeModalWidget() is None
     dialog = window.export_dialog()
+    assert dialog.whole.isChecked(), "no region to export: the whole slide, said as such"
+    assert dialog.min_hole.isEnabled(), "a tissue model's clean-up on a slide with a µm/px"
     choice = dialog.choice()
     assert choice.tiff == tmp_path / "exports" / CMU.stem / f"{CMU.stem}.mask.tif"
     assert choice.preview_side == 2967 and choice.png is not None, "no preview larger than the slide (2220 x 2967)"

@@ -307,3 +307,15 @@ def test_the_app_overlays_a_three_class_prediction_in_the_class_colours(window, 
     colours = {image.pixelColor(x, y).getRgb()[:3] for x in range(0, image.width(), 7)
                for y in range(0, image.height(), 7) if image.pixelColor(x, y).alpha() > 0}
     assert {TUMOR.color, STROMA.color} <= colours
+    window.session.apply("region", [], [Annotation.rectangle(0, 0, 500, 500)])
+    assert window.predict("selection")
+    wait_job(qtbot, window)
+    dialog = window.export_dialog()  # a region predicted: the region by default
+    assert not dialog.whole.isChecked() and not dialog.min_hole.isEnabled(), "no holes cleaned in a label map"
+    assert "class indices" in dialog.min_hole.toolTip()
+    dialog.done(0)
+    assert window.predict("slide")
+    wait_job(qtbot, window)
+    dialog = window.export_dialog()
+    assert dialog.whole.isChecked(), "the whole slide was predicted: the export covers it too"
+    dialog.done(0)

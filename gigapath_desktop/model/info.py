@@ -9,14 +9,14 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from gigapath_desktop.annotations.classes import ClassMap
 from gigapath_desktop.errors import AnnotationError, ModelError
-from gigapath_desktop.model.unet import class_count
 from gigapath_desktop.mpp import MPP_TEXT, is_mpp
+
+if TYPE_CHECKING:  # the file's info reads without TensorFlow (the app's export dialog, on the GUI thread)
+    import keras
 
 ENTRY = "gigapath.json"
 
@@ -45,6 +45,8 @@ def model_info(model: keras.Model) -> ModelInfo:
     info = model.__dict__.get("_gigapath_info")
     if info is not None:
         return info
+    from gigapath_desktop.model.unet import class_count
+
     count = class_count(model)
     if count == 2:
         return ModelInfo(ClassMap.tissue())
@@ -52,6 +54,8 @@ def model_info(model: keras.Model) -> ModelInfo:
 
 
 def attach_info(model: keras.Model, info: ModelInfo) -> None:
+    from gigapath_desktop.model.unet import class_count
+
     if len(info.classes.classes) != class_count(model):
         raise ModelError(f"the model tells {class_count(model)} classes apart, not {len(info.classes.classes)}")
     model.__dict__["_gigapath_info"] = info

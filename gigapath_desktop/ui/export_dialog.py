@@ -36,8 +36,10 @@ class ExportChoice:
 
 
 class ExportDialog(QDialog):
-    def __init__(self, parent: QWidget, folder: Path, stem: str, slide_side: int) -> None:
-        """`slide_side`: the slide's longer side, px (a preview is never offered larger than the slide)."""
+    def __init__(self, parent: QWidget, folder: Path, stem: str, slide_side: int, whole: bool = False,
+                 no_cleanup: str = "") -> None:
+        """`slide_side`: the slide's longer side, px (a preview is never offered larger than the slide); `whole`:
+        the whole slide by default; `no_cleanup`: why holes and specks are not cleaned up (their boxes are off)."""
         super().__init__(parent)
         self.setWindowTitle("Export mask")
         self.setMinimumWidth(780)
@@ -56,6 +58,10 @@ class ExportDialog(QDialog):
         self.min_hole.setToolTip("Tissue models: gaps inside tissue smaller than this become tissue, as tissue "
                                  "labels are drawn (0: every hole kept; needs the slide's µm/px)")
         self.min_object.setToolTip("Tissue models: specks smaller than this become background (0: all kept)")
+        self.whole.setChecked(whole)
+        for box in (self.min_hole, self.min_object) if no_cleanup else ():
+            box.setEnabled(False)
+            box.setToolTip(f"Not for this export: {no_cleanup}")
         form = QFormLayout(self)
         form.addRow("Pyramidal TIFF", self._with_browse(self.tiff, "TIFF (*.tif *.tiff)"))
         form.addRow("PNG preview", self._with_browse(self.png, "PNG (*.png)", self.with_png))

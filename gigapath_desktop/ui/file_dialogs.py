@@ -3,6 +3,7 @@ plain method (open_slide, import_geojson, export_mask ...), which tests and scri
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ from PySide6.QtWidgets import QDialog, QFileDialog
 
 from gigapath_desktop.annotations import AnnotationClass
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.model.info import read_info
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.settings import documents_dir, exports_dir
 from gigapath_desktop.resources import ROOT as RESOURCES
@@ -60,9 +62,27 @@ class FileDialogs:
         if slide is None:
             self.show_error("no slide is open", "Open a slide first.")
             return None
-        return ExportDialog(self, self._exports(), slide.path.stem, max(slide.dimensions))
+        whole = self.prediction.shows_whole_slide() or self.prediction.region("selection") is None
+        return ExportDialog(self, self._exports(), slide.path.stem, max(slide.dimensions), whole,
+                            self._no_cleanup())
+
+    def _no_cleanup(self) -> str:
+        """Why the tissue mask's clean-up does not apply to this export ('' when it does)."""
+        model = self.session.model_path
+        try:
+            info = read_info(model) if model is not None and model.is_file() else None
+        except (OSError, zipfile.BadZipFile, GigaPathError):
+            info = None  # (the export itself says what is wrong with the model)
+        if info is not None and len(info.classes.classes) > 2:
+            return "the model tells classes apart: its mask holds class indices, no holes or specks are cleaned"
+        if self.session.slide is not None and self.session.slide.mpp is None:
+            return "the slide records no µm/px, so areas in µm² cannot be measured on it"
+        return ""
 
     def export_mask_dialog(self) -> None:
+        if self.session.slide is not None and self.session.model_path is None:
+            self.show_error("no model yet", "Train a model (Training panel) or open a run (File > Open run…) first.")
+            return
         dialog = self.export_dialog()
         if dialog is not None and dialog.exec() == QDialog.DialogCode.Accepted:
             self.export_mask(dialog.choice())

@@ -32,7 +32,7 @@ class Prediction:
                  report: Report, train_region: Callable[[], str | None]) -> None:
         self.session, self.viewer, self.panel, self.jobs, self.report = session, viewer, panel, jobs, report
         self.train_region = train_region  # the id of the chosen training region
-        self.result: tuple[Region, np.ndarray] | None = None
+        self.predicted: Region | None = None  # what the overlay shows (None: no overlay, or a mask read back)
         self.shown_model: Path | None = None  # the model whose prediction the overlay shows
         panel.predict_clicked.connect(self.predict)
         panel.overlay_toggle.toggled.connect(lambda on: viewer.overlay and viewer.overlay.setVisible(on))
@@ -50,6 +50,7 @@ class Prediction:
         """No overlay, no key to it (another model, another slide)."""
         self.viewer.set_overlay(None)
         self.panel.show_classes([])
+        self.predicted = None
 
     def region(self, kind: str) -> Region | None:
         slide = self.session.slide
@@ -97,6 +98,11 @@ class Prediction:
 
         return self.jobs.run("Predicting", work, self.jobs.for_slide(path, self._show))
 
+    def shows_whole_slide(self) -> bool:
+        """Whether the overlay shows a prediction of the whole slide (an export then defaults to it too)."""
+        slide, region = self.session.slide, self.predicted
+        return slide is not None and region is not None and region.as_tuple() == (0, 0, *slide.dimensions)
+
     def export(self, choice: ExportChoice) -> bool:
         """Predict and write the pyramidal TIFF (and PNG / GeoJSON) in the background."""
         slide, model_path = self.session.slide, self.session.model_path
@@ -125,7 +131,7 @@ class Prediction:
     def _show(self, result: tuple[Region, float, np.ndarray, ClassMap]) -> None:
         region, downsample, probability, classes = result  # downsample: the pixel pitch, whatever was clipped
         self.show(region.x, region.y, downsample, probability, classes)
-        self.result = region, probability
+        self.predicted = region
 
     def show(self, x: float, y: float, downsample: float, probability: np.ndarray,
              classes: ClassMap | None = None) -> None:
