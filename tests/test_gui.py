@@ -188,6 +188,10 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
     window.session.set_model(window.session.model_path)
     assert window.viewer.overlay is not None, "the same model keeps its overlay"
 
+    typo = tmp_path / "exprots" / "mask.tif"
+    assert not window.export_mask(ExportChoice(typo, None, None, 1024, whole=False))
+    assert window.errors[-1] == f"{typo}: folder {typo.parent} does not exist" and not typo.parent.exists()
+    window.errors.clear()
     out = tmp_path / "mask.tif"
     assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False, min_hole_um2=2500))
     wait_job(qtbot, window)

@@ -416,3 +416,14 @@ def test_a_restart_brings_back_the_project_its_slides_annotations_and_the_traini
         assert len(third.session.annotations) == 2, "the project's annotations, not another store's"
     finally:
         dispose_window(third)
+
+
+def test_adding_slides_with_no_project_open_says_so_before_any_file_is_chosen(window, monkeypatch) -> None:  # noqa: ANN001
+    from PySide6.QtWidgets import QFileDialog
+
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *args: asked.append("files") or ([], ""))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: asked.append("folder") or "")
+    window.projects.add_dialog()
+    window.projects.add_folder_dialog()
+    assert window.errors == ["no project is open"] * 2 and asked == []

@@ -256,11 +256,6 @@ class MainWindow(FileDialogs, QMainWindow):
         return self.prediction.predict(kind)
 
     def export_mask(self, choice: ExportChoice) -> bool:
-        try:
-            choice.tiff.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self.show_error(f"cannot write to {choice.tiff.parent}: {exc}", "Choose a writable folder (Browse…).")
-            return False
         return self.prediction.export(choice)
 
     # --- sessions -----------------------------------------------------------------------------------------------------

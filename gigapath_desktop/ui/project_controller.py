@@ -56,8 +56,7 @@ class ProjectController:
     def add(self, paths: list[str | Path]) -> bool:
         """Add slides (and folders' slides) in the background, with progress; a stop adds none."""
         project = self.session.project
-        if project is None:
-            self.report("no project is open", "Open or create a project first (File menu).")
+        if not self._has_project():
             return False
 
         def added(report: AddReport) -> None:
@@ -125,13 +124,22 @@ class ProjectController:
     def open_dialog(self) -> None:
         self.parent.with_folder("Open project folder", self.open)
 
+    def _has_project(self) -> bool:
+        if self.session.project is None:
+            self.report("no project is open", "Open or create a project first (File menu).")
+        return self.session.project is not None
+
     def add_dialog(self) -> None:
+        if not self._has_project():  # said before any file is chosen for nothing
+            return
         paths = QFileDialog.getOpenFileNames(self.parent, "Add slides to the project", self.parent.open_start(),
                                              SLIDE_FILES)[0]
         if paths:
             self.add(paths)
 
     def add_folder_dialog(self) -> None:
+        if not self._has_project():
+            return
         self.parent.with_folder("Add the slides of a folder to the project", lambda folder: self.add([folder]))
 
     def relink_dialog(self) -> None:
