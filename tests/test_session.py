@@ -240,3 +240,31 @@ def test_a_class_takes_another_colour_on_its_labels_in_the_project_and_on_its_ot
     session.add_class("Tumor", (0, 0, 180))  # New class… with a name the session knows
     assert [c.color for c in session.classes if c.name == "Tumor"] == [(0, 0, 180)]
     assert [a.cls.color for a in session.annotations if a.role is Role.LABEL] == [(0, 0, 180)]
+
+
+def test_a_project_slide_opens_with_the_newest_of_its_own_model_and_the_projects(session: Session,
+                                                                                tmp_path: Path) -> None:
+    """A project training's model is every project slide's, not only the one open when it finished; a model
+    opened later on a slide (newer) stays that slide's."""
+    import os
+
+    from gigapath_desktop.project.manifest import Project
+
+    project = Project.create(tmp_path / "study")
+    project.add([CMU, TCGA])
+    session.use_project(project)
+    old, new, later = (tmp_path / name / "model.keras" for name in ("old", "project-run", "later"))
+    for age, model in enumerate((old, new, later)):
+        model.parent.mkdir()
+        model.write_bytes(b"a model")
+        os.utime(model, (1e9 + age, 1e9 + age))
+    session.set_slide(open_slide(CMU))
+    session.set_model(old)
+    project.add_run(new.parent, status="finished")
+    session.set_slide(open_slide(TCGA))
+    assert session.model_path == new, "a slide with no model of its own: the project's"
+    session.set_model(later)
+    session.set_slide(open_slide(CMU))
+    assert session.model_path == new, "the project's newer model over the slide's older one"
+    session.set_slide(open_slide(TCGA))
+    assert session.model_path == later, "a model opened on the slide after the project's stays"

@@ -260,6 +260,14 @@ class Project:
             old = next((r for r in self.runs if r.get("out") == key), {})
             self.runs = [r for r in self.runs if r.get("out") != key] + [{**old, "out": key, **facts}]
 
+    def latest_model(self) -> Path | None:
+        """The model of the project's most recently recorded run that wrote one (its slides predict with it)."""
+        for run in reversed(self.runs):
+            model = Path(str(run.get("out") or "")) / "model.keras"
+            if run.get("out") and model.is_file():
+                return model
+        return None
+
     # --- internals --------------------------------------------------------------------------------------------------
     @contextmanager
     def _changing(self) -> Iterator[None]:

@@ -113,8 +113,9 @@ class Session:
         self.events.slide.emit(slide)
         if previous is not None:
             previous.close()
-        remembered = self._remembered_model() if restore else None
-        self.model_path = remembered if remembered and remembered.exists() else None
+        models = [self._remembered_model(), self.project.latest_model() if self.on_project_slide() else None]
+        models = [m for m in models if restore and m is not None and m.exists()]
+        self.model_path = max(models, key=lambda m: m.stat().st_mtime) if models else None  # the newest wins
         self.events.model.emit(self.model_path)
 
     def autosave_path(self) -> Path:
