@@ -395,6 +395,8 @@ def test_a_restart_brings_back_the_project_its_slides_annotations_and_the_traini
     assert window.projects.open_slide(window.session.project.slide(CMU.name).id)
     window.session.apply("draw", [], [Annotation.rectangle(0, 0, 500, 500), Annotation(box(10, 10, 90, 90))])
     window.session.set_training(on_project=True, sparse=True, steps=7)
+    overview = next(d for d in window.docks if d.windowTitle() == "Overview")
+    overview.close()  # the layout the user left comes back too
     window.close()
 
     again = MainWindow()
@@ -402,6 +404,8 @@ def test_a_restart_brings_back_the_project_its_slides_annotations_and_the_traini
         assert again.session.project is not None and again.session.project.folder == (tmp_path / "study").absolute()
         assert again.session.training.on_project and again.session.training.sparse and again.session.training.steps == 7
         assert again.panel.scope.currentData() == "project" and again.panel.sparse.isChecked()
+        again.show()
+        assert [d.isVisible() for d in again.docks if d.windowTitle() in ("Overview", "Training")] == [False, True]
         assert again.open_slide(CMU)  # as File > Open recent does
         assert again.session.on_project_slide() and len(again.session.annotations) == 2
     finally:

@@ -87,6 +87,7 @@ def test_roles_choose_train_and_validation_regions(session: Session) -> None:
     assert session.annotations.regions(Role.VALIDATION) == [], "a second rectangle trains too, until told otherwise"
     changed = session.change(second, role=Role.VALIDATION, name="held out")
     assert session.annotations.regions(Role.VALIDATION) == [changed] and changed.id == second.id
+    assert session.history.undo_text == "role and name of Train", "what changed, not 'change Train'"
     assert session.region(session.annotations.regions(Role.REGION)[0]).width == 500
     assert session.selected_region(first.id).x == 0, "nothing selected: the chosen Train region"
     session.select([changed.id])

@@ -270,7 +270,8 @@ class Session:
     def change(self, annotation: Annotation, **fields: Any) -> Annotation:
         """Rename, reclassify or give another role (name=, cls=, role=) as one undoable edit."""
         changed = replace(annotation, **fields)
-        self.apply(f"change {annotation.name or annotation.role.title}", [annotation], [changed])
+        what = " and ".join({"name": "name", "cls": "class", "role": "role"}.get(k, k) for k in fields)
+        self.apply(f"{what} of {annotation.name or annotation.role.title}", [annotation], [changed])  # "role of Train"
         return changed
 
     def move(self, annotation: Annotation, dx: float, dy: float) -> None:

@@ -81,15 +81,16 @@ class Settings:
     sparse: bool = False
     remote_url: str = ""  # the job server last used (its token is in the keyring, see credentials.py)
     last_project: str = ""  # the project open when the app last closed: it opens again at the next start
+    window_state: str = ""  # where the docks and toolbars were, and which were closed (Qt's saveState, base64)
 
     def __post_init__(self) -> None:
         if not isinstance(self.remote_url, str):
             raise GigaPathError(f"remote_url must be a URL, got {self.remote_url!r}")
         if not (isinstance(self.recent_slides, list) and all(isinstance(p, str) for p in self.recent_slides)):
             raise GigaPathError(f"recent_slides must be a list of paths, got {self.recent_slides!r}")
-        if not (isinstance(self.last_folder, str) and isinstance(self.last_project, str)):
-            raise GigaPathError(f"last_folder and last_project must be paths, got {self.last_folder!r} and "
-                                f"{self.last_project!r}")
+        if not all(isinstance(v, str) for v in (self.last_folder, self.last_project, self.window_state)):
+            raise GigaPathError(f"last_folder, last_project and window_state must be text, got {self.last_folder!r}, "
+                                f"{self.last_project!r} and {self.window_state!r}")
         self.training()  # the app's choices' checks
 
     def training(self) -> TrainingChoice:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QByteArray, Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractScrollArea, QDockWidget, QFrame, QLabel, QMainWindow, QMessageBox, QScrollArea,
                                QTableWidget, QTableWidgetItem, QWidget)
@@ -83,6 +83,7 @@ class MainWindow(FileDialogs, QMainWindow):
             dock.raise_()
         self.resizeDocks([self.docks[0], self.docks[4]], [260, 340], Qt.Orientation.Horizontal)
         self.menus = build_menus(self)
+        self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))  # ('' or damaged: as built)
         self.cursor_label, self.zoom_label = QLabel(), QLabel()
         for widget in (self.cursor_label, self.zoom_label):
             self.statusBar().addPermanentWidget(widget)
@@ -298,6 +299,7 @@ class MainWindow(FileDialogs, QMainWindow):
     def _save_settings(self) -> None:
         """Settings are a convenience: failing to save them is said in the status bar, never fatal."""
         self.settings.keep_training(self.session.training)
+        self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
         project = self.session.project
         self.settings.last_project = str(project.folder) if project is not None else ""
         try:
