@@ -441,14 +441,12 @@ def test_a_failed_export_says_failed_never_done(window: MainWindow, qtbot, tmp_p
     window.open_slide(CMU)
     model = tmp_path / "run" / "model.keras"
     model.parent.mkdir()
-    model.write_bytes(b"never loaded: the outputs are checked first")
+    model.write_bytes(b"not a model: the export job fails loading it")
     window.session.set_model(model)
-    a_file = tmp_path / "a file"
-    a_file.write_text("")
-    assert window.export_mask(ExportChoice(tmp_path / "mask.tif", a_file / "mask.png", None, 1024, whole=True))
+    assert window.export_mask(ExportChoice(tmp_path / "mask.tif", None, None, 1024, whole=True))
     wait_job(qtbot, window)
-    assert "does not exist" in window.errors[-1] and "Nothing was changed" in window.error_box.informativeText()
-    assert window.statusBar().currentMessage() == "Exporting mask: failed"
+    assert "model.keras" in window.errors[-1] and "Nothing was changed" in window.error_box.informativeText()
+    assert window.statusBar().currentMessage() == "Exporting mask: failed" and not (tmp_path / "mask.tif").exists()
 
 
 def test_the_overlay_has_a_key_that_goes_with_it(window: MainWindow, tmp_path: Path) -> None:

@@ -148,6 +148,8 @@ class TrainingPanel(QWidget):
         self.progress.setValue(0)
         self.eta.setText("idle")
         self._redraw()
+        for item in (self.quality, self.memory, self.speed):  # empty plots forget the last run's (or zoom's) ranges
+            item.enableAutoRange()
 
     @property
     def total_steps(self) -> int:
