@@ -128,6 +128,13 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     again = _summary(out_dir)["a.tif"]
     assert again["status"] == "skipped" and (out_dir / "a.tif").stat().st_mtime_ns == written
     assert again["area:Tumor"] == rows["a.tif"]["area:Tumor"], "a skipped slide keeps the figures of its run"
+    other = tmp_path / "other"  # another slide of the same name, predicted into the same folder later
+    other.mkdir()
+    shutil.copy(slides / "b.tif", other / "a.tif")
+    code, out, _ = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out", str(out_dir),
+                        str(other))
+    assert code == 1 and "0 predicted, 0 skipped, 1 failed" in out, "never passed off as the other slide's mask"
+    assert "is the mask of" in _summary(out_dir)["a.tif"]["error"] and (out_dir / "a.tif").stat().st_mtime_ns == written
 
     code, out, err = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out",
                           str(tmp_path / "project-masks"), "--project", str(project_dir))

@@ -101,8 +101,12 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
     stems: dict[str, Path] = {}
     for index, slide in enumerate(job.slides):
         outputs = job.outputs(slide)
+        other = _source_of(outputs[0])
         if stems.setdefault(slide.stem, slide) != slide:
             record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
+        elif not job.overwrite and outputs[0].exists() and other != slide.resolve():
+            record(BatchRow(slide, "error", f"{outputs[0]} is the mask of {other or 'another file'}, a slide of the "
+                                            "same name; predict into another folder (or --overwrite it)"))
         elif not job.overwrite and all(p.exists() for p in outputs):
             before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
             record(replace(before, status="skipped", message=KEPT,
@@ -111,6 +115,15 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
             record(_predict(job, slide, outputs, model, cancel,
                             lambda done, total: progress and progress(index, len(job.slides), done, total)))
     return rows
+
+
+def _source_of(mask: Path) -> Path | None:
+    """The slide a mask written here says it was predicted from (None: no mask, or not one of ours)."""
+    try:
+        with tifffile.TiffFile(mask) as tif:
+            return Path(json.loads(tif.pages[0].description)["source_slide"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, tifffile.TiffFileError):
+        return None
 
 
 def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,
