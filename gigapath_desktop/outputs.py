@@ -30,6 +30,8 @@ def check_output(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path
     folder = path.parent
     if path.is_dir():
         raise GigaPathError(f"{path}: is a folder, not a file name")
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # a rename would replace the link or device
+        raise GigaPathError(f"{path}: is a link or a device, not a plain file; name a file (a link's target) instead")
     if not folder.is_dir():
         raise GigaPathError(f"{path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):

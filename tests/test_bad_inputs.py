@@ -85,6 +85,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "notes.txt").write_text("not a slide, not a model")
     (folder / "truncated.svs").write_bytes(CMU.read_bytes()[:5000])
     (folder / "a-folder").mkdir()
+    (folder / "link.geojson").symlink_to(folder / "notes.txt")
     for name, data in GEOJSON.items():
         (folder / name).write_text(json.dumps(data))
     (folder / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
@@ -126,6 +127,8 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "detect-tissue: out is the slide": (["detect-tissue", slide, "--out", slide], "input"),
         "detect-tissue: missing folder": (["detect-tissue", slide, "--out", "{w}/no/t.geojson"], "does not exist"),
         "detect-tissue: out is a folder": (["detect-tissue", slide, "--out", "{w}/a-folder"], "is a folder"),
+        "detect-tissue: out is a link": (["detect-tissue", slide, "--out", "{w}/link.geojson"], "is a link"),
+        "detect-tissue: out is a device": (["detect-tissue", slide, "--out", "/dev/null"], "or a device"),
         "predict: out is the slide": ([*predict, "--out", slide], "input"),
         "predict: out is the model": ([*predict, "--out", model], "--out must end in .tif or .tiff"),
         "predict: png is the out": ([*predict, "--out", "{w}/m.tif", "--png", "{w}/m.tif"], "different files"),
