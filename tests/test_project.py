@@ -264,13 +264,19 @@ def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifes
     with pytest.raises(GigaPathError, match="no slide has a Train region"):
         project.spec()
     manifest = project.folder / "project.json"
-    manifest.write_text('{"format": "gigapath-project", "slides": [{"id": 1}]}')
-    before = manifest.read_bytes()
-    with pytest.raises(GigaPathError, match="not a readable project"):
-        Project.open(project.folder)
-    with pytest.raises(GigaPathError, match="not a readable project"):
-        project.add([CMU])
-    assert manifest.read_bytes() == before
+    good = json.loads(manifest.read_text())
+    escaping = {**good, "slides": [{**good["slides"][0], "id": "../../../elsewhere"}]}  # an edited or shared file
+    newer = {**good, "version": 99, "added_by_a_newer_app": True}
+    for text, says in [('{"format": "gigapath-project", "slides": [{"id": 1}]}', "not a readable project"),
+                       (json.dumps(escaping), "not a slide fingerprint"), (json.dumps(newer), "format version 99")]:
+        manifest.write_text(text)
+        before = manifest.read_bytes()
+        with pytest.raises(GigaPathError, match=says):
+            Project.open(project.folder)
+        with pytest.raises(GigaPathError, match=says):
+            project.add([CMU])
+        assert manifest.read_bytes() == before
+    assert not (tmp_path.parent / "elsewhere").exists()
 
 
 def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,8 @@ from gigapath_desktop.training.spec import SpecItem, TrainSpec, is_tissue_model
 
 MANIFEST = "project.json"
 FORMAT = "gigapath-project"
+VERSION = 1
+SLIDE_ID = re.compile(r"[0-9a-f]{24}")  # `Slide.fingerprint`: also a folder name, so nothing else is taken
 THUMBNAIL_SIZE = 256
 LOCK_WAIT_SECONDS = 5.0  # a manifest edit takes milliseconds: another one in progress is waited for, not refused
 Progress = Callable[[int, int], None]
@@ -280,7 +283,7 @@ class Project:
                 tmp.write_text(json.dumps(self._as_json(), indent=1), encoding="utf-8")
 
     def _as_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": 1, "classes": [_class_json(c) for c in self.classes],
+        return {"format": FORMAT, "version": VERSION, "classes": [_class_json(c) for c in self.classes],
                 "slides": [s.as_json(self.folder) for s in self.slides], "runs": self.runs}
 
     def _load(self, data: dict[str, Any]) -> None:
@@ -298,6 +301,8 @@ class Project:
         if not path.is_file() and data.get("relative") and moved_along.is_file():
             path = moved_along.resolve()
         mpp = data.get("mpp")
+        if not SLIDE_ID.fullmatch(str(data["id"])):  # (a path like ../../x would put annotations outside)
+            raise GigaPathError(f"slide id {data['id']!r} is not a slide fingerprint (24 hex digits)")
         return ProjectSlide(str(data["id"]), path, str(data["name"]), tuple(int(d) for d in data["dimensions"]),
                             int(data["size"]), None if mpp is None else float(mpp))
 
@@ -380,6 +385,9 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         raise GigaPathError(f"{path}: not a readable project ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GigaPathError(f"{path}: not a GigaPath project manifest")
+    if data.get("version", VERSION) != VERSION:  # a newer app's manifest: rewriting it would drop what it added
+        raise GigaPathError(f"{path}: a project of format version {data.get('version')!r}; this app reads version "
+                            f"{VERSION} (a newer GigaPath Desktop made it?)")
     return data
 
 
