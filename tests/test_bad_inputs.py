@@ -90,6 +90,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (folder / name).write_text(json.dumps(data))
     (folder / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
     (folder / "not-json.geojson").write_text("{ this is not json")
+    (folder / "bigint.geojson").write_text('{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+                                           f'[[[{"9" * 5000}, 0], [1, 0], [1, 1], [0, 0]]]}}}}')
     (folder / "labels.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [_feature()]}))
     (folder / "misspelt.json").write_text(json.dumps({"train": [{"slide": "slide.tif", "labels": "labels.geojson",
                                                                  "mod": "sparse", "regions": [[0, 0, 256, 256]]}]}))
@@ -177,6 +179,10 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "train: mpp 0.01, 50x finer than the slide": ([*train, "--auto-labels", "--mpp", "0.01"], "at most 4x"),
         "train: slide is a folder": (["train", "{w}/a-folder", *train[2:], "--auto-labels"], "is a folder"),
         "train: negative seed": ([*train, "--auto-labels", "--seed", "-1"], "seed"),
+        "train: a seed past 2**32": ([*train, "--auto-labels", "--seed", "9" * 23], "seed must lie in"),
+        "train: steps that never end": ([*train[:-4], "--steps", "9" * 20, "--auto-labels", "--out", "{w}/run"],
+                                        "at most 10,000,000"),
+        "train: a 5000-digit number in the labels": ([*train, "--labels", "{w}/bigint.geojson"], "not valid JSON"),
         "train: zero steps": ([*train[:-4], "--steps", "0", "--auto-labels", "--out", "{w}/run"], "steps"),
         "train: tiny tile": ([*train, "--auto-labels", "--tile", "3"], "tile"),
         "train: out is a file": ([*train[:-2], "--auto-labels", "--out", "{w}/notes.txt"], "is a file"),

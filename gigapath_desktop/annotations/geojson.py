@@ -55,7 +55,7 @@ def read_geojson(path: str | os.PathLike[str], report: Report | None = None) -> 
         raise AnnotationError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise AnnotationError(f"{path}: is a folder, not a GeoJSON file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # (UnicodeDecodeError, JSONDecodeError, an integer of 5000 digits)
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:
         raise AnnotationError(f"{path}: nested too deeply to be GeoJSON") from None

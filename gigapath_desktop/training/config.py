@@ -8,6 +8,7 @@ from typing import Any, get_args, get_type_hints
 from gigapath_desktop.errors import GigaPathError
 
 BCE_WEIGHT = 1.0
+MAX_STEPS = 10_000_000  # the paper's run took 4940 steps
 MIN_BUDGET = 0.6  # GiB of process memory: TensorFlow and the model alone take ~0.55
 
 
@@ -50,8 +51,9 @@ class TrainConfig:
             (not MIN_BUDGET <= self.memory_budget <= 4096, f"the memory budget must lie in [{MIN_BUDGET}, 4096] GiB"),
             (self.bce_weight < 0, "the BCE weight must be >= 0"),
             (self.checkpoint_every < 1 or self.validate_every < 1, "checkpoint and validation intervals must be >= 1"),
-            (self.warmup_steps < 0 or self.max_recoveries < 0 or self.seed < 0,
-             "warm-up steps, restarts and the seed must be >= 0"),
+            (self.warmup_steps < 0 or self.max_recoveries < 0, "warm-up steps and restarts must be >= 0"),
+            (not 0 <= self.seed < 2**32, "the seed must lie in [0, 2**32)"),  # (what the random generators take)
+            (self.steps > MAX_STEPS, f"steps must be at most {MAX_STEPS:,} (a run that long would never end)"),
             (self.clip_norm is not None and self.clip_norm <= 0, "the gradient clip norm must be > 0 (or none)"),
             (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
             (not 0 <= self.ink <= 1, "the ink chance must lie in [0, 1]"),
