@@ -86,6 +86,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "truncated.svs").write_bytes(CMU.read_bytes()[:5000])
     (folder / "a-folder").mkdir()
     (folder / "link.geojson").symlink_to(folder / "notes.txt")
+    (folder / "old-run").mkdir()  # a run whose checkpoints were deleted to save space
+    (folder / "old-run" / "metrics.csv").write_text("step,loss\n1,0.5\n")
     for name, data in GEOJSON.items():
         (folder / name).write_text(json.dumps(data))
     (folder / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)
@@ -186,6 +188,8 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "train: zero steps": ([*train[:-4], "--steps", "0", "--auto-labels", "--out", "{w}/run"], "steps"),
         "train: tiny tile": ([*train, "--auto-labels", "--tile", "3"], "tile"),
         "train: out is a file": ([*train[:-2], "--auto-labels", "--out", "{w}/notes.txt"], "is a file"),
+        "train: out holds a run's files": ([*train[:-2], "--auto-labels", "--out", "{w}/old-run"],
+                                           "holds metrics.csv, which a new run would write over"),
         "train: resume nothing": ([*train, "--auto-labels", "--resume"], "nothing to resume"),
         "train: labels missing": ([*train, "--labels", "{w}/nope.geojson"], "no such file"),
         "train: labels a folder": ([*train, "--labels", "{w}/a-folder"], "is a folder"),

@@ -32,6 +32,8 @@ from gigapath_desktop.training.trainer import Trainer
 if TYPE_CHECKING:
     from gigapath_desktop.training.ray_executor import RayExecutor
 
+RUN_FILES = ("model.keras", "config.json", "metrics.csv")  # what a run writes in its folder
+
 
 @dataclass
 class TrainJob:
@@ -262,6 +264,10 @@ def _check_out(job: TrainJob) -> None:
         raise GigaPathError(f"{job.out}: nothing to resume (no checkpoint there)")
     if not job.resume and has_run:
         raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
+    kept = [name for name in ("project.json", *RUN_FILES) if (job.out / name).exists()]
+    if not job.resume and kept:  # a project's folder, or a run whose checkpoints were deleted: never written over
+        raise GigaPathError(f"{job.out} holds {', '.join(kept)}, which a new run would write over; choose another "
+                            f"--out")
 
 
 def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
