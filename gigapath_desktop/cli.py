@@ -190,10 +190,16 @@ def check_predict_options(args: argparse.Namespace) -> None:
                             f"{args.min_object:g}")
 
 
-def check_tiff_name(option: str, path: str, note: str = "") -> None:
-    """A pyramidal TIFF written under another extension (m.png) fools every viewer that trusts the name."""
-    if not path.lower().endswith((".tif", ".tiff")):
-        raise GigaPathError(f"{option} must end in .tif or .tiff (a pyramidal TIFF is written there{note}), got {path}")
+NAMES = {"tif": ((".tif", ".tiff"), "a pyramidal TIFF"), "png": ((".png",), "a PNG image"),
+         "geojson": ((".geojson", ".json"), "GeoJSON")}
+
+
+def check_name(option: str, path: str | None, kind: str, note: str = "") -> None:
+    """A file written under another kind's extension (a TIFF as m.png, GeoJSON over a.tif) fools every program that
+    trusts the name, and may replace a file of that kind."""
+    suffixes, what = NAMES[kind]
+    if path is not None and not path.lower().endswith(suffixes):
+        raise GigaPathError(f"{option} must end in {' or '.join(suffixes)} ({what} is written there{note}), got {path}")
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
@@ -240,7 +246,8 @@ def cmd_make_slide(args: argparse.Namespace) -> int:
     if limit and args.width * args.height > limit:
         raise GigaPathError(f"--realistic and --geojson take slides of up to {limit / 1e6:.0f} MP")
     out = check_output(args.out)
-    check_tiff_name("OUT", args.out)
+    check_name("OUT", args.out, "tif")
+    check_name("--geojson", args.geojson, "geojson")
     check_output(mask_path_for(out))
     if args.geojson:
         check_output(args.geojson, inputs=(out, mask_path_for(out)))
@@ -322,7 +329,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides import Region
 
     check_predict_options(args)
-    check_tiff_name("--out", args.out, "; a PNG preview is --png")
+    check_name("--out", args.out, "tif", "; a PNG preview is --png")
+    for option, kind in (("--png", "png"), ("--geojson", "geojson"), ("--probabilities", "tif")):
+        check_name(option, getattr(args, option[2:]), kind)
     check_option("--slide-mpp", args.slide_mpp)
     if args.remote:
         from gigapath_desktop.remote.commands import predict_remote
@@ -355,6 +364,7 @@ def cmd_detect_tissue(args: argparse.Namespace) -> int:
     from gigapath_desktop.slides import open_slide
 
     out = check_output(args.out, inputs=(args.slide,))
+    check_name("--out", args.out, "geojson")
     with open_slide(args.slide) as slide:
         annotations = detect_tissue(slide)
     write_geojson(annotations, out)
