@@ -219,6 +219,10 @@ def test_adding_only_missing_paths_is_an_error(tmp_path: Path, capsys: pytest.Ca
     Project.create(tmp_path / "study")
     code, out, err = _cli(capsys, "project", "add", str(tmp_path / "study"), str(tmp_path / "nosuch.svs"))
     assert code == 2 and not out and err == "error: no slides added (1 skipped: nosuch.svs: no such file or folder)\n"
+    (tmp_path / "empty.svs").write_bytes(b"")
+    code, out, err = _cli(capsys, "project", "add", str(tmp_path / "study"), str(CMU), str(tmp_path / "empty.svs"))
+    assert code == 1 and out.startswith("added CMU-1-Small-Region.svs"), "a named file that is no slide: not 0"
+    assert err.startswith(f"skipped {tmp_path / 'empty.svs'}: not recognised as a slide")
 
 
 def test_a_moved_slide_is_relinked_by_its_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
