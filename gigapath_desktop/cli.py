@@ -180,7 +180,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
 def check_predict_options(args: argparse.Namespace) -> None:
     wrong = [f"{option} must {rule}, got {value:g}" for option, value, ok, rule in [
         ("--threshold", args.threshold, 1 / 255 <= args.threshold < 1, "lie in [1/255, 1)"),  # NaN fails every test
-        ("--downsample", args.downsample, args.downsample >= 1, "be >= 1"),
+        ("--downsample", args.downsample, 1 <= args.downsample <= 1e6, "lie in [1, 1e6]"),
         ("--tile", args.tile, args.tile >= 64, "be >= 64"),
     ] if not ok]
     if wrong:
@@ -306,6 +306,8 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
                                 "the command line")
         spec = TrainSpec.read(args.spec)
     elif args.demo:
+        if args.slide or args.region or args.labels or args.auto_labels or args.classes:
+            raise GigaPathError("--demo trains on the bundled demo slide; give no slide, regions or labels with it")
         region, val_region = Region(0, 0, 2220, 1984), Region(0, 1984, 2220, 983)
         spec = TrainSpec.one_slide(demo_slide(), (region,), None, val_region, slide_mpp=args.slide_mpp)
     else:

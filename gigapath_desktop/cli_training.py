@@ -69,6 +69,8 @@ def run_settings(args: argparse.Namespace) -> tuple[Path, "TrainConfig", bool, t
     if args.no_augment:
         given["augment"] = False
     config = TrainConfig(**given)
+    if args.out is not None and not args.out.strip():
+        raise GigaPathError("--out is empty; name a run folder (or leave --out out: runs/<time>)")
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if not 1 <= args.workers <= 1024:
         raise GigaPathError(f"--workers must be between 1 and 1024, got {args.workers}")

@@ -170,6 +170,8 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
     check_predict_options(args)
     if not args.paths and not args.project:
         raise GigaPathError("predict-batch needs slides or folders, or --project DIR")
+    if not args.out.strip():
+        raise GigaPathError("--out is empty; name the folder the masks go to")
     skipped: list[tuple[Path, str]] = []
     slides = expand(args.paths, skipped, exclude=[Path(args.out)])
     labels = {}
