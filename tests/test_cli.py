@@ -149,3 +149,19 @@ def test_the_window_module_loads_without_tensorflow() -> None:
     code = "import sys, gigapath_desktop.ui.main_window; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_library_warnings_do_not_precede_the_error_line(tmp_path: Path) -> None:
+    """A damaged TIFF header (PIL: "Corrupt EXIF data") and NaN coordinates (shapely: "invalid value encountered")
+    end in the one `error:` line alone, in a real process where Python prints library warnings."""
+    (tmp_path / "header.tif").write_bytes(b"II*\x00\x08\x00\x00\x00")
+    nan = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
+                                                             "coordinates": [[[0, 0], [1, "NaN"], [1, 1], [0, 0]]]}}
+    (tmp_path / "nan.geojson").write_text(json.dumps(nan).replace('"NaN"', "NaN"))
+    assert run("project", "create", str(tmp_path / "p")).returncode == 0
+    assert run("project", "add", str(tmp_path / "p"), str(CMU)).returncode == 0
+    for args in (["info", str(tmp_path / "header.tif")],
+                 ["project", "import", str(tmp_path / "p"), str(tmp_path / "nan.geojson"), "--slide", CMU.name]):
+        done = run(*args)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith("error:"), done.stderr

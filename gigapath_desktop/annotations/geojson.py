@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import uuid
+import warnings
 from pathlib import Path
 from collections import Counter
 from typing import Any, Callable, Iterable
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 AREA_TYPES = {"Polygon", "MultiPolygon"}
 SKIPPED_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString"}
 Report = Callable[[str], None]
+
+# NaN coordinates make shapely warn before the shape is refused in one error line (a stray line before it)
+warnings.filterwarnings("ignore", message="invalid value encountered in linearrings", category=RuntimeWarning)
 
 
 def to_geojson(annotations: Iterable[Annotation]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,9 @@ PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
                             ".dcm", ".czi"})
 _T = TypeVar("_T")
+
+# a damaged TIFF header makes PIL warn before the file is refused in one error line (two stray lines before it)
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
 
 @dataclass(frozen=True)
