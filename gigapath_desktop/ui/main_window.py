@@ -291,7 +291,9 @@ class MainWindow(FileDialogs, QMainWindow):
         self.error_box = QMessageBox(QMessageBox.Icon.Warning, "GigaPath Desktop", message, parent=self)
         self.error_box.setInformativeText(what_next)
         self.error_box.setWindowModality(Qt.WindowModality.NonModal)
+        self.error_box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # (closed ones do not pile up)
         self.error_box.show()
+        self.error_box.activateWindow()  # Return or Esc closes it, as a modal one's
 
     def _show_status(self, message: str) -> None:
         self.statusBar().showMessage(message, 10000)
