@@ -22,7 +22,6 @@ from gigapath_desktop.cli import EXIT_WITH_PARENT
 from gigapath_desktop.remote.store import Job, JobStore
 
 log = logging.getLogger(__name__)
-TRAIN_FILES = ("model.keras", "metrics.csv", "config.json")
 PREDICT_FILES = ("mask.tif", "contours.geojson")
 INTERRUPTED = (130, 143)  # the command's exit codes after Ctrl-C / SIGTERM
 

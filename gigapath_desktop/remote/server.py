@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 from gigapath_desktop import __version__
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.remote.runner import PREDICT_FILES, TRAIN_FILES, Runner
+from gigapath_desktop.remote.runner import PREDICT_FILES, Runner
 from gigapath_desktop.remote.store import LIVE, Job, JobStore
-from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.config import RUN_FILES, TrainConfig
 from gigapath_desktop.training.metrics import read_metrics, typed
 
 POLL_SECONDS = 0.5
@@ -208,7 +208,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @api.get("/jobs/{job_id}/files/{name}")
     def download(job_id: str, name: str) -> FileResponse:
         job = job_of(job_id)
-        if name not in (TRAIN_FILES if job.kind == "train" else PREDICT_FILES):
+        if name not in (RUN_FILES if job.kind == "train" else PREDICT_FILES):
             raise HTTPException(404, f"a {job.kind} job has no file {name!r}")
         path = runner.run_dir(job) / name
         if not path.is_file():

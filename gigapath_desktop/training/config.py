@@ -8,6 +8,7 @@ from typing import Any, get_args, get_type_hints
 from gigapath_desktop.errors import GigaPathError
 
 BCE_WEIGHT = 1.0
+RUN_FILES = ("model.keras", "config.json", "metrics.csv")  # what a run writes in its folder, beside checkpoints/
 MAX_STEPS = 10_000_000  # the paper's run took 4940 steps
 MIN_BUDGET = 0.6  # GiB of process memory: TensorFlow and the model alone take ~0.55
 

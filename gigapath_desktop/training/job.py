@@ -24,15 +24,13 @@ from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoin
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
-from gigapath_desktop.training.config import TrainConfig
+from gigapath_desktop.training.config import RUN_FILES, TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
 from gigapath_desktop.training.spec import SpecItem, TrainSpec, unknown_classes, where_text
 from gigapath_desktop.training.trainer import Trainer
 
 if TYPE_CHECKING:
     from gigapath_desktop.training.ray_executor import RayExecutor
-
-RUN_FILES = ("model.keras", "config.json", "metrics.csv")  # what a run writes in its folder
 
 
 @dataclass
