@@ -471,3 +471,18 @@ def test_the_overlay_has_a_key_that_goes_with_it(window: MainWindow, tmp_path: P
     window.open_slide(TCGA)
     assert window.results.legend.text() == "" and window.results.export_label.text() == ""
     assert window.viewer.overlay is None or not window.viewer.overlay.isVisible()
+
+
+def test_the_batch_bar_fills_a_slides_share_only_once_its_outputs_are_written(window: MainWindow) -> None:
+    """Its tiles predicted, a slide's contours can take minutes more: the bar said 50 % for two slides, and 100 %
+    after a stop with one slide done."""
+    from gigapath_desktop.inference.batch import BatchRow
+
+    panel = window.projects.batch_panel
+    panel.begin(2)
+    panel.show_progress(100 * 0 + 80, 200)  # slide 1: every tile predicted, its outputs still being written
+    assert panel.progress.value() / panel.progress.maximum() == 0.4
+    panel.add_row(BatchRow(CMU, "ok"))
+    assert panel.progress.value() / panel.progress.maximum() == 0.5
+    panel.show_progress(100 + 80, 200)
+    assert panel.progress.value() < panel.progress.maximum(), "not full before the last slide's row"

@@ -233,6 +233,11 @@ def test_a_class_takes_another_colour_on_its_labels_in_the_project_and_on_its_ot
     session.recolour_class(AnnotationClass("Tumor", (200, 0, 0)))
     assert [a.cls.color for a in session.annotations] == [(200, 0, 0), (64, 160, 64)], "Tissue keeps its colour"
     assert session.history.undo_text == "colour of Tumor"
+    session.history.undo()  # the whole recolouring, class and project too: never one class in two colours
+    assert [c.color for c in session.classes if c.name == "Tumor"] == [(150, 200, 150)]
+    assert Project.open(project.folder).classes[-1].color == (150, 200, 150)
+    assert [a.cls.color for a in session.annotations][0] == (150, 200, 150)
+    session.history.redo()
     assert Project.open(project.folder).classes[-1] == AnnotationClass("Tumor", (200, 0, 0))
     assert [c.color for c in session.classes if c.name == "Tumor"] == [(200, 0, 0)]
     session.set_slide(open_slide(TCGA))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from gigapath_desktop.annotations import Annotation, AnnotationSet
 from gigapath_desktop.project.events import Emitter
@@ -15,9 +16,12 @@ class Edit:
     before: list[Annotation]
     after: list[Annotation]
     places: list[int] = field(default_factory=list)  # where the removed ones were: undo puts them back there
+    also: Callable[[bool], None] | None = None  # what else the edit changes, done (False) or undone (True) with it
 
     def apply(self, annotations: AnnotationSet, undo: bool = False) -> None:
         """Redo or undo the edit; an undone removal restores the paint order and the regions' numbering ("Train 1")."""
+        if self.also is not None:
+            self.also(undo)
         old, new = (self.after, self.before) if undo else (self.before, self.after)
         pairs = min(len(old), len(new))
         for a, b in zip(old[:pairs], new[:pairs]):
@@ -43,8 +47,9 @@ class History:
         self._done: list[Edit] = []
         self._undone: list[Edit] = []
 
-    def push(self, text: str, before: list[Annotation], after: list[Annotation]) -> None:
-        edit = Edit(text, list(before), list(after))
+    def push(self, text: str, before: list[Annotation], after: list[Annotation],
+             also: Callable[[bool], None] | None = None) -> None:
+        edit = Edit(text, list(before), list(after), also=also)
         edit.apply(self.annotations)
         self._done = (self._done + [edit])[-self.limit:]
         self._undone.clear()

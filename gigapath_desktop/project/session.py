@@ -208,13 +208,19 @@ class Session:
         return cls
 
     def recolour_class(self, cls: AnnotationClass) -> None:
-        """Give the class of `cls.name` its colour: in the class list, on this slide's labels (one undoable edit),
-        and in the open project, whose other slides' labels take it when they are opened."""
+        """Give the class of `cls.name` its colour: in the class list, on this slide's labels and in the open project
+        (one undoable edit, where the slide has such labels), whose other slides' labels take it when opened."""
+        old = next((c for c in self.classes if c.name == cls.name), cls)
+        before = [a for a in self.annotations if a.role is Role.LABEL and a.cls.name == cls.name and a.cls != cls]
+        if before:  # undone, the class takes its old colour back everywhere, not only on these labels
+            self.history.push(f"colour of {cls.name}", before, [replace(a, cls=cls) for a in before],
+                              also=lambda undo: self._class_colour(old if undo else cls))
+        else:
+            self._class_colour(cls)
+
+    def _class_colour(self, cls: AnnotationClass) -> None:
         self.classes = [cls if c.name == cls.name else c for c in self.classes]
         self.events.classes.emit(self.classes)
-        before = [a for a in self.annotations if a.role is Role.LABEL and a.cls.name == cls.name and a.cls != cls]
-        if before:
-            self.apply(f"colour of {cls.name}", before, [replace(a, cls=cls) for a in before])
         if self.project is not None and any(c.name == cls.name and c != cls for c in self.project.classes):
             try:
                 self.project.recolour_class(cls)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # (the engine, and TensorFlow with it, loads on the first bat
     from gigapath_desktop.inference.batch import BatchRow
 
 COLUMNS = ["slide", "status", "seconds", "Dice", "area unit"]
+SHARE = 100  # of the progress bar per slide: its tiles fill TILES_SHARE of it, its written outputs (contours of a
+TILES_SHARE = 80  # large mask can take longer than its tiles) the rest, so a slide predicted is not shown as done
 
 
 class BatchWorker(Worker):
@@ -62,7 +64,7 @@ class BatchPanel(QWidget):
     def begin(self, slides: int) -> None:
         self.rows.clear()
         self.table.setRowCount(0)
-        self.progress.setRange(0, max(1, slides))
+        self.progress.setRange(0, SHARE * max(1, slides))
         self.progress.setValue(0)
         self.set_running(True)
 
@@ -72,11 +74,12 @@ class BatchPanel(QWidget):
 
     def show_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)
-        self.progress.setValue(done)
+        self.progress.setValue(max(done, self.progress.value()))
 
     def add_row(self, row: BatchRow) -> None:
         """A slide's result: its status and figures, a column per class as classes appear."""
         self.rows.append(row)
+        self.progress.setValue(SHARE * len(self.rows))
         for name in row.areas:
             if f"area: {name}" not in self._headers():
                 self.table.insertColumn(self.table.columnCount())
@@ -130,7 +133,7 @@ class BatchController:
             from gigapath_desktop.inference.batch import BatchJob, run_batch
 
             def each(index: int, count: int, done: int, total: int) -> None:
-                progress(index * 100 + 100 * done // max(total, 1), count * 100)
+                progress(index * SHARE + TILES_SHARE * done // max(total, 1), count * SHARE)
 
             return run_batch(BatchJob(model, out, slides, labels=labels, **options), self.worker.row.emit, each, cancel)
 
