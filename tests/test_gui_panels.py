@@ -200,6 +200,21 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     assert (choice.min_hole_um2, choice.min_object_um2) == (1000, 0), "holes filled as the tissue detector draws"
     dialog.min_object.setValue(250)
     assert dialog.choice().min_object_um2 == 250
+    dialog.tiff.setText(str(tmp_path / "typo" / "m.tif"))
+    said: list[str] = []
+
+    def close_warning() -> None:
+        box = QApplication.activeModalWidget()
+        if box is dialog or box is None:
+            QTimer.singleShot(20, close_warning)
+            return
+        said.append(box.text())
+        box.close()
+
+    QTimer.singleShot(20, close_warning)
+    dialog.accept()  # OK with a folder that does not exist: said over the dialog, which keeps what was typed
+    assert said and "does not exist" in said[0] and dialog.result() != QDialog.DialogCode.Accepted
+    assert dialog.tiff.text() == str(tmp_path / "typo" / "m.tif")
     assert len([b for b in dialog.findChildren(QPushButton) if b.text() == "Browse…"]) == 3
     assert dialog.tiff.width() >= 400 or dialog.tiff.minimumWidth() >= 400
     dialog.done(QDialog.DialogCode.Rejected)

@@ -14,12 +14,15 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
+from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.outputs import check_output
 
 PREVIEW_SIDE = 4096  # px on the long side: enough to judge a mask at a glance, small enough to open anywhere
 
@@ -74,6 +77,17 @@ class ExportDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def accept(self) -> None:
+        """A path that cannot be written is said over the dialog, which stays open with what was typed."""
+        try:
+            for path in (self.choice().tiff, self.choice().png, self.choice().geojson):
+                if path is not None:
+                    check_output(path)
+        except GigaPathError as exc:
+            QMessageBox.warning(self, "Export mask", f"{exc}\n\nChoose an existing, writable folder (Browse…).")
+            return
+        super().accept()
 
     def choice(self) -> ExportChoice:
         return ExportChoice(Path(self.tiff.text()), Path(self.png.text()) if self.with_png.isChecked() else None,
