@@ -83,9 +83,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     if report.skipped and not (report.added or report.known):
         raise GigaPathError(f"no slides added ({skipped_text(report.skipped)})")
     for path, why in report.skipped:
-        print(f"skipped {why if why.startswith(str(path)) else f'{path}: {why}'}", file=sys.stderr)
-    named = {Path(p).absolute() for p in args.paths}
-    return 1 if any(path.absolute() in named for path, _ in report.skipped) else 0  # (a folder's other files: 0)
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    named = {Path(p).resolve() for p in args.paths}
+    return 1 if any(path.resolve() in named for path, _ in report.skipped) else 0  # (a folder's other files: 0)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -112,7 +112,7 @@ class Project:
             try:
                 described.append(_describe(path))
             except GigaPathError as exc:
-                report.skipped.append((path, str(exc)))
+                report.skipped.append((path, str(exc).removeprefix(f"{path}: ")))  # (said beside its path)
             if progress is not None:
                 progress(done + 1, len(files))
         with self._changing():
@@ -266,8 +266,7 @@ class Project:
     def latest_model(self) -> Path | None:
         """The model of the project's most recently recorded run that wrote one (its slides predict with it)."""
         for run in reversed(self.runs):
-            model = Path(str(run.get("out") or "")) / "model.keras"
-            if run.get("out") and model.is_file():
+            if run.get("out") and (model := Path(str(run["out"])) / "model.keras").is_file():
                 return model
         return None
 

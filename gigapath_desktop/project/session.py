@@ -113,8 +113,8 @@ class Session:
         self.events.slide.emit(slide)
         if previous is not None:
             previous.close()
-        models = [self._remembered_model(), self.project.latest_model() if self.on_project_slide() else None]
-        models = [m for m in models if restore and m is not None and m.exists()]
+        candidates = [self._remembered_model(), self.project.latest_model() if self.on_project_slide() else None]
+        models = [m for m in candidates if m is not None and m.exists()] if restore else []
         self.model_path = max(models, key=lambda m: m.stat().st_mtime) if models else None  # the newest wins
         self.events.model.emit(self.model_path)
 
