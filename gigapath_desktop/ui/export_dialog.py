@@ -37,6 +37,13 @@ class ExportChoice:
     min_hole_um2: float = MIN_AREA_UM2
     min_object_um2: float = 0.0
 
+    def check(self, inputs: tuple[Path, ...] = ()) -> None:
+        """GigaPathError unless every output can be written and is none of `inputs` (a typed folder that does not
+        exist is refused, never made)."""
+        for path in (self.tiff, self.png, self.geojson):
+            if path is not None:
+                check_output(path, inputs)
+
 
 class ExportDialog(QDialog):
     def __init__(self, parent: QWidget, folder: Path, stem: str, slide_side: int, whole: bool = False,
@@ -81,9 +88,7 @@ class ExportDialog(QDialog):
     def accept(self) -> None:
         """A path that cannot be written is said over the dialog, which stays open with what was typed."""
         try:
-            for path in (self.choice().tiff, self.choice().png, self.choice().geojson):
-                if path is not None:
-                    check_output(path)
+            self.choice().check()
         except GigaPathError as exc:
             QMessageBox.warning(self, "Export mask", f"{exc}\n\nChoose an existing, writable folder (Browse…).")
             return

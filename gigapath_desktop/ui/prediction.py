@@ -11,7 +11,6 @@ from PySide6.QtGui import QImage
 
 from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project import Session
 from gigapath_desktop.slides import Region, open_slide
 from gigapath_desktop.ui.export_dialog import ExportChoice
@@ -110,10 +109,8 @@ class Prediction:
         if slide is None or model_path is None:
             self.report("no slide or no model", NO_MODEL)
             return False
-        try:  # said now, not after the model loads (a typed folder that does not exist is never made)
-            for path in (choice.tiff, choice.png, choice.geojson):
-                if path is not None:
-                    check_output(path, (slide.path, model_path))
+        try:  # said now, not after the model loads
+            choice.check((slide.path, model_path))
         except GigaPathError as exc:
             self.report(str(exc), "Choose an existing, writable folder (Browse…).")
             return False
