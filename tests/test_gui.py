@@ -301,7 +301,7 @@ def test_damaged_settings_start_the_app_with_defaults_and_say_so(qtbot, content:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(content)
     win = MainWindow()
-    assert win.settings.tile == AUTO and "could not be read" in win.error_box.text()
+    assert win.settings.training.tile == AUTO and "could not be read" in win.error_box.text()
     (aside,) = folder.glob("settings.unreadable-*.json")
     assert aside.read_text() == content and not (folder / "settings.json").exists()
     win.settings.save()

@@ -143,6 +143,20 @@ def test_bad_training_values_are_refused_without_a_change(session: Session) -> N
     assert seen == [("training", TrainingChoice(tile=1024))]
 
 
+def test_the_apps_settings_keep_the_training_choices_also_from_a_file_of_the_older_flat_format(tmp_path: Path) -> None:
+    from gigapath_desktop.project.settings import Settings, config_dir
+
+    config_dir().mkdir(parents=True, exist_ok=True)
+    (config_dir() / "settings.json").write_text(json.dumps({"steps": 42, "sparse": True, "last_project": "/p"}))
+    settings, problem = Settings.load()
+    assert problem is None and settings.training == TrainingChoice(steps=42, sparse=True)
+    settings.training = TrainingChoice(tile=1024, on_project=True)
+    settings.save()
+    saved = json.loads((config_dir() / "settings.json").read_text())
+    assert saved["training"]["tile"] == 1024 and "tile" not in saved
+    assert Settings.load() == (Settings(training=TrainingChoice(tile=1024, on_project=True), last_project="/p"), None)
+
+
 def test_an_unreadable_autosave_is_a_problem_event_not_an_exception(session: Session, tmp_path: Path) -> None:
     session.set_slide(open_slide(CMU))
     path = session.autosave_path()

@@ -47,8 +47,7 @@ class SavedSession:
         try:
             state = json.loads((folder / "session.json").read_text())
             classes = [AnnotationClass(str(c["name"]), tuple(c["color"])) for c in state.get("classes", [])]
-            training = TrainingChoice(**{k: v for k, v in dict(state.get("settings", {})).items()
-                                         if k in TrainingChoice.__dataclass_fields__})
+            training = TrainingChoice.from_json(state.get("settings", {}))
             slide, model = state.get("slide"), state.get("model")
             if not all(v is None or isinstance(v, str) for v in (slide, model)):
                 raise TypeError("slide and model must be paths")

@@ -54,6 +54,11 @@ class TrainingChoice:
                                 f"{self.tile!r}")
         self.config()
 
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainingChoice":
+        """The choices saved in `data` (fields it lacks take their defaults; others, of a newer version, are left)."""
+        return cls(**{k: v for k, v in dict(data).items() if k in cls.__dataclass_fields__})
+
     @property
     def config_tile(self) -> int | str:
         return "auto" if self.tile == AUTO else self.tile
@@ -73,12 +78,7 @@ class TrainingChoice:
 class Settings:
     recent_slides: list[str] = field(default_factory=list)
     last_folder: str = ""
-    tile: int = AUTO
-    learning_rate: float = TrainConfig.learning_rate
-    steps: int = TrainConfig.steps
-    memory_budget: float = TrainConfig.memory_budget
-    on_project: bool = False
-    sparse: bool = False
+    training: TrainingChoice = field(default_factory=TrainingChoice)  # the training choices last made in the app
     remote_url: str = ""  # the job server last used (its token is in the keyring, see credentials.py)
     last_project: str = ""  # the project open when the app last closed: it opens again at the next start
     window_state: str = ""  # where the docks and toolbars were, and which were closed (Qt's saveState, base64)
@@ -91,15 +91,13 @@ class Settings:
         if not all(isinstance(v, str) for v in (self.last_folder, self.last_project, self.window_state)):
             raise GigaPathError(f"last_folder, last_project and window_state must be text, got {self.last_folder!r}, "
                                 f"{self.last_project!r} and {self.window_state!r}")
-        self.training()  # the app's choices' checks
 
-    def training(self) -> TrainingChoice:
-        """The training choices last made in the app."""
-        return TrainingChoice(**{name: getattr(self, name) for name in TrainingChoice.__dataclass_fields__})
-
-    def keep_training(self, choice: TrainingChoice) -> None:
-        for name in TrainingChoice.__dataclass_fields__:
-            setattr(self, name, getattr(choice, name))
+    @classmethod
+    def from_json(cls, data: dict) -> "Settings":
+        """Settings from their JSON; a file written before the training choices were nested (their fields at the
+        top level) keeps its choices."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "training"},
+                   training=TrainingChoice.from_json(data.get("training", data)))
 
     @classmethod
     def load(cls) -> tuple["Settings", str | None]:
@@ -107,7 +105,7 @@ class Settings:
         path = config_dir() / "settings.json"
         try:
             data = json.loads(path.read_text())
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__}), None
+            return cls.from_json(data), None
         except FileNotFoundError:
             return cls(), None
         except (OSError, ValueError, TypeError, AttributeError, RecursionError, GigaPathError) as exc:

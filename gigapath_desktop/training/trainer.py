@@ -90,7 +90,8 @@ class Trainer:
         self.optimizer.build(model.trainable_variables)
         self.average = WeightAverage(model.trainable_variables, config.average)
         self.recoveries = 0
-        self.guard = CollapseGuard(classes=model_info(model).classes.names)
+        self.classes = model_info(model).classes.names  # the model's class names, background first
+        self.guard = CollapseGuard(classes=self.classes)
         self._dark_field = False  # fluorescence-like regions (dark background) get light-gain colour augmentation
         self._drawn: tuple[int, RegionData] | None = None  # the last step whose view `_view` drew, and that view
         self._saved: int | None = None  # the step of the weights last checkpointed; None once they changed
@@ -155,7 +156,7 @@ class Trainer:
         starting state as a good one (unless a resumed run brought its own)."""
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
-        for text in label_warnings(self.train, shares, model_info(self.model).classes.names):
+        for text in label_warnings(self.train, shares, self.classes):
             self._emit(WarningEvent(text))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
@@ -172,7 +173,7 @@ class Trainer:
     def _details(self) -> dict[str, tuple[str, int | str]]:
         """column -> ("class", index) or ("slide", slide path); a slide's column is its file name, or its whole
         path where two validation slides share a name."""
-        classes = model_info(self.model).classes.names if output_channels(self.model) > 1 else []
+        classes = self.classes if output_channels(self.model) > 1 else []
         details: dict[str, tuple[str, int | str]] = {f"val_dice:{name}": ("class", k) for k, name in enumerate(classes)}
         slides = list(dict.fromkeys(region.slide for region in self.val))
         names = [Path(slide).name for slide in slides]

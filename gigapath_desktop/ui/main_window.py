@@ -50,7 +50,7 @@ class MainWindow(FileDialogs, QMainWindow):
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
         self.settings, settings_problem = Settings.load()
-        self.session = session = Session(self.settings.training())
+        self.session = session = Session(self.settings.training)
         self.viewer = SlideViewer(session.annotations)
         self.setCentralWidget(self.viewer)
         self.annotation_list = AnnotationList(session)
@@ -300,7 +300,7 @@ class MainWindow(FileDialogs, QMainWindow):
 
     def _save_settings(self) -> None:
         """Settings are a convenience: failing to save them is said in the status bar, never fatal."""
-        self.settings.keep_training(self.session.training)
+        self.settings.training = self.session.training
         self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
         project = self.session.project
         self.settings.last_project = str(project.folder) if project is not None else ""
