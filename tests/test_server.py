@@ -28,6 +28,7 @@ def setup(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     (root / "sub").mkdir(parents=True)
     os.link(synthetic_slide, root / "sub" / "slide.tif")
     (root / "escape.svs").symlink_to(synthetic_slide)  # a link inside the root to a file outside it
+    (root / "notes.svs").write_text("not a slide")
     token = base / "token"
     token.write_text(TOKEN + "\n")
     with open_slide(mask_path_for(synthetic_slide)) as mask:
@@ -136,12 +137,82 @@ def test_bad_requests_get_a_4xx_with_a_message(client: Client, server: Server) -
         (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "learning_rate": 5}).encode(), 422),
         (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 99999, 256]}).encode(), 422),
         (b"x" * (64 * 2**20 + 1), 413),
+        (b'{"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "steps": NaN}', 422),  # (no input echoed back)
+        (b'{"slide": "sub/slide.tif", "region": [0, 0, NaN, 256], "extra": Infinity}', 422),
+        (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "steps": True}).encode(), 422),
+        (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "seed": "7"}).encode(), 422),
+        (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "labels": to_geojson([])}).encode(), 422),
+        (json.dumps({"slide": "a\0b", "region": [0, 0, 256, 256]}).encode(), 400),
     ]
-    for body, status in cases:
-        response = httpx.post(f"{server.url}/jobs/train", content=body, headers=headers, timeout=60)
+    predict = [  # refused when sent, not after the jobs queued before them (the model is checked after them)
+        {"slide": "sub/slide.tif", "model_job": "nope", "region": [0, 0, -5, 99999999]},
+        {"slide": "sub/slide.tif", "model_job": "nope", "level": 7},
+        {"slide": "sub/slide.tif", "model_job": "nope", "level": float("nan")},
+        {"slide": "notes.svs", "model_job": "nope"},
+    ]
+    for path, body, status in [("train", *case) for case in cases] + [("predict", json.dumps(p).encode(), 422)
+                                                                        for p in predict]:
+        response = httpx.post(f"{server.url}/jobs/{path}", content=body, headers=headers, timeout=60)
         assert response.status_code == status, (body[:80], response.text[:300])
-        assert response.json()["detail"]
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and detail and str(server.root) not in detail, detail
     assert httpx.get(f"{server.url}/jobs/nope", headers=headers).status_code == 404
+    assert httpx.get(f"{server.url}/slides/thumbnail", params={"path": "a\0b"}, headers=headers).status_code == 400
+
+
+def test_the_slide_list_holds_the_roots_slides_and_says_which_do_not_open(client: Client, setup: dict) -> None:
+    listed = {entry["path"]: entry for entry in client.slides()}
+    assert set(listed) == {"sub/slide.tif", "notes.svs"}, "a link out of the root is not listed"
+    assert listed["sub/slide.tif"]["dimensions"] and listed["notes.svs"]["error"].startswith("notes.svs")
+
+
+def test_a_queued_job_is_cancelled_when_asked_not_when_its_turn_comes(client: Client, setup: dict) -> None:
+    running = _train(client, setup, steps=2000)
+    queued = _train(client, setup, steps=2)
+    assert client.cancel(queued["id"])["state"] == "cancelled"
+    steps, end = _follow(client, queued["id"])
+    assert (steps, end["message"]) == ([], "cancelled before it started")
+    client.cancel(running["id"])
+    assert _follow(client, running["id"])[1]["state"] == "cancelled"
+    assert client.job(queued["id"])["state"] == "cancelled"
+
+
+def test_one_server_a_data_folder_and_a_stop_ends_a_followed_job_at_once(setup: dict, tmp_path: Path) -> None:
+    def serve(port: int, data: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gigapath_desktop", "serve", "--port", str(port), "--token-file",
+                               str(setup["token"]), "--slides-root", str(setup["root"]), "--data-dir", str(data)],
+                              capture_output=True, text=True, timeout=120)
+
+    first = Server(setup["root"], tmp_path / "data", setup["token"]).start()
+    try:
+        with Client(first.url, TOKEN) as c:
+            job = _train(c, setup, steps=5000, checkpoint_every=1000)
+            events = c.events(job["id"])
+            next(data for event, data in events if event == "step")
+            for port, data, said in ((first.port + 1, tmp_path / "data", "in use by"),
+                                     (first.port, tmp_path / "other", "cannot listen on")):
+                refused = serve(port, data)
+                assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+                assert refused.stderr.startswith("error:") and said in refused.stderr, refused.stderr
+            assert c.job(job["id"])["state"] == "running", "the refused servers left the live job alone"
+            with ThreadPoolExecutor(1) as pool:  # a client still follows the job while the server is told to stop
+                following = pool.submit(lambda: list(events))
+                first.proc.terminate()
+                first.proc.wait(60)  # (before: until the job's 5000 steps were done)
+                event, end = following.result(60)[-1]
+                assert event == "end" and end["state"] == "interrupted", "the follower is told how the job ended"
+    finally:
+        first.stop()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "jobs.sqlite").write_text("not a database")
+    refused = serve(first.port, tmp_path / "broken")
+    assert refused.returncode == 2 and "not a job database" in refused.stderr and "Traceback" not in refused.stderr
+    second = Server(setup["root"], tmp_path / "data", setup["token"]).start()
+    try:
+        with Client(second.url, TOKEN) as c:
+            assert c.job(job["id"])["state"] == "interrupted"
+    finally:
+        second.stop()
 
 
 def test_a_killed_server_marks_the_job_interrupted_and_it_resumes(setup: dict, tmp_path: Path) -> None:

@@ -97,18 +97,22 @@ def tile_entry(tile: int | str | None) -> dict[str, Any]:
 
 
 def read_token(path: str | os.PathLike[str] | None = None) -> str:
-    """The bearer token: from `path`, else $GIGAPATH_TOKEN."""
+    """The bearer token: from `path`, else $GIGAPATH_TOKEN; one word (a file of more is refused, unshown)."""
     if path is None:
-        token = os.environ.get("GIGAPATH_TOKEN", "")
+        token, source = os.environ.get("GIGAPATH_TOKEN", ""), "GIGAPATH_TOKEN"
         if not token:
             raise GigaPathError("no token: pass --token-file FILE or set GIGAPATH_TOKEN")
-        return token
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise GigaPathError(f"{path}: cannot read the token file ({exc.strerror or exc})") from None
-    if not token:
-        raise GigaPathError(f"{path}: the token file is empty")
+    else:
+        source = f"{path}: the token file"
+        try:
+            token = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise GigaPathError(f"{path}: cannot read the token file ({why or exc})") from None
+        if not token:
+            raise GigaPathError(f"{source} is empty")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise GigaPathError(f"{source} must hold the token alone, one word on one line (its text is not shown)")
     return token
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,9 @@ def add_remote_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from gigapath_desktop.locks import FolderLock
     from gigapath_desktop.remote.client import read_token
-    from gigapath_desktop.remote.server import ServerConfig, create_app
+    from gigapath_desktop.remote.server import ServerConfig, create_app, serve
 
     for bad, message in ((not 0 < args.port < 65536, "--port must lie in 1-65535"),
                          (args.workers < 1, "--workers must be at least 1"),
@@ -53,10 +53,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GigaPathError(f"{data}: cannot create the data folder ({exc.strerror})") from None
-    app = create_app(ServerConfig(token, root, data, args.workers, args.ray_address, args.job_nice))
-    print(f"serving {root} on http://{args.host}:{args.port} (jobs in {data})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    with FolderLock(data):  # one server a data folder: another would mark this one's live jobs interrupted
+        listening = _listen(args.host, args.port)
+        app = create_app(ServerConfig(token, root, data, args.workers, args.ray_address, args.job_nice))
+        print(f"serving {root} on http://{args.host}:{args.port} (jobs in {data})", flush=True)
+        serve(app, listening)
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port before anything else starts, so a port in use or a host that does not resolve
+    is one error line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as exc:
+        raise GigaPathError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return listening
 
 
 def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
@@ -97,6 +112,7 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
 
 def predict_remote(args: argparse.Namespace) -> int:
     from gigapath_desktop.outputs import check_output
+    from gigapath_desktop.slides import Region
 
     if args.png or args.probabilities or args.slide_mpp:
         raise GigaPathError("--remote predictions return the mask and its --geojson contours; leave out --png, "
@@ -105,8 +121,8 @@ def predict_remote(args: argparse.Namespace) -> int:
     contours = check_output(args.geojson) if args.geojson else None
     if contours is not None and Path(contours).resolve() == Path(out).resolve():
         raise GigaPathError("the mask and GeoJSON outputs must be different files")
+    region = list(Region.parse(args.region, args.level).as_tuple()) if args.region else None
     with _client(args) as client:
-        region = [int(v) for v in args.region.split(",")] if args.region else None
         submitted = client.submit_predict(slide=args.slide, model_job=args.model, region=region, level=args.level,
                                           threshold=args.threshold, binary=args.binary, min_hole_um2=args.min_hole,
                                           min_object_um2=args.min_object)

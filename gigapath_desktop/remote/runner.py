@@ -57,9 +57,13 @@ class Runner:
         self._queue.put((job.id, True))
 
     def cancel(self, job_id: str) -> None:
+        """A queued job is cancelled at once (said so, not when its turn comes); a running one is stopped."""
         with self._lock:
             self._cancelled.add(job_id)
             proc = self._procs.get(job_id)
+            job = self.store.get(job_id)
+            if job is not None and job.state == "queued":  # (under the lock `_run` starts a job under)
+                self.store.set_state(job_id, "cancelled", "cancelled before it started")
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
@@ -75,13 +79,11 @@ class Runner:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             job_id, resume = item
-            job = self.store.get(job_id)
-            if job is None or job.state != "queued":
-                continue
-            if job_id in self._cancelled:
-                self.store.set_state(job_id, "cancelled", "cancelled before it started")
-                continue
-            self.store.set_state(job_id, "running")
+            with self._lock:
+                job = self.store.get(job_id)
+                if job is None or job.state != "queued":  # (a cancelled one among them)
+                    continue
+                self.store.set_state(job_id, "running")
             try:
                 argv = self._train_command(job, resume) if job.kind == "train" else self._predict_command(job)
                 state, message = self._execute(job_id, argv)
@@ -113,10 +115,16 @@ class Runner:
         if job_id in self._cancelled:
             return "cancelled", "cancelled"
         if code == 0:
-            return "finished", last
+            return "finished", self._public(job_id, last)
         if code in INTERRUPTED or code < 0:
             return "interrupted", f"stopped (exit {code}); resume continues from the last checkpoint"
-        return "failed", last.removeprefix("error: ")
+        return "failed", self._public(job_id, last.removeprefix("error: "))
+
+    def _public(self, job_id: str, message: str) -> str:
+        """A job's message as a client may read it: slides by their name under the root, the job's own files by
+        their name (the server's folders are not the client's business)."""
+        return message.replace(f"{self.folder(job_id)}{os.sep}run{os.sep}", "").replace(
+            f"{self.folder(job_id)}{os.sep}", "").replace(f"{self.slides_root}{os.sep}", "")
 
     def _train_command(self, job: Job, resume: bool) -> list[str]:
         from gigapath_desktop.training.checkpoints import has_checkpoint

@@ -12,23 +12,28 @@ import io
 import json
 import math
 import secrets
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gigapath_desktop import __version__
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
+from gigapath_desktop.annotations import Role
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.remote.runner import PREDICT_FILES, Runner
 from gigapath_desktop.remote.store import LIVE, Job, JobStore
 from gigapath_desktop.training.config import RUN_FILES, TrainConfig
 from gigapath_desktop.training.metrics import read_metrics, typed
 
+METRICS = "metrics.csv"
 POLL_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 5.0  # a comment line this often, so clients notice a dead connection and can stop reading
 
@@ -45,6 +50,7 @@ class ServerConfig:
 
 
 class TrainRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # true is no step count, "7" no seed
     slide: str = Field(description="path under the slides root")
     region: list[int] = Field(min_length=4, max_length=4, description="x, y, width, height in level-0 pixels")
     level: int = 0
@@ -59,6 +65,7 @@ class TrainRequest(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     slide: str
     model_job: str = Field(description="a finished training job whose model predicts")
     region: list[int] | None = Field(None, min_length=4, max_length=4)
@@ -92,10 +99,10 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     def slide_path(relative: str) -> Path:
         """The slide `relative` names under the root; 400 for anything that leads out of it (.., absolute, links)."""
-        candidate = (root / relative).resolve()
-        parts = Path(relative).parts
-        if not relative or Path(relative).is_absolute() or ".." in parts or not candidate.is_relative_to(root):
+        if not relative or "\0" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts \
+                or not (root / relative).resolve().is_relative_to(root):
             raise HTTPException(400, f"{relative!r}: slides are named by their path under the slides root")
+        candidate = (root / relative).resolve()
         if not candidate.is_file():
             raise HTTPException(404, f"{relative!r}: no such slide")
         return candidate
@@ -117,13 +124,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         from gigapath_desktop.slides import SLIDE_SUFFIXES, open_slide
 
         found = []
-        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file()):
-            entry: dict[str, Any] = {"path": str(path.relative_to(root))}
+        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES and p.is_file()
+                           and p.resolve().is_relative_to(root)):  # (links out of the root are not the root's)
+            name = str(path.relative_to(root))
+            entry: dict[str, Any] = {"path": name}
             try:
                 with open_slide(path) as slide:
                     entry.update(dimensions=list(slide.dimensions), mpp=slide.mpp, identity=slide.fingerprint)
             except GigaPathError as exc:
-                entry["error"] = str(exc)
+                entry["error"] = str(exc).replace(str(path), name)
             found.append(entry)
         return found
 
@@ -133,11 +142,12 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         from gigapath_desktop.slides import open_slide
 
+        slide = slide_path(path)
         try:
-            with open_slide(slide_path(path)) as slide:
-                rgb = slide.thumbnail(size)
+            with open_slide(slide) as opened:
+                rgb = opened.thumbnail(size)
         except GigaPathError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(422, str(exc).replace(str(slide), path)) from None
         png = io.BytesIO()
         Image.fromarray(rgb).save(png, "PNG")
         return Response(png.getvalue(), media_type="image/png")
@@ -153,9 +163,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         try:
             TrainConfig(**training)
             labels = None if request.labels is None else from_geojson(request.labels)
-            _check_regions(slide, request)
         except GigaPathError as exc:
             raise HTTPException(422, str(exc)) from None
+        _check_regions(slide, request.slide, [r for r in (request.region, request.val_region) if r], request.level)
+        if labels is not None and not any(a.role is Role.LABEL for a in labels):
+            raise HTTPException(422, "labels: the GeoJSON holds no label areas (polygons of a class) to learn from; "
+                                "send some, or no labels for automatic tissue detection")
         params = {"slide": str(slide.relative_to(root)), "region": request.region, "level": request.level,
                   "val_region": request.val_region, "training": training, "labels": labels is not None}
         job = store.add("train", params)
@@ -168,6 +181,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @api.post("/jobs/predict", status_code=201)
     def submit_predict(request: PredictRequest) -> dict[str, Any]:
         slide = slide_path(request.slide)
+        _check_regions(slide, request.slide, [request.region], request.level)  # now, not after the jobs before it
         source = job_of(request.model_job)
         model = runner.run_dir(source) / "model.keras"
         if source.kind != "train" or source.state != "finished" or not model.is_file():
@@ -206,19 +220,22 @@ def create_app(config: ServerConfig) -> FastAPI:
         return job_of(job_id).as_dict()
 
     @api.get("/jobs/{job_id}/files/{name}")
-    def download(job_id: str, name: str) -> FileResponse:
+    def download(job_id: str, name: str) -> Response:
         job = job_of(job_id)
         if name not in (RUN_FILES if job.kind == "train" else PREDICT_FILES):
             raise HTTPException(404, f"a {job.kind} job has no file {name!r}")
         path = runner.run_dir(job) / name
         if not path.is_file():
             raise HTTPException(404, f"{name} is not there (yet)")
+        if name == METRICS:  # grows while the job trains: sent as read at one moment, its length as declared
+            return Response(path.read_bytes(), media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return FileResponse(path, filename=name)
 
     @api.get("/jobs/{job_id}/events")
     def events(job_id: str) -> StreamingResponse:
         job = job_of(job_id)
-        metrics = runner.run_dir(job) / "metrics.csv"
+        metrics = runner.run_dir(job) / METRICS
         return StreamingResponse(_stream(store, job_id, metrics), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
@@ -228,16 +245,40 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def gigapath_error(request: Any, exc: GigaPathError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
+        """What is wrong with each field, without echoing the input (a NaN in it cannot be sent back as JSON)."""
+        said = [f"{'.'.join(str(part) for part in error['loc'][1:]) or error['loc'][0]}: {error['msg']}"
+                for error in exc.errors()]
+        return JSONResponse({"detail": "; ".join(said)}, status_code=422)
+
     return app
 
 
-def _check_regions(slide: Path, request: TrainRequest) -> None:
+def serve(app: FastAPI, listening: socket.socket) -> None:
+    """Run `app` on the bound socket until Ctrl-C or SIGTERM, which stop the running job at once: the streams
+    that follow it end with it, so the server can stop (instead of waiting for the job to finish)."""
+    runner: Runner = app.state.runner
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runner.close()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30)).run(sockets=[listening])
+
+
+def _check_regions(slide: Path, name: str, regions: list[list[int] | None], level: int) -> None:
+    """422 unless `slide` opens and every region (None: the whole slide) lies on it at `level`; said with the
+    slide's `name` (its path under the root: the server's folders are not the client's business)."""
     from gigapath_desktop.slides import Region, open_slide
 
-    with open_slide(slide) as opened:
-        for region in (request.region, request.val_region):
-            if region is not None:
-                opened.check_region(Region(*region, request.level))
+    try:
+        with open_slide(slide) as opened:
+            for region in regions:
+                opened.check_region(Region(*(region or (0, 0, *opened.dimensions)), level))
+    except GigaPathError as exc:
+        raise HTTPException(422, str(exc).replace(str(slide), name)) from None
 
 
 async def _stream(store: JobStore, job_id: str, metrics: Path) -> AsyncIterator[str]:
@@ -246,13 +287,15 @@ async def _stream(store: JobStore, job_id: str, metrics: Path) -> AsyncIterator[
     A resumed run rewrites the file from its checkpoint: rows sent already and unchanged are not sent again, and
     steps redone after the checkpoint are (a client keeps the last row of each step)."""
     sent: dict[object, dict] = {}  # step -> the row sent for it
-    quiet = 0.0
+    quiet, seen = 0.0, None
     while True:
         job = store.get(job_id)
-        for row in _rows(metrics):
+        version = _version(metrics)  # read again only when written since (many followers poll the same file)
+        for row in await asyncio.to_thread(_rows, metrics) if version != seen else []:
             if sent.get(row["step"]) != row:
                 yield f"event: step\ndata: {json.dumps(row)}\n\n"
                 sent[row["step"]], quiet = row, 0.0
+        seen = version
         if job is None or job.state not in LIVE:
             yield f"event: end\ndata: {json.dumps(job.as_dict() if job else {})}\n\n"
             return
@@ -261,6 +304,14 @@ async def _stream(store: JobStore, job_id: str, metrics: Path) -> AsyncIterator[
             quiet = 0.0
         await asyncio.sleep(POLL_SECONDS)
         quiet += POLL_SECONDS
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _rows(metrics: Path) -> list[dict[str, int | float | None]]:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gigapath_desktop.errors import GigaPathError
+
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 LIVE = ("queued", "running")
 
@@ -34,13 +36,18 @@ class JobStore:
     """A small table of jobs; safe to use from the server's threads (one connection, one lock)."""
 
     def __init__(self, path: Path) -> None:
+        """Raises GigaPathError when `path` is not a job database this server can use (kept as it is)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock:
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, state TEXT, "
                              "params TEXT, created REAL, updated REAL, message TEXT)")
+            self._db.execute("SELECT id, kind, state, params, created, updated, message FROM jobs LIMIT 1")
+        except sqlite3.Error as exc:
+            raise GigaPathError(f"{path}: not a job database this server can use ({exc}); move it away or choose "
+                                f"another --data-dir") from None
 
     def add(self, kind: str, params: dict[str, Any]) -> Job:
         now = time.time()
