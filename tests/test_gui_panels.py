@@ -464,6 +464,26 @@ def test_a_failed_export_says_failed_never_done(window: MainWindow, qtbot, tmp_p
     assert window.statusBar().currentMessage() == "Exporting mask: failed" and not (tmp_path / "mask.tif").exists()
 
 
+def test_a_task_stops_from_the_status_bar_at_once_and_without_a_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001
+    """An export writing contours for minutes could only be stopped by quitting (which then waited for it)."""
+    from gigapath_desktop.errors import Cancelled
+
+    def work(progress, cancel) -> None:  # noqa: ANN001
+        while not cancel():
+            time.sleep(0.01)
+        raise Cancelled("contour tracing was stopped")
+
+    said = len(window.errors)
+    assert window.jobs.run("Exporting mask", work, lambda _: None)
+    assert not window.jobs.stop_button.isHidden()
+    qtbot.mouseClick(window.jobs.stop_button, Qt.MouseButton.LeftButton)
+    assert window.statusBar().currentMessage() == "Exporting mask: stopping…"
+    assert not window.jobs.stop_button.isEnabled()
+    wait_job(qtbot, window)
+    assert window.statusBar().currentMessage() == "Exporting mask: stopped" and len(window.errors) == said
+    assert window.jobs.stop_button.isHidden() and not window.jobs.running()
+
+
 def test_the_overlay_has_a_key_that_goes_with_it(window: MainWindow, tmp_path: Path) -> None:
     """A K-class prediction's colours are named, with each class's share of the area; another slide clears the
     key and the previous slide's export line."""

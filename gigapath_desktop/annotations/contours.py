@@ -55,9 +55,9 @@ def mask_to_polygons(
     min_pixels = min_area / downsample**2
     epsilon = 2 * simplify / downsample
 
-    def rings(traced: list[np.ndarray]) -> np.ndarray:
+    def rings(traced: list[np.ndarray], simplified: bool = True) -> np.ndarray:
         """LinearRings in level-0 px, made in one call (a component can have tens of thousands of holes)."""
-        if epsilon > 0:
+        if epsilon > 0 and simplified:
             traced = [cv2.approxPolyDP(c, epsilon, closed=True) if len(c) > 4 else c for c in traced]
         traced = [c for c in traced if len(c) >= 3]
         if not traced:
@@ -76,10 +76,10 @@ def mask_to_polygons(
         if not len(shell):
             continue
         area = shapely.Polygon(shell[0], list(rings(kept)) if kept else None)
-        if not area.is_valid:  # rings simplified into each other (tracing alone gives valid rings)
-            area = shapely.make_valid(area)
-        polygons.extend(p for p in shapely.get_parts(shapely.get_parts(area))  # flattens collections of any depth
-                        if isinstance(p, Polygon) and not p.is_empty)
+        if not area.is_valid:  # rings simplified into each other: the traced rings, valid by construction, instead
+            # (not make_valid: it took minutes on one big component, out of the cancel's reach)
+            area = shapely.Polygon(rings([contour], False)[0], list(rings(kept, False)) if kept else None)
+        polygons.append(area)
     return polygons
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtWidgets import QProgressBar, QStatusBar
+from PySide6.QtWidgets import QProgressBar, QPushButton, QStatusBar
 
 from gigapath_desktop.project import Session
 from gigapath_desktop.ui.workers import Worker, idle
@@ -21,7 +21,10 @@ class JobRunner:
         self.worker: Worker | None = None
         self.title = ""  # of the task running (or last run)
         self.progress = QProgressBar(maximumWidth=200, visible=False)
+        self.stop_button = QPushButton("Stop", visible=False, toolTip="Stop this task (nothing of it is kept)")
+        self.stop_button.clicked.connect(self.stop)
         status.addPermanentWidget(self.progress)
+        status.addPermanentWidget(self.stop_button)
 
     def run(self, title: str, fn: Callable, on_success: Callable[[Any], None]) -> bool:
         """fn(progress, cancel) on a worker thread; on_success(result) back on the GUI thread."""
@@ -31,17 +34,32 @@ class JobRunner:
         self.worker, self.title = Worker(fn), title
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
+        self.stop_button.setVisible(True)
+        self.stop_button.setEnabled(True)
         self.worker.progressed.connect(lambda d, t: (self.progress.setRange(0, t), self.progress.setValue(d)))
         self.worker.succeeded.connect(lambda result: self._done(f"{title}: done"))
         self.worker.succeeded.connect(on_success)
-        self.worker.failed.connect(lambda m: self._done(f"{title}: failed"))
-        self.worker.failed.connect(lambda m: self.report(f"{title}: {m}", "Nothing was changed."))
+        self.worker.failed.connect(lambda m: self._failed(title, m))
         self.status.showMessage(f"{title}…")
         self.worker.start()
         return True
 
+    def stop(self) -> None:
+        """Ask the running task to stop (it does at its next check, within seconds); said at once."""
+        if self.running():
+            self.worker.cancel()
+            self.stop_button.setEnabled(False)
+            self.status.showMessage(f"{self.title}: stopping…")
+
+    def _failed(self, title: str, message: str) -> None:
+        stopped = self.worker is not None and self.worker.cancelled
+        self._done(f"{title}: {'stopped' if stopped else 'failed'}")
+        if not stopped:  # (a stop the user asked for needs no dialog)
+            self.report(f"{title}: {message}", "Nothing was changed.")
+
     def _done(self, message: str) -> None:
         self.progress.setVisible(False)
+        self.stop_button.setVisible(False)
         self.status.showMessage(message, 5000)
 
     def for_slide(self, path: Path, then: Callable[[Any], None]) -> Callable[[Any], None]:

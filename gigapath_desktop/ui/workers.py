@@ -48,6 +48,10 @@ class Worker(QThread):
     def cancel(self) -> None:
         self._cancelled = True
 
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
     def busy(self) -> bool:
         """Started and its outcome not yet on the GUI thread. Once delivered, only the thread's end is left:
         `wait()` for it (a moment) before replacing the worker, as a running QThread must not be destroyed."""
