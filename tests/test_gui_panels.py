@@ -398,6 +398,9 @@ def test_each_new_class_is_offered_a_colour_no_class_has(window: MainWindow) -> 
     assert window.menus.class_box.currentText() == "Tissue"
     assert [c.color for c in window.session.classes if c.name == "Tissue"] == [offered[-1].getRgb()[:3]]
     assert "exists already" in window.statusBar().currentMessage()
+    _answer_new_class("tumor", offered)  # a known name but for case: said, not a class of its own
+    new_class.trigger()
+    assert "'Tumor' already" in window.error_box.text() and "tumor" not in [c.name for c in window.session.classes]
 
 
 def test_a_class_gets_another_colour_from_the_edit_menu(window: MainWindow) -> None:

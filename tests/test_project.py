@@ -252,6 +252,8 @@ def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifes
     project = Project.create(tmp_path / "study")
     with pytest.raises(GigaPathError, match="a project already"):
         Project.create(tmp_path / "study")
+    with pytest.raises(GigaPathError, match="is not empty"):  # (it holds "study": a project in a project)
+        Project.create(tmp_path)
     with pytest.raises(GigaPathError, match="not a project"):
         Project.open(tmp_path)
     project.add([CMU])

@@ -132,6 +132,15 @@ def test_a_saved_session_reads_back_and_bad_ones_are_refused(session: Session, t
             SavedSession.read(tmp_path / "s")
 
 
+def test_a_class_named_as_another_but_for_case_is_refused(session: Session) -> None:
+    session.add_class("Tumor", (200, 0, 0))
+    seen = record(session)
+    with pytest.raises(GigaPathError, match="'Tumor' already"):
+        session.add_class("tumor", (0, 0, 200))
+    assert seen == [] and [c.name for c in session.classes].count("Tumor") == 1
+    assert "tumor" not in [c.name for c in session.classes]
+
+
 def test_bad_training_values_are_refused_without_a_change(session: Session) -> None:
     seen = record(session)
     for bad in ({"steps": 0}, {"learning_rate": float("nan")}, {"tile": 10}, {"steps": True},

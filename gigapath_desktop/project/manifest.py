@@ -79,6 +79,8 @@ class Project:
             raise GigaPathError(f"{folder}: is a project already")
         if folder.exists() and not folder.is_dir():
             raise GigaPathError(f"{folder}: is a file, not a folder")
+        if folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
+            raise GigaPathError(f"{folder}: is not empty; a project takes a folder of its own (an empty or new one)")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -191,7 +191,11 @@ class Session:
 
     def add_class(self, name: str, color: tuple[int, int, int]) -> AnnotationClass:
         """A class to draw labels of (and, with a project open, one of the project's classes); a class of that name
-        already here takes the colour instead (`recolour_class`)."""
+        already here takes the colour instead (`recolour_class`). A name that differs from a class's only in case is
+        refused (GigaPathError): it would be a class of its own, with no labels, in every model."""
+        similar = next((c.name for c in self.classes if c.name != name and c.name.casefold() == name.casefold()), None)
+        if similar is not None:
+            raise GigaPathError(f"there is a class {similar!r} already: class names must differ by more than case")
         cls = AnnotationClass(name, color)
         if any(c.name == name for c in self.classes):
             self.recolour_class(cls)

@@ -105,7 +105,11 @@ class FileDialogs:
         if answer:
             name = answer[0]
             existed = any(c.name == name for c in self.session.classes)
-            self.session.add_class(*answer)
+            try:
+                self.session.add_class(*answer)
+            except GigaPathError as exc:
+                self.show_error(str(exc), "Choose that class in the toolbar, or give the new class another name.")
+                return
             self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(name))
             if existed:
                 self._show_status(f"the class {name} exists already: it takes the colour chosen")
