@@ -15,7 +15,7 @@ from shapely.geometry import box
 
 from conftest import CMU, TCGA, dispose_window
 from gui_helpers import click, drag, wait_job
-from gigapath_desktop.annotations import Annotation, Role
+from gigapath_desktop.annotations import Annotation, AnnotationClass, Role
 from gigapath_desktop.resources import demo_slide
 from gigapath_desktop.training import StepEvent, TileEvent
 from gigapath_desktop.training.metrics import COLUMNS
@@ -465,6 +465,23 @@ def test_a_failed_export_says_failed_never_done(window: MainWindow, qtbot, tmp_p
     wait_job(qtbot, window)
     assert "model.keras" in window.errors[-1] and "Nothing was changed" in window.error_box.informativeText()
     assert window.statusBar().currentMessage() == "Exporting mask: failed" and not (tmp_path / "mask.tif").exists()
+
+
+def test_opening_a_project_shows_its_panel_and_its_changes_leave_the_panels_be(window: MainWindow,
+                                                                              tmp_path: Path) -> None:
+    window.open_slide(CMU)
+    assert window.projects.create(tmp_path / "study")
+    QApplication.processEvents()
+
+    def shown(dock: int) -> bool:  # (a dock behind another's tab keeps isVisible(); nothing of it is on screen)
+        return not window.docks[dock].visibleRegion().isEmpty()
+
+    assert shown(6) and not shown(1), "the project opened shows its slides"
+    window.docks[1].raise_()  # the user goes back to the annotations
+    window.session.add_class("Tumor", (200, 0, 0))  # joins the project
+    window.session.recolour_class(AnnotationClass("Tumor", (0, 0, 200)))
+    QApplication.processEvents()
+    assert shown(1) and not shown(6), "a class recoloured switched the panel to the project's"
 
 
 def test_a_task_stops_from_the_status_bar_at_once_and_without_a_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001

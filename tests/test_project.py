@@ -356,6 +356,13 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     assert window.projects.show_result(window.projects.batch_panel.rows[1])
     wait_job(qtbot, window)
     assert window.session.slide.path.name == "pilot.tif" and window.viewer.overlay is not None
+    assert window.projects.batch.start(tmp_path / "stopped")  # a stop is said at once, done at the next check
+    window.projects.batch_panel.stop_button.click()
+    assert "stopping" in window.projects.batch_panel.status.text()
+    assert not window.projects.batch_panel.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not window.projects.batch.running(), timeout=120_000)
+    qtbot.wait(50)
+    assert window.projects.batch_panel.status.text().startswith("stopped") and window.errors == []
 
 
 def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_is_opened(

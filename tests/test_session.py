@@ -88,6 +88,11 @@ def test_roles_choose_train_and_validation_regions(session: Session) -> None:
     changed = session.change(second, role=Role.VALIDATION, name="held out")
     assert session.annotations.regions(Role.VALIDATION) == [changed] and changed.id == second.id
     assert session.history.undo_text == "role and name of Train", "what changed, not 'change Train'"
+    session.change(changed, name="kept out", cls=changed.cls, role=changed.role)  # as the edit dialog sends them
+    assert session.history.undo_text == "name of held out", "only what changed is named"
+    assert session.change(session.annotations.find(changed.id), name="kept out").name == "kept out"
+    assert session.history.undo_text == "name of held out", "no edit when nothing changes"
+    session.history.undo()
     assert session.region(session.annotations.regions(Role.REGION)[0]).width == 500
     assert session.selected_region(first.id).x == 0, "nothing selected: the chosen Train region"
     session.select([changed.id])

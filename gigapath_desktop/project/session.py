@@ -277,7 +277,11 @@ class Session:
                 f"({width} x {height} px): {names}. Was the file exported from another slide?"]
 
     def change(self, annotation: Annotation, **fields: Any) -> Annotation:
-        """Rename, reclassify or give another role (name=, cls=, role=) as one undoable edit."""
+        """Rename, reclassify or give another role (name=, cls=, role=) as one undoable edit, named for what changes
+        (an edit dialog sends every field); no edit when nothing does."""
+        fields = {k: v for k, v in fields.items() if getattr(annotation, k) != v}
+        if not fields:
+            return annotation
         changed = replace(annotation, **fields)
         what = " and ".join({"name": "name", "cls": "class", "role": "role"}.get(k, k) for k in fields)
         self.apply(f"{what} of {annotation.name or annotation.role.title}", [annotation], [changed])  # "role of Train"

@@ -149,8 +149,11 @@ class BatchController:
         return True
 
     def stop(self) -> None:
+        """Stop at the slide's next check (a tile, a contour); said at once, as the last outputs may take a while."""
         if self.running():
             self.worker.cancel()
+            self.panel.stop_button.setEnabled(False)
+            self.panel.status.setText("stopping: the slide being predicted is left out…")
 
     def cancel_and_wait(self) -> None:
         """Stop after the current tile (that slide's outputs are not written) and wait: the window is closing."""

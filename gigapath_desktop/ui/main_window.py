@@ -49,6 +49,7 @@ class MainWindow(FileDialogs, QMainWindow):
         self.setAcceptDrops(True)
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
+        self._project_shown: object = None  # the project whose panel was shown when it opened
         self.settings, settings_problem = Settings.load()
         self.session = session = Session(self.settings.training)
         self.viewer = SlideViewer(session.annotations)
@@ -133,7 +134,7 @@ class MainWindow(FileDialogs, QMainWindow):
         self.menus.class_box.currentIndexChanged.connect(self._on_class_chosen)
         self.results.export_clicked.connect(self.export_mask_dialog)
         s.events.selection.connect(v.select_ids)
-        s.events.project.connect(lambda project: project and self.docks[6].raise_())
+        s.events.project.connect(self._on_project)
         s.events.slide.connect(self._on_slide)
         s.events.classes.connect(self._on_classes)
         s.events.problem.connect(lambda m: self.show_error(m, "Nothing is lost: files that could not be read stay "
@@ -284,6 +285,12 @@ class MainWindow(FileDialogs, QMainWindow):
         return True
 
     # --- errors and status --------------------------------------------------------------------------------------------
+    def _on_project(self, project: object) -> None:
+        """A project opened shows its panel; its changes (a class recoloured, slides added) leave the panels be."""
+        if project is not None and project is not self._project_shown:
+            self.docks[6].raise_()
+        self._project_shown = project
+
     def show_error(self, message: str, what_next: str = "") -> None:
         """A dialog saying what went wrong and what to do next. Modeless: work in progress goes on and its controls
         stay usable (a training warning says "stop it (Stop)": the Stop button must answer while it shows)."""
