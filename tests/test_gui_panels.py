@@ -484,6 +484,21 @@ def test_opening_a_project_shows_its_panel_and_its_changes_leave_the_panels_be(w
     assert shown(1) and not shown(6), "a class recoloured switched the panel to the project's"
 
 
+def test_a_project_of_classes_opens_with_one_of_them_to_draw(window: MainWindow, tmp_path: Path) -> None:
+    """Not Tissue, whose labels a model of the project's classes refuses at Start."""
+    from gigapath_desktop.annotations import BACKGROUND
+    from gigapath_desktop.project import Project
+
+    Project.create(tmp_path / "study", [BACKGROUND, AnnotationClass("Tumor", (200, 0, 0)),
+                                        AnnotationClass("Stroma", (0, 0, 200))])
+    assert window.menus.class_box.currentText() == "Tissue"
+    assert window.projects.open(tmp_path / "study")
+    assert window.menus.class_box.currentText() == "Tumor" and window.viewer.current_class.name == "Tumor"
+    window.menus.class_box.setCurrentIndex(window.menus.class_box.findText("Stroma"))
+    assert window.projects.open(tmp_path / "study")
+    assert window.menus.class_box.currentText() == "Stroma", "a class of the project stays chosen"
+
+
 def test_a_task_stops_from_the_status_bar_at_once_and_without_a_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001
     """An export writing contours for minutes could only be stopped by quitting (which then waited for it)."""
     from gigapath_desktop.errors import Cancelled

@@ -16,11 +16,12 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QAbstractScrollArea, QDockWidget, QFrame, QLabel, QMainWindow, QMessageBox, QScrollArea,
                                QTableWidget, QTableWidgetItem, QWidget)
 
-from gigapath_desktop.annotations import Annotation, read_geojson, write_geojson
+from gigapath_desktop.annotations import BACKGROUND, Annotation, read_geojson, write_geojson
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.project import SavedSession, Session
+from gigapath_desktop.project import Project, SavedSession, Session
 from gigapath_desktop.project.settings import Settings
 from gigapath_desktop.slides import Slide, open_slide
+from gigapath_desktop.training.spec import is_tissue_model
 from gigapath_desktop.ui.annotation_list import AnnotationList
 from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.file_dialogs import FileDialogs
@@ -49,7 +50,7 @@ class MainWindow(FileDialogs, QMainWindow):
         self.setAcceptDrops(True)
         self.errors: list[str] = []
         self.error_box: QMessageBox | None = None
-        self._project_shown: object = None  # the project whose panel was shown when it opened
+        self._project_shown: Project | None = None  # the project whose panel was shown when it opened
         self.settings, settings_problem = Settings.load()
         self.session = session = Session(self.settings.training)
         self.viewer = SlideViewer(session.annotations)
@@ -285,10 +286,16 @@ class MainWindow(FileDialogs, QMainWindow):
         return True
 
     # --- errors and status --------------------------------------------------------------------------------------------
-    def _on_project(self, project: object) -> None:
-        """A project opened shows its panel; its changes (a class recoloured, slides added) leave the panels be."""
+    def _on_project(self, project: Project | None) -> None:
+        """A project opened shows its panel, and the toolbar a class of it to draw (the first after Background, unless
+        the class chosen is one of its: Tissue labels are refused by a model of its classes); its changes (a class
+        recoloured, slides added) leave both be."""
         if project is not None and project is not self._project_shown:
             self.docks[6].raise_()
+            names = [c.name for c in project.classes]
+            if not is_tissue_model(names) and self.menus.class_box.currentText() not in names:
+                first = next(name for name in names if name != BACKGROUND.name)
+                self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(first))
         self._project_shown = project
 
     def show_error(self, message: str, what_next: str = "") -> None:
