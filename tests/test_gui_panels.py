@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QPoint, QPointF, QRect, Qt, QTimer, Slot
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QApplication, QColorDialog, QDialog, QFileDialog, QInputDialog, QPushButton
+from PySide6.QtWidgets import (QApplication, QColorDialog, QDialog, QFileDialog, QInputDialog, QMessageBox,
+                               QPushButton)
 from shapely.geometry import box
 
 from conftest import CMU, TCGA, dispose_window
@@ -217,6 +218,24 @@ def test_export_defaults_to_a_writable_per_slide_folder_with_browse(window: Main
     assert dialog.tiff.text() == str(tmp_path / "typo" / "m.tif")
     assert len([b for b in dialog.findChildren(QPushButton) if b.text() == "Browse…"]) == 3
     assert dialog.tiff.width() >= 400 or dialog.tiff.minimumWidth() >= 400
+    (tmp_path / "old.mask.tif").write_bytes(b"an earlier export")
+    dialog.tiff.setText(str(tmp_path / "old.mask.tif"))
+    for answer in (QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes):  # files there: replaced if said so
+        asked: list[str] = []
+
+        def reply(answer: QMessageBox.StandardButton = answer) -> None:
+            box = QApplication.activeModalWidget()
+            if not isinstance(box, QMessageBox):
+                QTimer.singleShot(20, reply)
+                return
+            asked.append(box.text())
+            box.button(answer).click()
+
+        QTimer.singleShot(20, reply)
+        dialog.accept()
+        assert asked and asked[0].startswith("Replace old.mask.tif")
+        assert (dialog.result() == QDialog.DialogCode.Accepted) == (answer == QMessageBox.StandardButton.Yes)
+    assert (tmp_path / "old.mask.tif").read_bytes() == b"an earlier export", "asking writes nothing"
     dialog.done(QDialog.DialogCode.Rejected)
     assert window.save_start() == str(tmp_path / "exports"), "Save session starts in the user's folder, not the slide's"
     window.save_session(str(tmp_path / "session"))

@@ -356,6 +356,7 @@ def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_resul
     assert window.projects.show_result(window.projects.batch_panel.rows[1])
     wait_job(qtbot, window)
     assert window.session.slide.path.name == "pilot.tif" and window.viewer.overlay is not None
+    assert window._exports() == tmp_path / "study" / "exports" / "pilot", "a project slide exports by its name"
     assert window.projects.batch.start(tmp_path / "stopped")  # a stop is said at once, done at the next check
     window.projects.batch_panel.stop_button.click()
     assert "stopping" in window.projects.batch_panel.status.text()

@@ -37,12 +37,15 @@ class ExportChoice:
     min_hole_um2: float = MIN_AREA_UM2
     min_object_um2: float = 0.0
 
+    @property
+    def outputs(self) -> list[Path]:
+        return [path for path in (self.tiff, self.png, self.geojson) if path is not None]
+
     def check(self, inputs: tuple[Path, ...] = ()) -> None:
         """GigaPathError unless every output can be written and is none of `inputs` (a typed folder that does not
         exist is refused, never made)."""
-        for path in (self.tiff, self.png, self.geojson):
-            if path is not None:
-                check_output(path, inputs)
+        for path in self.outputs:
+            check_output(path, inputs)
 
 
 class ExportDialog(QDialog):
@@ -86,11 +89,17 @@ class ExportDialog(QDialog):
         form.addRow(buttons)
 
     def accept(self) -> None:
-        """A path that cannot be written is said over the dialog, which stays open with what was typed."""
+        """A path that cannot be written is said over the dialog, which stays open with what was typed; files that
+        exist are replaced only when the user says so."""
+        choice = self.choice()
         try:
-            self.choice().check()
+            choice.check()
         except GigaPathError as exc:
             QMessageBox.warning(self, "Export mask", f"{exc}\n\nChoose an existing, writable folder (Browse…).")
+            return
+        there = [path.name for path in choice.outputs if path.exists()]
+        if there and QMessageBox.question(self, "Export mask", f"Replace {', '.join(there)}?\n\nThey exist in "
+                                          f"{choice.tiff.parent} already.") != QMessageBox.StandardButton.Yes:
             return
         super().accept()
 

@@ -124,7 +124,11 @@ class FileDialogs:
     def _exports(self) -> Path:
         """The slide's exports folder (made now, or a dialog would start in the working directory)."""
         slide = self.session.slide
-        return _made(exports_dir(slide.path, self.session.folder) if slide else documents_dir())
+        if slide is None:
+            return _made(documents_dir())
+        if self.session.on_project_slide():  # the project's, by the slide's name (not in its hidden per-slide folder)
+            return _made(self.session.project.folder / "exports" / slide.path.stem)
+        return _made(exports_dir(slide.path, self.session.folder))
 
 
 def _made(folder: Path) -> Path:
