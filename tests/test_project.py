@@ -376,6 +376,8 @@ def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_i
     wait_job(qtbot, window)
     cmu, tcga = (window.session.project.slide(path.name) for path in (CMU, TCGA))
     panel = window.panel
+    assert window.open_slide(TCGA) and window.session.on_project_slide(), "opened by path (File > Open, at start)"
+    assert window.session.folder == window.session.project.slide_folder(tcga.id)
     assert window.projects.open_slide(cmu.id)
     window.session.apply("draw", [], [Annotation.rectangle(0, 0, 1024, 1024), Annotation(box(100, 100, 600, 600))])
     assert window.projects.open_slide(tcga.id)

@@ -36,7 +36,8 @@ def run_app(slide: str | Path | None = None) -> int:
     window = MainWindow()
     window.show()
     handed = app.pending if isinstance(app, App) else []
-    window.open_slide(slide if slide is not None else handed[-1] if handed else demo_slide())
+    last = next((path for path in window.settings.recent_slides[:1] if Path(path).is_file()), None)
+    window.open_slide(slide if slide is not None else handed[-1] if handed else last or demo_slide())
     if isinstance(app, App):
         app.window = window
     return app.exec()
