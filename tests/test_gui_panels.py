@@ -518,6 +518,24 @@ def test_a_project_of_classes_opens_with_one_of_them_to_draw(window: MainWindow,
     assert window.menus.class_box.currentText() == "Stroma", "a class of the project stays chosen"
 
 
+def test_a_wheel_over_the_training_plots_leaves_their_ranges(window: MainWindow) -> None:
+    """It zoomed the loss curve away (axes -5 to 40), with no way back in sight."""
+    from PySide6.QtGui import QWheelEvent
+
+    panel = window.panel
+    window.docks[4].raise_()
+    QApplication.processEvents()
+    before = panel.quality.viewRange()
+    viewport = panel.plots.viewport()
+    centre = panel.plots.mapFromScene(panel.quality.sceneBoundingRect().center())
+    for delta in (120, -360):
+        wheel = QWheelEvent(QPointF(centre), QPointF(viewport.mapToGlobal(centre)), QPoint(0, 0), QPoint(0, delta),
+                            Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(viewport, wheel)
+    QApplication.processEvents()
+    assert panel.quality.viewRange() == before
+
+
 def test_a_task_stops_from_the_status_bar_at_once_and_without_a_dialog(window: MainWindow, qtbot) -> None:  # noqa: ANN001
     """An export writing contours for minutes could only be stopped by quitting (which then waited for it)."""
     from gigapath_desktop.errors import Cancelled

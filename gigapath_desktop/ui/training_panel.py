@@ -87,7 +87,7 @@ class TrainingPanel(QWidget):
         self.log.setMaximumBlockCount(5000)
         self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.plots = pg.GraphicsLayoutWidget()
-        self.plots.setMinimumHeight(420)
+        self.plots.setMinimumHeight(460)  # (at 420 the last plot's axis title was cut off)
         self._build_plots()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -109,6 +109,8 @@ class TrainingPanel(QWidget):
             item.setClipToView(True)
             item.setLabel("bottom", x_label)
             item.setLabel("left", y_label)
+            item.setMouseEnabled(x=False, y=False)  # a wheel meant to scroll the panel zoomed the curves away
+            item.hideButtons()
             for side in ("bottom", "left"):  # 0.9 GiB reads as 0.9, not as 900 with a "(x0.001)" in the label
                 item.getAxis(side).enableAutoSIPrefix(False)
             return item
