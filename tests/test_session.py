@@ -149,7 +149,8 @@ def test_a_class_named_as_another_but_for_case_is_refused(session: Session) -> N
 def test_bad_training_values_are_refused_without_a_change(session: Session) -> None:
     seen = record(session)
     for bad in ({"steps": 0}, {"learning_rate": float("nan")}, {"tile": 10}, {"steps": True},
-                {"memory_budget": float("inf")}, {"memory_budget": 0.1}, {"sparse": 1}, {"on_project": "yes"}):
+                {"memory_budget": float("inf")}, {"memory_budget": 0.1}, {"sparse": 1}, {"on_project": "yes"},
+                {"mpp": 0.0}, {"mpp": float("nan")}, {"mpp": True}):
         with pytest.raises(GigaPathError):
             session.set_training(**bad)
     assert session.training == TrainingChoice() and seen == []

@@ -34,13 +34,16 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
     qtbot.mouseClick(panel.sparse, Qt.MouseButton.LeftButton)
     assert window.session.training.sparse, "the choice is the session's (saved with it), not the widget's"
     window.session.set_training(steps=2, tile=512)
+    assert panel.plan.text().startswith("1024 x 1024: 4 tiles")
+    panel.mpp.setValue(1.0)  # the user trains at 1 µm/px (CMU records 0.499): the plan reads the region resampled
+    assert window.session.training.mpp == 1.0 and panel.plan.text().startswith("511 x 511: 1 tile")
     assert panel.scope.currentData() == "slide" and window.start_training()
     qtbot.waitUntil(lambda: window.training.isFinished(), timeout=180_000)
     qtbot.wait(50)
     config = json.loads((window.training.job.out / "config.json").read_text())
     assert [(c["name"], c["color"]) for c in config["classes"]] == [
         ("Background", [160, 160, 160]), ("Tumor", [200, 0, 0]), ("Stroma", [0, 150, 0])]
-    assert config["spec"]["train"][0]["mode"] == "sparse"
+    assert config["spec"]["train"][0]["mode"] == "sparse" and config["spec"]["mpp"] == 1.0
     assert "classes: Background, Tumor, Stroma" in panel.log.toPlainText()
     assert [e.split(":")[0] for e in window.errors] == ["no training region has labels of Background"], (
         "no one-class warning (the strokes are half Tumor, half Stroma), but glass is never learnt")
@@ -68,8 +71,9 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
     qtbot.waitUntil(lambda: window.training.isFinished(), timeout=180_000)
     qtbot.wait(50)
     assert window.session.project.runs[-1]["status"] == "finished"
-    assert window.errors[2].startswith(f"the labels of {TCGA.name} (1024, 1024, 512, 512) L0 are 100.0 % Tissue: the "
-                                       f"model cannot learn the other classes (Background, Tumor, Stroma)")
+    assert f"{TCGA.name} records no µm/px" in window.errors[2], "read at its own pixels, and said"
+    assert (f"the labels of {TCGA.name} (1024, 1024, 512, 512) L0 are 100.0 % Tissue: the model cannot learn the "
+            f"other classes (Background, Tumor, Stroma)") in window.errors[2]
 
 
 def test_a_runs_warnings_come_in_one_dialog_in_the_order_said_with_what_is_true_when_read(

@@ -156,7 +156,8 @@ class Session:
         if not on_project:
             chosen = [a for a in map(self.annotations.find, (train_id, val_id)) if a is not None]
             shapes = chosen + self.annotations.labels()
-            return TrainingData.of([(self.slide.path, self.slide.dimensions, shapes)] if self.slide else [])
+            slide = self.slide
+            return TrainingData.of([(slide.path, slide.dimensions, slide.mpp and slide.mpp[0], shapes)] if slide else [])
         project = self.project
         if project is None:
             return TrainingData()
@@ -165,7 +166,7 @@ class Session:
             is_open = self.folder == project.slide_folder(entry.id)
             return list(self.annotations) if is_open else project.annotations(entry.id)
 
-        return TrainingData.of((entry.path, entry.dimensions, annotations(entry)) for entry in project.slides)
+        return TrainingData.of((entry.path, entry.dimensions, entry.mpp, annotations(entry)) for entry in project.slides)
 
     def model_classes(self) -> tuple[AnnotationClass, ...] | None:
         """The classes a training of the open slide learns, in label order, as a training of the project would: the

@@ -9,6 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 from gigapath_desktop.outputs import atomic_path, keep_aside
 from gigapath_desktop.slides import Region
 from gigapath_desktop.training.config import TrainConfig
@@ -43,8 +44,11 @@ class TrainingChoice:
     memory_budget: float = TrainConfig.memory_budget  # GiB
     on_project: bool = False  # train on the Train regions of every project slide, not the open slide's
     sparse: bool = False  # pixels no label covers are ignored, instead of being the first class
+    mpp: float | None = None  # train (and so predict) at this many µm/px on every slide; None: at its own level
 
     def __post_init__(self) -> None:
+        if self.mpp is not None and not is_mpp(self.mpp):
+            raise GigaPathError(f"the resolution must be {MPP_TEXT}, or the slides' own, got {self.mpp!r}")
         if not (isinstance(self.on_project, bool) and isinstance(self.sparse, bool)):
             raise GigaPathError(f"on_project and sparse must be true or false, got {self.on_project!r} and "
                                 f"{self.sparse!r}")
@@ -67,11 +71,14 @@ class TrainingChoice:
         return TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.config_tile,
                            memory_budget=self.memory_budget, **extra)  # type: ignore[arg-type]
 
-    def plan(self, region: Region) -> StepPlan:
-        """How a step over `region` is computed with these settings; GigaPathError when the budget is too small."""
+    def plan(self, region: Region, slide_mpp: float | None = None) -> StepPlan:
+        """How a step over `region` (of a slide of `slide_mpp` µm/px, None: not recorded) is computed with these
+        settings, at the chosen resolution; GigaPathError when the budget is too small."""
+        scale = slide_mpp / self.mpp if self.mpp and slide_mpp else 1.0
+        height, width = max(1, round(region.height * scale)), max(1, round(region.width * scale))
         if self.tile == AUTO:
-            return plan_step(region.height, region.width, self.memory_budget * GIB)
-        return estimate(region.height, region.width, self.tile)
+            return plan_step(height, width, self.memory_budget * GIB)
+        return estimate(height, width, self.tile)
 
 
 @dataclass

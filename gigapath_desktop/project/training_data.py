@@ -24,13 +24,15 @@ class TrainingData:
     train: Placed = ()
     validation: Placed = ()
     labels: tuple[tuple[Path, frozenset[str]], ...] = ()
+    resolutions: tuple[tuple[Path, float | None], ...] = ()  # each slide's µm/px (None: not recorded)
 
     @classmethod
-    def of(cls, slides: Iterable[tuple[Path, tuple[int, int], Iterable[Annotation]]]) -> "TrainingData":
-        """The Train and Validation regions among each (slide, dimensions, annotations), clipped to the slide as
-        training clips them, and the label classes of the slides they lie on."""
-        train, validation, labels = [], [], []
-        for slide, dimensions, shapes in slides:
+    def of(cls, slides: Iterable[tuple[Path, tuple[int, int], float | None, Iterable[Annotation]]]) -> "TrainingData":
+        """The Train and Validation regions among each (slide, dimensions, µm/px, annotations), clipped to the slide
+        as training clips them, and the label classes of the slides they lie on."""
+        train, validation, labels, resolutions = [], [], [], []
+        for slide, dimensions, mpp, shapes in slides:
+            resolutions.append((slide, mpp))
             placed = len(train) + len(validation)
             classes: set[str] = set()
             for annotation in shapes:
@@ -41,18 +43,19 @@ class TrainingData:
                     classes.add(annotation.cls.name)
             if len(train) + len(validation) > placed:
                 labels.append((slide, frozenset(classes)))
-        return cls(tuple(train), tuple(validation), tuple(labels))
+        return cls(tuple(train), tuple(validation), tuple(labels), tuple(resolutions))
 
     def unlabelled(self) -> list[Path]:
         """The slides with a region but no label to learn from."""
         return [slide for slide, classes in self.labels if not classes]
 
     def plan_text(self, choice: TrainingChoice) -> str:
-        """The step plan of the largest Train region (the one that sets the peak memory); GigaPathError when the
-        memory budget is too small for it."""
+        """The step plan of the largest Train region at the chosen resolution (the one that sets the peak memory);
+        GigaPathError when the memory budget is too small for it."""
         if not self.train:
             return "no Train region"
-        plan = choice.plan(max((r for _, r in self.train), key=lambda r: r.width * r.height)).describe()
+        plans = [choice.plan(region, dict(self.resolutions).get(slide)) for slide, region in self.train]
+        plan = max(plans, key=lambda p: p.peak_bytes).describe()
         return plan if len(self.train) == 1 else f"the largest of {len(self.train)} regions, {plan}"
 
 

@@ -42,7 +42,7 @@ class TrainingController(QObject):
         panel.stop_clicked.connect(self.stop)
         self._show_choice()
         for box, key in ((panel.tile, "tile"), (panel.learning_rate, "learning_rate"), (panel.steps, "steps"),
-                         (panel.memory_budget, "memory_budget")):
+                         (panel.memory_budget, "memory_budget"), (panel.mpp, "mpp")):
             box.setKeyboardTracking(False)  # a value is taken when typed in full, not digit by digit
             box.valueChanged.connect(lambda value, k=key: self._choose(**{k: value}))
         panel.val_region.activated.connect(lambda i: setattr(self, "_no_validation", panel.val_region.itemData(i) is None))
@@ -143,7 +143,7 @@ class TrainingController(QObject):
         val = session.region(session.annotations.find(self.panel.val_region.currentData()))
         sparse = bool(labels) and session.training.sparse
         spec = TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, names, sparse,
-                                   colours=tuple((c.name, c.color) for c in classes or ()))
+                                   session.training.mpp, colours=tuple((c.name, c.color) for c in classes or ()))
         how = ("sparse" if sparse else "drawn") if labels else "automatic tissue detection"
         return TrainJob(spec, run_dir, config), f"labels: {how}; classes: {', '.join(names or ('tissue',))}"
 
@@ -154,7 +154,7 @@ class TrainingController(QObject):
 
         project = self.session.project
         self.session.autosave.flush()  # the open slide's latest edits are in its annotations file
-        spec = project.spec(sparse=self.session.training.sparse)
+        spec = project.spec(sparse=self.session.training.sparse, mpp=self.session.training.mpp)
         if not self._labels_fit(data, spec.classes):
             return None, ""
         classes = ", ".join(spec.classes) if spec.classes else "tissue"
@@ -222,6 +222,8 @@ class TrainingController(QObject):
             self.refresh_regions()
 
     def _choose(self, **change: object) -> None:
+        if change.get("mpp") == 0:  # the box's "each slide's own pixels"
+            change["mpp"] = None
         try:
             self.session.set_training(**change)
         except GigaPathError as exc:
@@ -231,7 +233,8 @@ class TrainingController(QObject):
     def _show_choice(self) -> None:
         choice = self.session.training
         for box, value in ((self.panel.tile, choice.tile), (self.panel.learning_rate, choice.learning_rate),
-                           (self.panel.steps, choice.steps), (self.panel.memory_budget, choice.memory_budget)):
+                           (self.panel.steps, choice.steps), (self.panel.memory_budget, choice.memory_budget),
+                           (self.panel.mpp, choice.mpp or 0.0)):  # (0: each slide's own pixels)
             if box.value() == value:
                 continue
             box.blockSignals(True)

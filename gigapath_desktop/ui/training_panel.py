@@ -60,6 +60,11 @@ class TrainingPanel(QWidget):
         self.memory_budget = QDoubleSpinBox(decimals=1, minimum=MIN_BUDGET, maximum=4096, singleStep=0.5, suffix=" GiB",
                                             value=TrainConfig.memory_budget,
                                             toolTip="Process memory an auto plan may use")
+        self.mpp = QDoubleSpinBox(decimals=3, minimum=0, maximum=64, singleStep=0.25, suffix=" µm/px",
+                                  specialValueText="each slide's own pixels",
+                                  toolTip="Train at this resolution on every slide, whatever its scanner (read from "
+                                          "the best pyramid level and resampled); the model predicts at it too. "
+                                          "A slide that records no µm/px is read at its own pixels, with a warning.")
         self.plan = QLabel(wordWrap=True)
         self.learning_rate = QDoubleSpinBox(decimals=4, minimum=0.0001, maximum=0.9999, singleStep=0.005,
                                             value=TrainConfig.learning_rate)
@@ -68,7 +73,7 @@ class TrainingPanel(QWidget):
         form = QFormLayout()
         for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
                               ("Training region", self._rows[0]), ("Validation region", self._rows[1]),
-                              ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
+                              ("Resolution", self.mpp), ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
                               ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
             form.addRow(label, widget)
@@ -178,8 +183,8 @@ class TrainingPanel(QWidget):
             self._paused_since = None
         if running:
             self._set_progress(self._done_steps)
-        for widget in (self.scope, self.sparse, self.train_region, self.val_region, self.tile, self.memory_budget,
-                       self.learning_rate, self.steps, self.device):
+        for widget in (self.scope, self.sparse, self.train_region, self.val_region, self.mpp, self.tile,
+                       self.memory_budget, self.learning_rate, self.steps, self.device):
             widget.setEnabled(not running)
         if running:
             self.memory_timer.start()
