@@ -422,6 +422,34 @@ def test_each_new_class_is_offered_a_colour_no_class_has(window: MainWindow) -> 
     assert "'Tumor' already" in window.error_box.text() and "tumor" not in [c.name for c in window.session.classes]
 
 
+def test_the_toolbars_class_is_renamed_and_removed_from_the_edit_menu(window: MainWindow) -> None:
+    window.open_slide(CMU)
+    typo = window.session.add_class("Tumour", (200, 0, 0))
+    window.menus.class_box.setCurrentIndex(window.menus.class_box.findText("Tumour"))
+    window.session.apply("draw", [], [Annotation(box(10, 10, 200, 200), cls=typo)])
+    actions = {a.text(): a for a in window.menus.actions}
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QInputDialog):
+            QTimer.singleShot(20, answer)
+            return
+        dialog.setTextValue("Tumor")
+        dialog.accept()
+
+    QTimer.singleShot(20, answer)
+    actions["Rename class…"].trigger()
+    assert window.menus.class_box.currentText() == "Tumor" and window.viewer.current_class.name == "Tumor"
+    assert [a.cls.name for a in window.session.annotations] == ["Tumor"]
+    actions["Remove class"].trigger()
+    assert "labels of Tumor are on this slide" in window.error_box.text()
+    window.session.history.undo()
+    window.session.history.undo()  # the label drawn
+    window.menus.class_box.setCurrentIndex(window.menus.class_box.findText("Tumour"))
+    actions["Remove class"].trigger()
+    assert "Tumour" not in [c.name for c in window.session.classes]
+    assert window.menus.class_box.findText("Tumour") == -1
+
+
 def test_a_class_gets_another_colour_from_the_edit_menu(window: MainWindow) -> None:
     """Edit > Class colour… recolours the class chosen in the toolbar: its swatch, and its strokes on the canvas."""
     window.open_slide(CMU)

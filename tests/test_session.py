@@ -277,6 +277,46 @@ def test_a_class_takes_another_colour_on_its_labels_in_the_project_and_on_its_ot
     assert [a.cls.color for a in session.annotations if a.role is Role.LABEL] == [(0, 0, 180)]
 
 
+def test_a_class_is_renamed_on_every_slide_undoably_and_removed_only_when_no_label_is_of_it(session: Session,
+                                                                                            tmp_path: Path) -> None:
+    """A typo ("Tumour", or "tumor" beside Tumor) no longer stays a class of every later model."""
+    from gigapath_desktop.project.manifest import Project
+
+    project = Project.create(tmp_path / "study")
+    project.add([CMU, TCGA])
+    session.use_project(project)
+    tumour, typo = session.add_class("Tumour", (200, 0, 0)), session.add_class("Strma", (0, 0, 200))
+    session.set_slide(open_slide(TCGA))
+    tcga = session.folder.name
+    session.apply("draw", [], [Annotation(box(0, 0, 50, 50), cls=tumour), Annotation(box(60, 0, 90, 50), cls=typo)])
+    session.set_slide(open_slide(CMU))
+    session.apply("draw", [], [Annotation(box(0, 0, 50, 50), cls=tumour)])
+
+    def names(labels: list[Annotation]) -> list[str]:
+        return [a.cls.name for a in labels if a.role is Role.LABEL]
+
+    session.rename_class("Tumour", "Tumor")
+    assert names(session.annotations) == ["Tumor"] and names(project.annotations(tcga)) == ["Tumor", "Strma"]
+    assert "Tumor" in [c.name for c in Project.open(project.folder).classes] and session.classes[-2].name == "Tumor"
+    session.history.undo()  # the whole renaming: this slide's labels, the class, the project and its other slides
+    assert names(session.annotations) == ["Tumour"] and names(project.annotations(tcga)) == ["Tumour", "Strma"]
+    assert "Tumour" in [c.name for c in Project.open(project.folder).classes]
+    session.history.redo()
+    assert names(project.annotations(tcga)) == ["Tumor", "Strma"]
+    for old, new, said in (("Tumor", "strma", "'Strma' already"), ("Tissue", "Tumour", "built in"),
+                           ("Tumor", " ", "needs a name")):
+        with pytest.raises(GigaPathError, match=said):
+            session.rename_class(old, new)
+    with pytest.raises(GigaPathError, match=f"labels of Strma are on {TCGA.name}: delete them first"):
+        session.remove_class("Strma")
+    session.rename_class("Strma", "Stroma")
+    session.add_class("Necrosis", (90, 90, 90))  # no label of it anywhere: it goes
+    session.remove_class("Necrosis")
+    assert "Necrosis" not in [c.name for c in session.classes + Project.open(project.folder).classes]
+    with pytest.raises(GigaPathError, match="this slide"):
+        session.remove_class("Tumor")
+
+
 def test_a_project_slide_opens_with_the_newest_of_its_own_model_and_the_projects(session: Session,
                                                                                 tmp_path: Path) -> None:
     """A project training's model is every project slide's, not only the one open when it finished; a model

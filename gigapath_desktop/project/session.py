@@ -23,6 +23,7 @@ from gigapath_desktop.annotations.model import as_area
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.project.class_edits import BUILT_IN, ClassEdits
 from gigapath_desktop.project.events import Emitter
 from gigapath_desktop.project.history import History
 from gigapath_desktop.project.manifest import Project, ProjectSlide
@@ -74,7 +75,7 @@ class SessionEvents:
         self.project, self.running = Emitter(), Emitter()
 
 
-class Session:
+class Session(ClassEdits):
     def __init__(self, training: TrainingChoice | None = None, autosave_delay: float = 0.3) -> None:
         self.events = SessionEvents()
         self.annotations = AnnotationSet()
@@ -176,7 +177,7 @@ class Session:
         if self.on_project_slide():
             classes = list(self.project.classes)
         else:
-            builtin, used = {c.name for c in DEFAULT_CLASSES}, {a.cls.name for a in self.annotations.labels()}
+            builtin, used = BUILT_IN, {a.cls.name for a in self.annotations.labels()}
             classes = [c for c in sorted(self.classes, key=lambda c: c.name != BACKGROUND.name)
                        if c.name == BACKGROUND.name or c.name in used or c.name not in builtin]
         return None if is_tissue_model(c.name for c in classes) else tuple(classes)
@@ -189,56 +190,6 @@ class Session:
         """A training started on `data`, or (None) ended."""
         self.running = data
         self.events.running.emit(data)
-
-    def add_class(self, name: str, color: tuple[int, int, int]) -> AnnotationClass:
-        """A class to draw labels of (and, with a project open, one of the project's classes); a class of that name
-        already here takes the colour instead (`recolour_class`). A name that differs from a class's only in case is
-        refused (GigaPathError): it would be a class of its own, with no labels, in every model."""
-        similar = next((c.name for c in self.classes if c.name != name and c.name.casefold() == name.casefold()), None)
-        if similar is not None:
-            raise GigaPathError(f"there is a class {similar!r} already: class names must differ by more than case")
-        cls = AnnotationClass(name, color)
-        if any(c.name == name for c in self.classes):
-            self.recolour_class(cls)
-        else:
-            self.classes = [*self.classes, cls]
-            self.events.classes.emit(self.classes)
-        if self.project is not None and cls.name not in {c.name for c in self.project.classes}:
-            try:
-                self.project.add_class(cls)
-            except (OSError, GigaPathError) as exc:
-                self.events.problem.emit(f"the class {name} was not added to the project: {exc}")
-            self.events.project.emit(self.project)
-        return cls
-
-    def recolour_class(self, cls: AnnotationClass) -> None:
-        """Give the class of `cls.name` its colour: in the class list, on this slide's labels and in the open project
-        (one undoable edit, where the slide has such labels), whose other slides' labels take it when opened."""
-        old = next((c for c in self.classes if c.name == cls.name), cls)
-        before = [a for a in self.annotations if a.role is Role.LABEL and a.cls.name == cls.name and a.cls != cls]
-        if before:  # undone, the class takes its old colour back everywhere, not only on these labels
-            self.history.push(f"colour of {cls.name}", before, [replace(a, cls=cls) for a in before],
-                              also=lambda undo: self._class_colour(old if undo else cls))
-        else:
-            self._class_colour(cls)
-
-    def _class_colour(self, cls: AnnotationClass) -> None:
-        self.classes = [cls if c.name == cls.name else c for c in self.classes]
-        self.events.classes.emit(self.classes)
-        if self.project is not None and any(c.name == cls.name and c != cls for c in self.project.classes):
-            try:
-                self.project.recolour_class(cls)
-            except (OSError, GigaPathError) as exc:
-                self.events.problem.emit(f"the project keeps the old colour of {cls.name}: {exc}")
-            self.events.project.emit(self.project)
-
-    def _adopt_colours(self) -> None:
-        """Labels read back with an older colour of a class take the class's colour here (one colour per class)."""
-        known = {c.name: c for c in self.classes}
-        for a in list(self.annotations):
-            cls = known.get(a.cls.name)
-            if a.role is Role.LABEL and cls is not None and cls != a.cls:
-                self.annotations.replace(a, replace(a, cls=cls))
 
     # --- projects -------------------------------------------------------------------------------------------------
     def use_project(self, project: Project | None) -> None:

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtWidgets import QDialog, QFileDialog
+from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog
 
 from gigapath_desktop.annotations import AnnotationClass
 from gigapath_desktop.errors import GigaPathError
@@ -120,6 +120,30 @@ class FileDialogs:
         color = ask_colour(self, f"Colour of {cls.name}", cls.color) if cls else None
         if color:
             self.session.recolour_class(AnnotationClass(cls.name, color))
+
+    def rename_class_dialog(self) -> None:
+        """Another name for the class chosen in the toolbar: its labels here and on the project's other slides."""
+        cls = self.viewer.current_class
+        if cls is None:
+            return
+        name, ok = QInputDialog.getText(self, "Rename class", f"New name of {cls.name}", text=cls.name)
+        if ok:
+            self._class_edit(lambda: self.session.rename_class(cls.name, name), name.strip())
+
+    def remove_class(self) -> None:
+        """Take the class chosen in the toolbar off the list (refused while labels are of it)."""
+        cls = self.viewer.current_class
+        if cls is not None:
+            self._class_edit(lambda: self.session.remove_class(cls.name), None)
+
+    def _class_edit(self, change: Callable[[], None], chosen: str | None) -> None:
+        try:
+            change()
+        except GigaPathError as exc:
+            self.show_error(str(exc), "Nothing was changed.")
+            return
+        if chosen is not None:
+            self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(chosen))
 
     def _exports(self) -> Path:
         """The slide's exports folder (made now, or a dialog would start in the working directory)."""

@@ -81,6 +81,8 @@ def build_menus(w: "MainWindow") -> Menus:
     action(edit, "Delete selected", lambda: w.session.delete(w.session.selected()), QKeySequence.StandardKey.Delete)
     action(edit, "New class…", w.new_class_dialog)
     action(edit, "Class colour…", w.class_colour_dialog)
+    action(edit, "Rename class…", w.rename_class_dialog)
+    action(edit, "Remove class", w.remove_class)
     action(edit, "Smaller brush", lambda: w.viewer.set_brush_size(round(w.viewer.brush_pixels / 1.25)), "[")
     action(edit, "Larger brush", lambda: w.viewer.set_brush_size(round(w.viewer.brush_pixels * 1.25) + 1), "]")
 
