@@ -159,11 +159,8 @@ class MainWindow(FileDialogs, QMainWindow):
 
     # --- slides -------------------------------------------------------------------------------------------------------
     def open_slide(self, path: str | Path, restore_autosave: bool = True) -> bool:
-        """Open `path` (a slide of the open project as the project's, with its annotations there); keeps the current
-        slide (and annotations) if it cannot be read."""
-        entry = self.session.project.slide_at(path) if self.session.project is not None else None
-        if entry is not None:
-            return self.projects.open_slide(entry.id)
+        """Open `path` (a slide of the open project as the project's: `Session.set_slide`); keeps the current slide
+        (and annotations) if it cannot be read."""
         return self.opener.open(path, restore_autosave)
 
     def _on_slide(self, slide: Slide) -> None:
