@@ -142,6 +142,23 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     dice = {name: row["dice"] for name, row in _summary(tmp_path / "project-masks").items()}
     assert all(0 <= float(dice[name]) <= 1 for name in (CMU.name, "a.tif", "b.tif")), "Dice where labels exist"
 
+    shutil.copy(run / "model.keras", tmp_path / "another.keras")  # a re-run with another model: not "done"
+    code, out, _ = _cli(capsys, "predict-batch", "--model", str(tmp_path / "another.keras"), "--out", str(out_dir),
+                        str(batch / CMU.name))
+    assert code == 1 and "0 predicted, 0 skipped, 1 failed" in out
+    assert "is the mask of another model or other settings" in _summary(out_dir)[CMU.name]["error"]
+
+    shutil.copy(slides / "b.tif", slides / "a.tif")  # another slide copied over a project slide's file
+    code, out, _ = _cli(capsys, "project", "list", str(project_dir))
+    assert "a.tif" in out and "CHANGED: the file now holds another slide" in out
+    code, _, err = _cli(capsys, "project", "train", str(project_dir), "--out", str(tmp_path / "run2"), "--steps", "1")
+    assert code == 2 and err.startswith("error: a.tif: the file now holds another slide"), err
+    code, out, _ = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out",
+                        str(tmp_path / "changed-masks"), "--project", str(project_dir))
+    rows = _summary(tmp_path / "changed-masks")
+    assert code == 1 and rows["a.tif"]["status"] == "error" and "another slide" in rows["a.tif"]["error"]
+    assert rows["b.tif"]["status"] == "ok", "the other slides go on"
+
 
 def test_project_train_names_the_slides_whose_labels_are_of_a_class_it_does_not_train(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,13 +22,13 @@ import tifffile
 from gigapath_desktop.annotations import UNLABELLED, Annotation, ClassMap, Role, rasterize, read_geojson
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.errors import Cancelled, GigaPathError, os_error_text
-from gigapath_desktop.inference.job import PredictJob, PredictResult, run_predict_job
+from gigapath_desktop.inference.job import VALUES, PredictJob, PredictResult, run_predict_job
 from gigapath_desktop.inference.predictor import CancelFn
 from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
 from gigapath_desktop.outputs import atomic_path
-from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides import Region, identity, open_slide
 
 SUMMARY = "summary.csv"
 DICE_MAX_PIXELS = 64_000_000  # mask pixels of the labels' bounding box read back to compare
@@ -51,6 +51,7 @@ class BatchJob:
     binary: bool = False
     downsample: float = 32.0  # of the PNG previews
     labels: dict[Path, Path] = field(default_factory=dict)  # slide -> its annotations (GeoJSON), to report Dice
+    identities: dict[Path, str] = field(default_factory=dict)  # slide -> the content its labels were drawn on
     min_hole_um2: float = MIN_AREA_UM2  # the clean-up of tissue masks, as `PredictJob`'s
     min_object_um2: float = 0.0
 
@@ -87,6 +88,7 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
          cancel: CancelFn | None) -> list[BatchRow]:
     model = load_model(job.model)
     classes = model_info(model).classes.names
+    kind = "labels" if len(classes) > 2 else "binary" if job.binary else "probability"
     earlier = _earlier_rows(job.out / SUMMARY, classes)
     rows: list[BatchRow] = []
 
@@ -101,12 +103,20 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
     stems: dict[str, Path] = {}
     for index, slide in enumerate(job.slides):
         outputs = job.outputs(slide)
-        other = _source_of(outputs[0])
-        if stems.setdefault(slide.stem, slide) != slide:
+        made = _made(outputs[0])
+        other = made and Path(made["source_slide"]).resolve()
+        if slide in job.identities and slide.is_file() and identity(slide) != job.identities[slide]:
+            record(BatchRow(slide, "error", "the file now holds another slide than the one its labels were drawn on "
+                                            "(its content differs); put that slide back or relink it"))
+        elif stems.setdefault(slide.stem, slide) != slide:
             record(BatchRow(slide, "error", f"{stems[slide.stem]} has the same name; its outputs would be overwritten"))
         elif not job.overwrite and outputs[0].exists() and other != slide.resolve():
             record(BatchRow(slide, "error", f"{outputs[0]} is the mask of {other or 'another file'}, a slide of the "
                                             "same name; predict into another folder (or --overwrite it)"))
+        elif not job.overwrite and outputs[0].exists() and not _made_as(made, job, kind):
+            record(BatchRow(slide, "error", f"{outputs[0]} is the mask of another model or other settings ("
+                                            f"{made.get('model') if made else 'not one of ours'}); pass --overwrite "
+                                            "to replace it, or predict into another folder"))
         elif not job.overwrite and all(p.exists() for p in outputs):
             before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
             record(replace(before, status="skipped", message=KEPT,
@@ -117,13 +127,25 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
     return rows
 
 
-def _source_of(mask: Path) -> Path | None:
-    """The slide a mask written here says it was predicted from (None: no mask, or not one of ours)."""
+def _made(mask: Path) -> dict | None:
+    """What a mask written here records of how it was made: its slide, model and values (None: no mask, or not one
+    of ours)."""
     try:
         with tifffile.TiffFile(mask) as tif:
-            return Path(json.loads(tif.pages[0].description)["source_slide"]).resolve()
-    except (OSError, ValueError, KeyError, TypeError, IndexError, tifffile.TiffFileError):
+            made = json.loads(tif.pages[0].description)
+        return made if isinstance(made, dict) and isinstance(made.get("source_slide"), str) else None
+    except (OSError, ValueError, TypeError, IndexError, tifffile.TiffFileError):
         return None
+
+
+def _made_as(made: dict | None, job: BatchJob, kind: str) -> bool:
+    """Whether a mask was made as this batch would make it: by its model, with its values and threshold (a re-run
+    with another model or --binary must not pass the old masks off as done)."""
+    if made is None:
+        return False
+    threshold = None if kind == "labels" else job.threshold
+    return (made.get("model") == str(job.model.resolve()) and made.get("values") == VALUES[kind]
+            and made.get("threshold") == threshold)
 
 
 def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,

@@ -33,6 +33,7 @@ from gigapath_desktop.slides.diskarray import DiskArray
 from gigapath_desktop.slides.resample import Scale, read_at
 
 DEFAULT_THRESHOLD = 0.5  # tissue at or above this probability
+VALUES = {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}  # (recorded)
 
 
 @dataclass
@@ -109,8 +110,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
             "model": str(job.model.resolve()), "region": asdict(region), "downsample": ds,
             "mpp": None if slide.mpp is None else slide.mpp[0] * ds,
-            "values": {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}[
-                values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
+            "values": VALUES[values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
         # every output is written under a temporary name; all are renamed together once the last one is done
         pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds

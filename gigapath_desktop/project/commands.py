@@ -89,12 +89,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from gigapath_desktop.project.manifest import Project
+    from gigapath_desktop.project.manifest import CHANGED, Project
 
     project = Project.open(args.dir)
     print(f"classes: {project.classes_text()}")
+    changed = {s.id for s in project.changed()}
     for entry in project.slides:
         found = "" if entry.path.is_file() else "   MISSING: relink it"
+        found = f"   CHANGED: {CHANGED}" if entry.id in changed else found
         try:
             count = f"{len(project.annotations(entry.id))} annotations"
         except GigaPathError as exc:
@@ -174,16 +176,17 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         raise GigaPathError("--out is empty; name the folder the masks go to")
     skipped: list[tuple[Path, str]] = []
     slides = expand(args.paths, skipped, exclude=[Path(args.out)])
-    labels = {}
+    labels, identities = {}, {}
     if args.project:
         project = Project.open(args.project)
         slides += [s.path for s in project.slides]
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
+        identities = {s.path: s.id for s in project.slides}
     if not slides:
         raise GigaPathError(f"no slides to predict ({skipped_text(skipped)})" if skipped else "no slides to predict")
     job = BatchJob(Path(args.model), Path(args.out), tuple(dict.fromkeys(slides)), tuple(skipped), args.geojson,
                    args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels,
-                   args.min_hole, args.min_object)
+                   identities, args.min_hole, args.min_object)
     with tqdm(total=len(job.slides), unit="slide", desc="slides", disable=None) as slides_bar, \
             tqdm(total=None, unit="tile", desc="tiles", leave=False, disable=None) as tiles_bar:
         def progress(index: int, count: int, done: int, total: int) -> None:

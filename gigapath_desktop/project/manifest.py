@@ -25,12 +25,13 @@ from gigapath_desktop.annotations import BACKGROUND, Annotation, AnnotationClass
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.locks import FolderInUse, FolderLock
 from gigapath_desktop.outputs import atomic_path
-from gigapath_desktop.slides import SLIDE_SUFFIXES, open_slide
+from gigapath_desktop.slides import SLIDE_SUFFIXES, identity, open_slide
 from gigapath_desktop.training.spec import SpecItem, TrainSpec, is_tissue_model
 
 MANIFEST = "project.json"
 FORMAT = "gigapath-project"
 VERSION = 1
+CHANGED = "the file now holds another slide (its content differs); put the project's slide back or relink it"
 SLIDE_ID = re.compile(r"[0-9a-f]{24}")  # `Slide.fingerprint`: also a folder name, so nothing else is taken
 THUMBNAIL_SIZE = 256
 LOCK_WAIT_SECONDS = 5.0  # a manifest edit takes milliseconds: another one in progress is waited for, not refused
@@ -146,6 +147,11 @@ class Project:
 
     def missing(self) -> list[ProjectSlide]:
         return [s for s in self.slides if not s.path.is_file()]
+
+    def changed(self) -> list[ProjectSlide]:
+        """The slides whose file now holds other content (another slide copied over it): their annotations are not
+        its; they are relinked to where the slide went, or the file put back."""
+        return [s for s in self.slides if s.path.is_file() and identity(s.path) != s.id]
 
     def relink(self, key: str, path: str | os.PathLike[str]) -> ProjectSlide:
         """Point slide `key` at `path`, which must hold the same slide (the same content fingerprint)."""
@@ -279,6 +285,10 @@ class Project:
         missing = [i.slide.name for i in (*train, *validation) if not i.slide.is_file()]
         if missing:
             raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
+        used = {i.slide for i in (*train, *validation)}
+        changed = [s.name for s in self.changed() if s.path in used]
+        if changed:
+            raise GigaPathError(f"{', '.join(changed)}: {CHANGED}")
         if is_tissue_model(names):
             return TrainSpec(tuple(train), tuple(validation), None, mpp)
         colours = tuple((c.name, c.color) for c in self.classes if c.name in names)  # the model paints as the project

@@ -263,6 +263,15 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
     return Slide(path, mpp)
 
 
+def identity(path: str | os.PathLike[str]) -> str | None:
+    """The content fingerprint of the slide at `path` (None: not a readable slide)."""
+    try:
+        with open_slide(path) as slide:
+            return slide.fingerprint
+    except SlideError:
+        return None
+
+
 def _call(path: Path, fn: Callable[[], _T]) -> _T:
     """Run a reader call, turning every reader failure into `SlideError` naming the file."""
     try:

@@ -125,6 +125,7 @@ class BatchController:
         out = out or project.folder / "predictions" / model.parent.name
         slides = tuple(s.path for s in project.slides)
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
+        identities = {s.path: s.id for s in project.slides}
         options = {"geojson": self.panel.geojson.isChecked(), "png": self.panel.png.isChecked(),
                    "overwrite": self.panel.overwrite.isChecked()}
 
@@ -135,7 +136,8 @@ class BatchController:
             def each(index: int, count: int, done: int, total: int) -> None:
                 progress(index * SHARE + TILES_SHARE * done // max(total, 1), count * SHARE)
 
-            return run_batch(BatchJob(model, out, slides, labels=labels, **options), self.worker.row.emit, each, cancel)
+            return run_batch(BatchJob(model, out, slides, labels=labels, identities=identities, **options),
+                             self.worker.row.emit, each, cancel)
 
         self.worker = BatchWorker(work)
         self.worker.row.connect(self.panel.add_row)
