@@ -230,6 +230,17 @@ def test_a_spec_trains_across_slides_in_a_seeded_order_validates_per_slide_and_c
     assert rows[-1]["val_dice:Tumor"] is None, "no Tumor in the validation labels: no Tumor Dice"
 
     run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", replace(config, steps=2)))
+    kept = cmu_labels.read_bytes()
+    cmu_labels.write_bytes(kept.replace(b"Stroma", b"Tumor"))  # other labels under the same name: not this run's
+    with pytest.raises(GigaPathError, match="cmu.geojson changed since the run started"):
+        run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", config, resume=True))
+    cmu_labels.write_bytes(kept)
+    recorded = (tmp_path / "parts" / "config.json").read_text()
+    (tmp_path / "parts" / "config.json").write_text(recorded[:40])  # damaged: the resume cannot be checked
+    with pytest.raises(GigaPathError, match="config.json is missing or unreadable"):
+        run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", config, resume=True))
+    assert (tmp_path / "parts" / "config.json").read_text() == recorded[:40], "kept as it was"
+    (tmp_path / "parts" / "config.json").write_text(recorded)
     resumed = run_train_job(TrainJob(TrainSpec.read(spec), tmp_path / "parts", config, resume=True))
     assert [r["region"] for r in read_metrics(tmp_path / "parts" / "metrics.csv")] == regions
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):

@@ -225,6 +225,10 @@ def test_resume_falls_back_to_the_older_checkpoint_when_the_latest_is_unreadable
     assert Trainer.from_checkpoint(run_dir, [train]).step == 4
     (root / "latest").write_text("step-999999")
     assert Trainer.from_checkpoint(run_dir, [train]).step == 4  # a dangling pointer falls back as well
+    for npz in (root / "step-000004.1").glob("*.npz"):  # an empty file of a full disk (np.load: EOFError)
+        npz.write_bytes(b"")
+    with pytest.raises(TrainingError, match="step-000004.1: No data left in file"):  # (was a traceback)
+        Trainer.from_checkpoint(run_dir, [train])
 
 
 def test_stop_during_validation_keeps_the_finished_step_on_record(regions: tuple, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A training job as users describe it (slide, regions, labels, run folder), shared by the CLI, GUI and server."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +18,7 @@ from gigapath_desktop.locks import LOCK_NAME, FolderLock
 from gigapath_desktop.model import build_unet, model_geometry, save_model
 from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
-from gigapath_desktop.slides import Region, Slide, open_slide
+from gigapath_desktop.slides import Region, Slide, identity, open_slide
 from gigapath_desktop.slides.cache import CancelFn
 from gigapath_desktop.slides.resample import Scale, read_at
 from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoint
@@ -170,6 +171,15 @@ def _check_same_run(job: TrainJob) -> None:
     augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
     differ; a seed or augmentation given again must be the run's own."""
     recorded = _recorded(job)
+    if not recorded:
+        raise GigaPathError(f"{job.out}: its config.json is missing or unreadable, so the resume cannot be checked to "
+                            f"be the same run (on the same data); start a new run in another --out")
+    inputs = recorded.get("inputs")
+    changed = [Path(p).name for p, key in _inputs(job.spec).items() if isinstance(inputs, dict) and p in inputs
+               and inputs[p] != key]
+    if changed:
+        raise GigaPathError(f"{job.out}: {', '.join(changed)} changed since the run started (other content under the "
+                            f"same name); resume it on the files it trained on, or start a new run in another --out")
     before, now = _without_colours(recorded.get("spec")), _without_colours(_resolved(job.spec).as_json())
     if before is not None and before != now:
         raise GigaPathError(f"{job.out}: the run trained on other data ({_difference(before, now)}); resume it with "
@@ -330,6 +340,7 @@ def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val:
         "version": __version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": _resolved(job.spec).as_json(),
+        "inputs": _inputs(job.spec),
         "classes": model_info(trainer.model).classes.as_json(),
         "train_regions": [r.name for r in train],
         "val_regions": [r.name for r in val],
@@ -344,6 +355,19 @@ def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val:
     }
     with atomic_path(job.out / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=1))
+
+
+def _inputs(spec: TrainSpec) -> dict[str, str | None]:
+    """Each slide's content fingerprint and each labels file's SHA-256, by path: what a resume must find again (the
+    same paths can hold other files by then)."""
+    found: dict[str, str | None] = {}
+    for item in (*spec.train, *spec.validation):
+        slide = str(item.slide.resolve())
+        if slide not in found:
+            found[slide] = identity(slide)
+        if item.labels is not None and str(item.labels.resolve()) not in found:
+            found[str(item.labels.resolve())] = hashlib.sha256(item.labels.read_bytes()).hexdigest()
+    return found
 
 
 def _resolved(spec: TrainSpec) -> TrainSpec:

@@ -335,7 +335,7 @@ class Trainer:
         for folder in resume_order(Path(run_dir)):
             try:
                 trainer = cls._load(folder, train, val, listeners, changes or {}, executor)
-            except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, GigaPathError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, GigaPathError) as exc:
                 problems.append(f"{folder.name}: {exc}")
                 continue
             for problem in problems:
