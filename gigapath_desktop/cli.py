@@ -301,9 +301,9 @@ def _train_job(args: argparse.Namespace) -> "TrainJob":
 
     if args.spec:
         if (args.slide or args.region or args.labels or args.auto_labels or args.val_region or args.demo
-                or args.classes or args.sparse or args.mpp or args.slide_mpp is not None):
-            raise GigaPathError("--spec names the slides, regions, labels, classes and modes; give none of them on "
-                                "the command line")
+                or args.classes or args.sparse or args.mpp or args.slide_mpp is not None or args.level):
+            raise GigaPathError("--spec names the slides, regions (with their levels), labels, classes and modes; "
+                                "give none of them on the command line")
         spec = TrainSpec.read(args.spec)
     elif args.demo:
         if args.slide or args.region or args.labels or args.auto_labels or args.classes:

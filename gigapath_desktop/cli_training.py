@@ -27,9 +27,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps (default 150; with --resume: the run's own)")
     p.add_argument("--tile", type=_tile, help="'auto' (the default: the fastest exact plan that fits "
                                               "--memory-budget), an output tile side in pixels, or 0 = the whole "
-                                              "region at once (with --resume: the run's own)")
+                                              "region at once (with --resume: the run's own unless given)")
     p.add_argument("--memory-budget", type=float, metavar="GIB",
-                   help="process memory the 'auto' plan may use, in GiB (default 3)")
+                   help="process memory the 'auto' plan may use, in GiB (default 3; with --resume: the run's own "
+                        "unless given)")
     p.add_argument("--plan", action="store_true", help="print each region's step plan (tiles, peak memory, seconds "
                                                        "per step) and exit")
     p.add_argument("--lr", type=float,
@@ -37,7 +38,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         "with --resume: the run's own unless given)")
     p.add_argument("--no-augment", action="store_true",
                    help="train on the region as it is (default: a random flip/rotation and colour change per step)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10; with --resume: the "
+                                                        "run's own unless given)")
     p.add_argument("--seed", type=int, help="seed of the initial weights and the augmentation (default 0; with "
                                             "--resume: the run's own)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")

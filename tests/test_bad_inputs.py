@@ -211,6 +211,7 @@ def _cases() -> dict[str, tuple[list[str], str]]:
         "train: labels nested 100k deep": ([*train, "--labels", "{w}/deep.geojson"], "nested too deeply"),
         "train: spec nested 100k deep": (["train", "--spec", "{w}/deep.geojson"], "nested too deeply"),
         "train: spec item key misspelt": (["train", "--spec", "{w}/misspelt.json"], "['mod']"),
+        "train: spec with a level": (["train", "--spec", "{w}/misspelt.json", "--level", "1"], "give none of them"),
     }
     for name in GEOJSON:
         cases[f"train: labels {name}"] = ([*train, "--labels", f"{{w}}/{name}"], name)

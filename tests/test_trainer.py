@@ -254,9 +254,11 @@ def test_resume_takes_a_new_learning_rate_and_rebuilds_metrics(regions: tuple, t
     Trainer(_model(), [train], None, TrainConfig(steps=2, tile=512, learning_rate=0.02), run_dir).run()
     events: list = []
     resumed = Trainer.from_checkpoint(run_dir, [train], listeners=[events.append],
-                                      changes={"steps": 3, "learning_rate": 0.005})
+                                      changes={"steps": 3, "learning_rate": 0.005, "tile": 256, "memory_budget": 3.0})
     assert resumed.config.learning_rate == 0.005 and resumed.schedule.peak == 0.005
-    assert any("learning rate 0.005 (was 0.02)" in getattr(e, "message", "") for e in events)
+    said = [e.message for e in events if "resuming at step" in getattr(e, "message", "")]
+    assert said == ["resuming at step 2 with steps 3 (was 2), peak learning rate 0.005 (was 0.02), tile 256 (was 512)"], \
+        "every setting that differs from the run's, said (the same memory budget is not)"
     metrics = run_dir / "metrics.csv"
     metrics.write_text("step,loss\n1,garbage\n99,x\n")  # damaged (or deleted) history comes back from the checkpoint
     resumed.listeners.append(MetricsWriter(metrics, resumed.history))

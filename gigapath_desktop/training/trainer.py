@@ -367,10 +367,15 @@ class Trainer:
         trainer.schedule.restart = state.get("lr_restart", 0)
         trainer.history = [StepEvent(**e) for e in state["history"]]
         trainer._saved = trainer.step
-        if config.learning_rate != previous.learning_rate:
-            trainer._emit(LogEvent(f"resuming at step {trainer.step} with peak learning rate {config.learning_rate:g} "
-                                   f"(was {previous.learning_rate:g})"))
+        changed = [f"{RESUME_NAMES.get(name, name)} {getattr(config, name)} (was {getattr(previous, name)})"
+                   for name in changes if getattr(config, name) != getattr(previous, name)]
+        if changed:  # said, as what the run is now is not what it started with
+            trainer._emit(LogEvent(f"resuming at step {trainer.step} with {', '.join(changed)}"))
         return trainer
+
+
+RESUME_NAMES = {"learning_rate": "peak learning rate", "memory_budget": "memory budget (GiB)",
+                "checkpoint_every": "a checkpoint every (steps)"}
 
 
 def _good_states(saved: list[np.ndarray], weights: list[np.ndarray],
