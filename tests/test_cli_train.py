@@ -165,6 +165,18 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tm
     assert steps == [str(s) for s in range(1, len(steps) + 1)], "one history, no interleaved or lost rows"
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_in_its_folder(tmp_path: Path) -> None:
+    """It could neither resume (no checkpoint) nor be run again (its config.json and metrics.csv were 'kept')."""
+    out = tmp_path / "run"
+    holder = _start_training(out, "--checkpoint-every", "100", rows=2)
+    holder.kill()
+    holder.wait()
+    assert not (out / "checkpoints").exists() and (out / "config.json").is_file()
+    again = run(*LONG_RUN[:-1], "2", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3 and (out / "model.keras").is_file()
+
+
 def test_labels_that_miss_the_region_or_name_other_classes_are_warned_about(tmp_path: Path) -> None:
     from gigapath_desktop.annotations import AnnotationClass, Annotation, write_geojson
     from shapely.geometry import box

@@ -57,6 +57,8 @@ def test_an_unknown_label_class_is_refused_by_name() -> None:
     assert ClassMap.tissue().values(labels) == {"Necrosis": 1}  # the tissue model counts it as tissue, as before
     with pytest.raises(AnnotationError, match="repeat"):
         ClassMap.named(["Background", "Tumor", "Tumor"])
+    with pytest.raises(AnnotationError, match="repeat"):  # a typo's class of its own, never labelled
+        ClassMap.named(["Background", "tumor", "Tumor"])
 
 
 def test_a_model_file_keeps_its_classes_and_resolution(tmp_path: Path) -> None:

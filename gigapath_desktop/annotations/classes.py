@@ -26,8 +26,8 @@ class ClassMap:
         names = [c.name for c in self.classes]
         if not 2 <= len(names) <= MAX_CLASSES:
             raise AnnotationError(f"a model needs 2 to {MAX_CLASSES} classes, got {len(names)}")
-        if len(set(names)) != len(names):
-            raise AnnotationError(f"class names repeat: {', '.join(names)}")
+        if len({name.casefold() for name in names}) != len(names):  # ("tumor" beside "Tumor": a typo, never labelled)
+            raise AnnotationError(f"class names repeat (case aside): {', '.join(names)}")
 
     @classmethod
     def tissue(cls) -> "ClassMap":

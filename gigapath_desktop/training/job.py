@@ -273,9 +273,24 @@ def _check_out(job: TrainJob) -> None:
     if not job.resume and has_run:
         raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
     kept = [name for name in ("project.json", *RUN_FILES) if (job.out / name).exists()]
-    if not job.resume and kept:  # a project's folder, or a run whose checkpoints were deleted: never written over
+    if not job.resume and kept and not _stopped_before_a_checkpoint(job.out, kept):  # a project's folder, a user's
         raise GigaPathError(f"{job.out} holds {', '.join(kept)}, which a new run would write over; choose another "
-                            f"--out")
+                            f"--out")  # files, or a run whose checkpoints were deleted: never written over
+
+
+def _stopped_before_a_checkpoint(out: Path, kept: list[str]) -> bool:
+    """Whether `out` holds only what a run writes before its first checkpoint (its config.json, and metrics.csv of
+    fewer steps than a checkpoint comes after; no model): a run that failed or was killed early, which a new run may
+    start afresh in (it could neither resume nor be reused)."""
+    if not set(kept) <= {"config.json", "metrics.csv"}:
+        return False
+    try:
+        recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        every = recorded["training"]["checkpoint_every"] if recorded.get("started_at_step") == 0 else 0
+        steps = len((out / "metrics.csv").read_text().splitlines()[1:]) if "metrics.csv" in kept else 0
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return False
+    return isinstance(every, int) and steps < every
 
 
 def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
