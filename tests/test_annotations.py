@@ -181,6 +181,17 @@ def test_simplified_contours_of_speckled_masks_are_valid_at_most_one_polygon_a_c
         assert len(polygons) <= ndimage.label(mask, np.ones((3, 3)))[1]  # (make_valid split them: 121 of 91)
 
 
+def test_features_without_ids_get_the_same_ids_each_time_they_are_read() -> None:
+    """So importing the same id-less export twice (older QuPath) adds nothing the second time."""
+    from gigapath_desktop.annotations.geojson import from_geojson
+
+    square = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
+              "properties": {"objectType": "annotation"}}
+    data = {"type": "FeatureCollection", "features": [square, square, {**square, "id": "given"}]}
+    first, again = ([a.id for a in from_geojson(data)] for _ in range(2))
+    assert first == again and first[2] == "given" and first[0] != first[1], "two identical shapes stay two"
+
+
 def test_traced_polygons_rasterize_back_to_the_same_mask() -> None:
     rng = np.random.default_rng(1)
     from scipy import ndimage

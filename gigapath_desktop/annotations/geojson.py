@@ -81,9 +81,10 @@ def from_geojson(data: Any, report: Report | None = None) -> list[Annotation]:
         raise AnnotationError("expected a GeoJSON FeatureCollection, a Feature, or a list of Features")
     annotations = []
     skipped: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
     for index, feature in enumerate(features):
         try:
-            annotation = _annotation(feature, skipped)
+            annotation = _annotation(feature, skipped, _content_id(feature, seen))
         except AnnotationError as exc:
             raise AnnotationError(f"feature {index}: {exc}") from None
         if annotation is not None:
@@ -112,7 +113,20 @@ def _feature(annotation: Annotation) -> dict[str, Any]:
     }
 
 
-def _annotation(feature: Any, skipped: Counter[str]) -> Annotation | None:
+def _content_id(feature: Any, seen: Counter[str]) -> str:
+    """An id for a feature that has none, from its content (and how many identical ones came before it): the same
+    file imported twice then adds nothing, as it does for features with ids."""
+    if isinstance(feature, dict) and feature.get("id"):
+        return ""
+    try:
+        content = json.dumps(feature, sort_keys=True, default=str)
+    except (RecursionError, ValueError):  # (refused as a feature right after)
+        return str(uuid.uuid4())
+    seen[content] += 1
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"gigapath:{seen[content]}:{content}"))
+
+
+def _annotation(feature: Any, skipped: Counter[str], content_id: str) -> Annotation | None:
     """One Feature as an Annotation; None (counted in `skipped`) for QuPath detections, cells and tiles and for
     points and lines, which are not areas a user drew to train on."""
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
@@ -147,7 +161,7 @@ def _annotation(feature: Any, skipped: Counter[str]) -> Annotation | None:
             role=Role(role),
             kind=Kind(kind),
             name=str(properties.get("name", "")),
-            id=str(feature.get("id") or uuid.uuid4()),
+            id=str(feature.get("id") or content_id),
         )
     except ValueError as exc:
         raise AnnotationError(str(exc)) from None
