@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import psutil
+
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.signals import routed_signals
 
@@ -114,6 +116,25 @@ def write_error(path: Path, tmp: Path, exc: OSError) -> Exception:
     about = exc.filename is not None and Path(exc.filename).name in (path.name, tmp.name)
     target = path if about else f"to {exc.filename or path.parent}"
     return GigaPathError(f"cannot write {target}: {exc.strerror or exc}")
+
+
+SCRATCH = (".mask-levels-*", ".channel-levels-*", ".prob-*", ".clean-*")  # an export's working folders
+
+
+def remove_orphans(folder: Path) -> None:
+    """Remove what killed writers left in `folder`: temporary outputs of processes that are gone and, when no
+    writer is alive there, the exports' working folders (a batch re-run under its folder's lock calls this)."""
+    alive = False
+    for tmp in folder.glob(".*.partial-*"):
+        pid = tmp.stem.rpartition(".partial-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            remove(tmp)
+        else:
+            alive = True
+    if not alive:
+        for pattern in SCRATCH:
+            for scratch in folder.glob(pattern):
+                remove(scratch)
 
 
 def remove(path: Path) -> None:

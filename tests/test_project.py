@@ -5,6 +5,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +321,13 @@ def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tm
     assert sorted(p.name for p in job.out.iterdir() if not p.name.startswith(".")) == ["one.png", "one.tif",
                                                                                        "summary.csv"]
     assert [row["status"] for row in _summary(job.out).values()] == ["ok"]
+    dead = subprocess.Popen([sys.executable, "-c", ""])  # what a batch killed with -9 leaves: its pid is gone
+    dead.wait()
+    (job.out / f".two.partial-{dead.pid}.tif").write_bytes(b"half a mask")
+    (job.out / ".mask-levels-abc123").mkdir()
+    run_batch(job)
+    assert sorted(p.name for p in job.out.iterdir()) == [".lock", "one.png", "one.tif", "summary.csv", "two.png",
+                                                         "two.tif"], "a re-run clears what the killed one left"
 
 
 def test_the_app_keeps_each_project_slides_annotations_and_fills_the_batch_results(

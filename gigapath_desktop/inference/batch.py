@@ -27,7 +27,7 @@ from gigapath_desktop.inference.predictor import CancelFn
 from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
-from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.outputs import atomic_path, remove_orphans
 from gigapath_desktop.slides import Region, identity, open_slide
 
 SUMMARY = "summary.csv"
@@ -81,6 +81,7 @@ def run_batch(job: BatchJob, on_row: Callable[[BatchRow], None] | None = None, p
     except OSError as exc:
         raise GigaPathError(f"{job.out}: cannot create the output folder ({exc.strerror})") from None
     with FolderLock(job.out):
+        remove_orphans(job.out)  # of a batch killed here before
         return _run(job, on_row, progress, cancel)
 
 
