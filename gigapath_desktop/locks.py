@@ -60,6 +60,20 @@ class FolderLock:
         self.release()
 
 
+def held(folder: str | os.PathLike[str]) -> bool:
+    """Whether a live process holds `folder`'s lock now (looked at without taking it or writing anything)."""
+    try:
+        handle = (Path(folder) / LOCK_NAME).open("r")
+    except OSError:  # (no lock file: never locked)
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
 def _describe(holder: str) -> str:
     try:
         info = json.loads(holder)

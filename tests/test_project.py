@@ -304,6 +304,19 @@ def test_a_project_says_what_is_wrong_and_never_overwrites_an_unreadable_manifes
     assert not (tmp_path.parent / "elsewhere").exists()
 
 
+def test_a_run_recorded_as_running_whose_process_is_gone_reads_as_interrupted(tmp_path: Path) -> None:
+    """Killed (or its last write failed on a full disk), it stayed "running" in project.json for good."""
+    from gigapath_desktop.locks import FolderLock
+
+    project = Project.create(tmp_path / "study")
+    run = tmp_path / "study" / "runs" / "r1"
+    run.mkdir(parents=True)
+    project.add_run(run, status="running")
+    with FolderLock(run):  # a live run holds its folder
+        assert Project.open(project.folder).runs[-1]["status"] == "running"
+    assert Project.open(project.folder).runs[-1]["status"].startswith("interrupted")
+
+
 def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tmp_path: Path) -> None:
     model = save_model(build_unet(), tmp_path / "m.keras")
     slides = tmp_path / "slides"

@@ -23,7 +23,7 @@ from PIL import Image
 
 from gigapath_desktop.annotations import BACKGROUND, Annotation, AnnotationClass, Role, read_geojson, write_geojson
 from gigapath_desktop.errors import Cancelled, GigaPathError
-from gigapath_desktop.locks import FolderInUse, FolderLock
+from gigapath_desktop.locks import FolderInUse, FolderLock, held
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides import SLIDE_SUFFIXES, identity, open_slide
 from gigapath_desktop.training.spec import SpecItem, TrainSpec, is_tissue_model
@@ -327,7 +327,7 @@ class Project:
         try:
             self.classes = [AnnotationClass(str(c["name"]), tuple(c["color"])) for c in data.get("classes", [])]
             self.slides = [self._entry(s) for s in data.get("slides", [])]
-            self.runs = [dict(r) for r in data.get("runs", [])]
+            self.runs = [_ended_if_dead(dict(r)) for r in data.get("runs", [])]
         except (KeyError, TypeError, ValueError, AttributeError, GigaPathError) as exc:
             raise GigaPathError(f"{self.folder / MANIFEST}: not a readable project ({type(exc).__name__}: {exc})") from None
 
@@ -410,6 +410,14 @@ def _describe(path: Path) -> tuple[ProjectSlide, Image.Image]:
         thumbnail = Image.fromarray(slide.thumbnail(THUMBNAIL_SIZE))
         entry = ProjectSlide(slide.fingerprint, path.resolve(), path.name, slide.dimensions, path.stat().st_size, mpp)
         return entry, thumbnail
+
+
+def _ended_if_dead(run: dict[str, Any]) -> dict[str, Any]:
+    """A run recorded as running whose folder no live process holds ended without saying so (killed, or its last
+    write failed on a full disk): it is interrupted, not running for ever."""
+    if str(run.get("status", "")).startswith("running") and run.get("out") and not held(str(run["out"])):
+        return {**run, "status": "interrupted (its process ended before the run did)"}
+    return run
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
