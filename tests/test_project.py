@@ -136,7 +136,12 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     code, out, _ = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out", str(out_dir),
                         str(other))
     assert code == 1 and "0 predicted, 0 skipped, 1 failed" in out, "never passed off as the other slide's mask"
-    assert "is the mask of" in _summary(out_dir)["a.tif"]["error"] and (out_dir / "a.tif").stat().st_mtime_ns == written
+    with (out_dir / "summary.csv").open() as f:  # the rows of the earlier batches' slides stay beside this one's
+        by_path = {row["slide"]: row for row in csv.DictReader(f)}
+    assert set(by_path) == {str((other / "a.tif").resolve()), str((batch / "a.tif").resolve()),
+                            str((batch / CMU.name).resolve())}
+    assert "is the mask of" in by_path[str((other / "a.tif").resolve())]["error"]
+    assert (out_dir / "a.tif").stat().st_mtime_ns == written
 
     code, out, err = _cli(capsys, "predict-batch", "--model", str(run / "model.keras"), "--out",
                           str(tmp_path / "project-masks"), "--project", str(project_dir))

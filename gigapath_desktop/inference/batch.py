@@ -91,11 +91,13 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
     classes = model_info(model).classes.names
     kind = "labels" if len(classes) > 2 else "binary" if job.binary else "probability"
     earlier = _earlier_rows(job.out / SUMMARY, classes)
+    others = [row for row in earlier.values()  # slides of earlier batches here, not of this one: their rows stay
+              if row.slide not in job.slides and job.outputs(row.slide)[0].exists()]
     rows: list[BatchRow] = []
 
     def record(row: BatchRow) -> None:
         rows.append(row)
-        write_summary(job.out / SUMMARY, rows, classes)
+        write_summary(job.out / SUMMARY, rows + others, classes)
         if on_row:
             on_row(row)
 
