@@ -255,10 +255,16 @@ def test_a_bad_spec_is_one_clear_error(tmp_path: Path) -> None:
                           ('{"train": [{"slide": "a.svs", "mode": "thin"}]}', "'dense' or 'sparse'"),
                           ('{"train": [{"slide": "a.svs"}], "mpp": NaN}', "positive number"),
                           ('{"train": [{"slide": "a.svs", "slide_mpp": -1}]}', r"train\[0\]: 'slide_mpp' must be a positive"),
-                          ('{"train": [{"slide": "a.svs", "regions": [[0, 0, 10]]}]}', "regions")]:
+                          ('{"train": [{"slide": "a.svs", "regions": [[0, 0, 10]]}]}', "regions"),
+                          ('{"train": [{"slide": "a.svs", "slide_mpp": 0.5}], "validation": [{"slide": "./a.svs", '
+                           '"slide_mpp": 0.25}]}', "two µm/px")]:
         spec.write_text(text)
         with pytest.raises(GigaPathError, match=message):
             TrainSpec.read(spec)
+    item = {"slide": "a.svs", "regions": [[0, 0, 10, 10]]}
+    spec.write_text(json.dumps({"train": [item, {"slide": "b.svs"}, item], "validation": [item, {"slide": "b.svs"}]}))
+    assert TrainSpec.read(spec).repeats() == ["train[2] repeats train[0]",
+                                              "validation[0] is train[0]: it validates on what it trains on"]
     result = run("train", "--spec", str(tmp_path / "missing.json"), "--out", str(tmp_path / "run"))
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith("error:")
 

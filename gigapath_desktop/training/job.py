@@ -94,6 +94,9 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     Every slide, labels file and region is checked before the first (possibly long) decode. The caller holds the
     run folder's lock (`run_train_job` does)."""
     _check_out(job)
+    for repeat in job.spec.repeats():
+        for listener in listeners:
+            listener(WarningEvent(f"the training spec: {repeat}"))
     items = _checked_items(job.spec, listeners)
     classes = _class_map(job.spec, [(item.slide, annotations) for item, _, annotations, _ in items])
     saved = checkpoint_info(job.out) if job.resume else None

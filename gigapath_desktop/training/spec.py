@@ -127,7 +127,21 @@ class TrainSpec:
         if not train:
             raise ValueError("'train' lists no item")
         validation = tuple(_item(entry, base, f"validation[{i}]") for i, entry in enumerate(_list(data, "validation")))
+        said: dict[Path, float | None] = {}
+        for item in (*train, *validation):  # one slide, one resolution: two would scale its regions differently
+            if said.setdefault(item.slide.resolve(), item.slide_mpp) != item.slide_mpp:
+                raise ValueError(f"{item.slide}: its items give it two µm/px ('slide_mpp' {said[item.slide.resolve()]} "
+                                 f"and {item.slide_mpp}); give one")
         return cls(train, validation, classes, mpp, colours)
+
+    def repeats(self) -> list[str]:
+        """What the spec says twice: a training item listed again (its regions train twice as often), a validation
+        item with the regions of a training one (validated on what it trains on; items without regions take the
+        Train and the Validation rectangles of their labels, which differ)."""
+        said = [f"train[{i}] repeats train[{self.train.index(item)}]" for i, item in enumerate(self.train)
+                if self.train.index(item) != i]
+        return said + [f"validation[{i}] is train[{self.train.index(item)}]: it validates on what it trains on"
+                       for i, item in enumerate(self.validation) if item.regions and item in self.train]
 
 
 def _list(data: dict, key: str) -> list:
