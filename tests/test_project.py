@@ -451,7 +451,9 @@ def test_the_training_panel_says_what_a_project_training_reads_whichever_slide_i
     assert panel.scope.currentData() == "slide"
     assert panel.train_region.isVisible() and not panel.train_data.isVisible()
     assert panel.plan.text().startswith("1024 x 1024: "), "this slide's chosen region"
-    assert window.errors == []
+    assert window.errors == [f"the labels of {TCGA.name} (1000, 1000, 512, 512) L0 are 100.0 % Background: its "
+                             f"validation Dice says little about the other classes; validate on a region that holds "
+                             f"them too"], "the validation rectangle lies beside the tissue drawn: all background"
 
 
 def test_a_restart_brings_back_the_project_its_slides_annotations_and_the_training_choices(

@@ -308,7 +308,8 @@ def test_a_prefetched_step_equals_the_step_and_a_stale_prefetch_is_dropped(regio
     assert loss == again[0] and all(np.array_equal(a, b) for a, b in zip(grads, again[2]))
 
 
-def _k_class_warnings(image: np.ndarray, labels: np.ndarray, name: str) -> list[str]:
+def _k_class_warnings(image: np.ndarray, labels: np.ndarray, name: str,
+                      val: RegionData | None = None) -> list[str]:
     """The warnings one step of a Background / Tumor / Stroma model on (image, labels) gives."""
     from gigapath_desktop.annotations import ClassMap
     from gigapath_desktop.model.info import ModelInfo, attach_info
@@ -317,7 +318,7 @@ def _k_class_warnings(image: np.ndarray, labels: np.ndarray, name: str) -> list[
     model = build_unet(classes=3)
     attach_info(model, ModelInfo(ClassMap.named(["Background", "Tumor", "Stroma"])))
     events: list = []
-    Trainer(model, [RegionData(image, labels, name=name)], None, TrainConfig(steps=1, tile=None),
+    Trainer(model, [RegionData(image, labels, name=name)], val, TrainConfig(steps=1, tile=None),
             listeners=[events.append]).run()
     return [e.message for e in events if isinstance(e, WarningEvent)]
 
@@ -327,6 +328,17 @@ def test_a_one_class_warning_names_the_class_of_a_k_class_model(regions: tuple) 
     assert _k_class_warnings(image, np.full((256, 256), 2, np.uint8), "stroma") == [
         "the labels of stroma are 100.0 % Stroma: the model cannot learn the other classes (Background, Tumor) from "
         "it; label some of each class in it, or enlarge the region"]
+
+
+def test_a_validation_region_of_one_class_is_warned_of(regions: tuple) -> None:
+    """Its Dice says little: a model that finds nothing scores 1.0 on a region of glass."""
+    image = np.asarray(regions[0].image)[:256, :256]
+    labels = np.zeros((256, 256), np.uint8)  # every class labelled in training
+    labels[:96], labels[160:] = 1, 2
+    glass = RegionData(image, np.zeros((256, 256), np.uint8), name="glass")
+    assert _k_class_warnings(image, labels, "mixed", glass) == [
+        "the labels of glass are 100.0 % Background: its validation Dice says little about the other classes; "
+        "validate on a region that holds them too"]
 
 
 def test_a_class_no_region_labels_is_named_before_training(regions: tuple) -> None:

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from gigapath_desktop.annotations.classes import ClassMap
+from gigapath_desktop.errors import TrainingError
 from gigapath_desktop.training.data import RegionData
 
 ONE_CLASS = 0.02  # warn when a region's labels are more than 98 % one class
@@ -20,6 +21,22 @@ def label_warnings(train: Sequence[RegionData], shares: Sequence[np.ndarray], na
     if missing and not one_class:  # (a one-class warning already says what the region lacks)
         return [missing_class_warning(missing, names)]
     return one_class
+
+
+def validation_warnings(val: Sequence[RegionData], names: Sequence[str]) -> list[str]:
+    """A warning for each validation region whose labels are nearly one class: its Dice says little (a model that
+    finds nothing scores 1.0 on a region of glass). A region with no labelled pixel has no Dice to mislead."""
+    said = []
+    for region in val:
+        try:
+            shares = region.class_shares(len(names))
+        except TrainingError:
+            continue
+        if shares.max() > 1 - ONE_CLASS:
+            said.append(f"the labels of {region.name or 'a validation region'} are {100 * shares.max():.1f} % "
+                        f"{names[int(np.argmax(shares))]}: its validation Dice says little about the other classes; "
+                        f"validate on a region that holds them too")
+    return said
 
 
 def one_class_warning(region: RegionData, shares: np.ndarray, names: Sequence[str]) -> str:

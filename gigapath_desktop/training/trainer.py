@@ -34,7 +34,7 @@ from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import Event, Listener, LogEvent, StepEvent, TileEvent, WarningEvent
 from gigapath_desktop.training.gradients import LocalExecutor, region_step, region_sums
 from gigapath_desktop.training.guard import CollapseGuard, Verdict
-from gigapath_desktop.training.label_warnings import label_warnings
+from gigapath_desktop.training.label_warnings import label_warnings, validation_warnings
 from gigapath_desktop.training.plan import estimate, prefetch_fits, step_tile
 from gigapath_desktop.training.prefetch import StepPrefetch
 from gigapath_desktop.training.schedule import LearningRate
@@ -156,7 +156,7 @@ class Trainer:
         starting state as a good one (unless a resumed run brought its own)."""
         shares = [region.class_shares(class_count(self.model)) for region in self.train]
         self._dark_field = all(region.background_level() < DARK_FIELD for region in self.train)
-        for text in label_warnings(self.train, shares, self.classes):
+        for text in label_warnings(self.train, shares, self.classes) + validation_warnings(self.val, self.classes):
             self._emit(WarningEvent(text))
         if self.step == 0 and self.config.init_bias:
             init_output_bias(self.model, np.mean(shares, axis=0))
