@@ -359,6 +359,9 @@ class Trainer:
         average = read_arrays(folder, "average")
         if average is not None:  # (a run from before the average: it starts from the loaded weights)
             trainer.average.load(average, state.get("average_updates", 0))
+        elif state.get("average_updates"):
+            trainer._emit(WarningEvent(f"checkpoint {folder.name} lacks its weight average (average.npz): it starts "
+                                       f"again from the loaded weights, so the run does not end as it would have"))
         trainer._good.extend(_good_states(read_arrays(folder, "good") or [], model.get_weights(), arrays))
         trainer.step = state["step"]
         trainer.recoveries = state.get("recoveries", 0)
