@@ -158,7 +158,8 @@ class Session(ClassEdits):
             chosen = [a for a in map(self.annotations.find, (train_id, val_id)) if a is not None]
             shapes = chosen + self.annotations.labels()
             slide = self.slide
-            return TrainingData.of([(slide.path, slide.dimensions, slide.mpp and slide.mpp[0], shapes)] if slide else [])
+            mpp = slide.mpp[0] if slide and slide.mpp else None
+            return TrainingData.of([(slide.path, slide.dimensions, mpp, shapes)] if slide else [])
         project = self.project
         if project is None:
             return TrainingData()
@@ -167,7 +168,8 @@ class Session(ClassEdits):
             is_open = self.folder == project.slide_folder(entry.id)
             return list(self.annotations) if is_open else project.annotations(entry.id)
 
-        return TrainingData.of((entry.path, entry.dimensions, entry.mpp, annotations(entry)) for entry in project.slides)
+        return TrainingData.of((entry.path, entry.dimensions, entry.mpp, annotations(entry))
+                               for entry in project.slides)
 
     def model_classes(self) -> tuple[AnnotationClass, ...] | None:
         """The classes a training of the open slide learns, in label order, as a training of the project would: the

@@ -129,9 +129,10 @@ class TrainSpec:
         validation = tuple(_item(entry, base, f"validation[{i}]") for i, entry in enumerate(_list(data, "validation")))
         said: dict[Path, float | None] = {}
         for item in (*train, *validation):  # one slide, one resolution: two would scale its regions differently
-            if said.setdefault(item.slide.resolve(), item.slide_mpp) != item.slide_mpp:
-                raise ValueError(f"{item.slide}: its items give it two µm/px ('slide_mpp' {said[item.slide.resolve()]} "
-                                 f"and {item.slide_mpp}); give one")
+            first = said.setdefault(item.slide.resolve(), item.slide_mpp)
+            if first != item.slide_mpp:
+                raise ValueError(f"{item.slide}: its items give it two µm/px ('slide_mpp' {first} and "
+                                 f"{item.slide_mpp}); give one")
         return cls(train, validation, classes, mpp, colours)
 
     def repeats(self) -> list[str]:

@@ -73,7 +73,8 @@ class TrainingPanel(QWidget):
         form = QFormLayout()
         for label, widget in (("Train on", self.scope), ("Labels", self.sparse),
                               ("Training region", self._rows[0]), ("Validation region", self._rows[1]),
-                              ("Resolution", self.mpp), ("Tile size", self.tile), ("Memory budget", self.memory_budget), ("Plan", self.plan),
+                              ("Resolution", self.mpp), ("Tile size", self.tile),
+                              ("Memory budget", self.memory_budget), ("Plan", self.plan),
                               ("Learning rate", self.learning_rate), ("Steps", self.steps),
                               ("Device", self.device)):
             form.addRow(label, widget)
