@@ -154,8 +154,9 @@ def test_training_gives_the_stop_signals_back_to_the_handlers_it_found() -> None
 def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
     holder = _start_training(out, "--checkpoint-every", "1")
-    second = run(*LONG_RUN, "--out", str(out), "--resume", "--steps", "2")
-    assert second.returncode == 2 and "is in use by process" in second.stderr and str(holder.pid) in second.stderr
+    for again in ([], ["--resume", "--steps", "2"]):  # in use, said first (not "already holds a run; pass --resume")
+        second = run(*LONG_RUN, "--out", str(out), *again)
+        assert second.returncode == 2 and "is in use by process" in second.stderr and str(holder.pid) in second.stderr
     holder.kill()  # kill -9: the lock dies with its process
     holder.wait()
     rows = len((out / "metrics.csv").read_text().splitlines()) - 1

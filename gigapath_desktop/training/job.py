@@ -14,7 +14,7 @@ from gigapath_desktop import __version__
 from gigapath_desktop.annotations import (Annotation, AnnotationClass, ClassMap, Role, detect_tissue, other_classes,
                                           read_geojson)
 from gigapath_desktop.errors import GigaPathError
-from gigapath_desktop.locks import LOCK_NAME, FolderLock
+from gigapath_desktop.locks import LOCK_NAME, FolderLock, held
 from gigapath_desktop.model import build_unet, model_geometry, save_model
 from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
@@ -57,6 +57,8 @@ def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
 
     `started(trainer)` is called once training is about to begin (the GUI keeps it for pause / resume / stop);
     `cancel()` stops the preparation, including the first decode of a region (minutes for a gigapixel one)."""
+    if held(job.out):  # in use is said first: "pass --resume" would only meet the lock
+        FolderLock(job.out).acquire()  # (raises FolderInUse naming the holder; writes nothing)
     _check_out(job)
     created = not job.out.exists()
     lock = FolderLock(job.out).acquire()  # a folder in use by another run is refused before anything else
