@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m gigapath_desktop
+	$(PY) -m gigapath_desktop gui resources/demo/CMU-1-Small-Region.svs
 
 # Two pytest workers, a test file each: the suite waits on subprocesses and servers as much as it computes.
 test: $(STAMP)

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands")
 
     p = sub.add_parser("gui", help="open the desktop app (the default)")
-    p.add_argument("slide", nargs="?", help="slide to open (default: the bundled demo slide)")
+    p.add_argument("slide", nargs="?", help="slide to open (default: the one the app closed with, else the bundled demo slide)")
     p.set_defaults(command=cmd_gui)
 
     p = sub.add_parser("info", help="print a slide's levels, resolution and properties")
