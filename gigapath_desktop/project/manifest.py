@@ -149,10 +149,13 @@ class Project(ProjectClasses):
     def missing(self) -> list[ProjectSlide]:
         return [s for s in self.slides if not s.path.is_file()]
 
-    def changed(self) -> list[ProjectSlide]:
-        """The slides whose file now holds other content (another slide copied over it): their annotations are not
-        its; they are relinked to where the slide went, or the file put back."""
-        return [s for s in self.slides if s.path.is_file() and identity(s.path) != s.id]
+    def changed(self, among: Iterable[Path] | None = None) -> list[ProjectSlide]:
+        """The slides (of those at the paths `among`; None: all) whose file now holds other content (another slide
+        copied over it): their annotations are not its; they are relinked to where the slide went, or the file put
+        back."""
+        paths = None if among is None else set(among)
+        return [s for s in self.slides if (paths is None or s.path in paths) and s.path.is_file()
+                and identity(s.path) != s.id]
 
     def relink(self, key: str, path: str | os.PathLike[str]) -> ProjectSlide:
         """Point slide `key` at `path`, which must hold the same slide (the same content fingerprint)."""
@@ -243,8 +246,7 @@ class Project(ProjectClasses):
         missing = [i.slide.name for i in (*train, *validation) if not i.slide.is_file()]
         if missing:
             raise GigaPathError(f"slides not found: {', '.join(missing)}; relink them (project relink)")
-        used = {i.slide for i in (*train, *validation)}
-        changed = [s.name for s in self.changed() if s.path in used]
+        changed = [s.name for s in self.changed(i.slide for i in (*train, *validation))]
         if changed:
             raise GigaPathError(f"{', '.join(changed)}: {CHANGED}")
         if is_tissue_model(names):

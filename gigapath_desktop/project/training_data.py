@@ -54,7 +54,8 @@ class TrainingData:
         GigaPathError when the memory budget is too small for it."""
         if not self.train:
             return "no Train region"
-        plans = [choice.plan(region, dict(self.resolutions).get(slide)) for slide, region in self.train]
+        resolutions = dict(self.resolutions)
+        plans = [choice.plan(region, resolutions.get(slide)) for slide, region in self.train]
         plan = max(plans, key=lambda p: p.peak_bytes).describe()
         return plan if len(self.train) == 1 else f"the largest of {len(self.train)} regions, {plan}"
 

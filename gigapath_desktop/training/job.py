@@ -102,9 +102,10 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     items = _checked_items(job.spec, listeners)
     classes = _class_map(job.spec, [(item.slide, annotations) for item, _, annotations, _ in items])
     saved = checkpoint_info(job.out) if job.resume else None
+    inputs = _inputs(job.spec)  # (read once: checked on resume, recorded in config.json)
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
-        _check_same_run(job)
+        _check_same_run(job, inputs)
     if job.config.tile == "auto" and not job.resume:  # (a resumed run keeps the settings it started with)
         _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
     train: list[RegionData] = []
@@ -131,7 +132,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
         attach_info(model, ModelInfo(classes, job.spec.mpp))
         trainer = Trainer(model, train, val, job.config, job.out, listeners, executor)
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
-    _write_config(job, trainer, train, val)
+    _write_config(job, trainer, train, val, inputs)
     return trainer
 
 
@@ -171,7 +172,7 @@ def _check_resumable(job: TrainJob, saved: ModelInfo, wanted: ModelInfo) -> None
                             f"the same --mpp")
 
 
-def _check_same_run(job: TrainJob) -> None:
+def _check_same_run(job: TrainJob, inputs: dict[str, str | None]) -> None:
     """--resume continues the same run: on the data it trained on (its config.json says which), with its seed and
     augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
     differ; a seed or augmentation given again must be the run's own."""
@@ -179,9 +180,9 @@ def _check_same_run(job: TrainJob) -> None:
     if not recorded:
         raise GigaPathError(f"{job.out}: its config.json is missing or unreadable, so the resume cannot be checked to "
                             f"be the same run (on the same data); start a new run in another --out")
-    inputs = recorded.get("inputs")
-    changed = [Path(p).name for p, key in _inputs(job.spec).items() if isinstance(inputs, dict) and p in inputs
-               and inputs[p] != key]
+    started_on = recorded.get("inputs")
+    changed = [Path(p).name for p, key in inputs.items() if isinstance(started_on, dict) and p in started_on
+               and started_on[p] != key]
     if changed:
         raise GigaPathError(f"{job.out}: {', '.join(changed)} changed since the run started (other content under the "
                             f"same name); resume it on the files it trained on, or start a new run in another --out")
@@ -278,22 +279,22 @@ def _check_out(job: TrainJob) -> None:
     if not job.resume and has_run:
         raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
     kept = [name for name in ("project.json", *RUN_FILES) if (job.out / name).exists()]
-    if not job.resume and kept and not _stopped_before_a_checkpoint(job.out, kept):  # a project's folder, a user's
+    if not job.resume and kept and not _stopped_before_a_checkpoint(job, kept):  # a project's folder, a user's
         raise GigaPathError(f"{job.out} holds {', '.join(kept)}, which a new run would write over; choose another "
                             f"--out")  # files, or a run whose checkpoints were deleted: never written over
 
 
-def _stopped_before_a_checkpoint(out: Path, kept: list[str]) -> bool:
+def _stopped_before_a_checkpoint(job: TrainJob, kept: list[str]) -> bool:
     """Whether `out` holds only what a run writes before its first checkpoint (its config.json, and metrics.csv of
     fewer steps than a checkpoint comes after; no model): a run that failed or was killed early, which a new run may
     start afresh in (it could neither resume nor be reused)."""
-    if not set(kept) <= {"config.json", "metrics.csv"}:
+    recorded = _recorded(job)
+    if not set(kept) <= {"config.json", "metrics.csv"} or recorded.get("started_at_step") != 0:
         return False
     try:
-        recorded = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        every = recorded["training"]["checkpoint_every"] if recorded.get("started_at_step") == 0 else 0
-        steps = len((out / "metrics.csv").read_text().splitlines()[1:]) if "metrics.csv" in kept else 0
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        every = recorded["training"]["checkpoint_every"]
+        steps = len((job.out / "metrics.csv").read_text().splitlines()[1:]) if "metrics.csv" in kept else 0
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     return isinstance(every, int) and steps < every
 
@@ -354,13 +355,14 @@ def _decoding(name: str, listeners: Sequence[Listener]) -> Callable[[int, int], 
     return progress
 
 
-def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val: list[RegionData]) -> None:
+def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val: list[RegionData],
+                  inputs: dict[str, str | None]) -> None:
     geometry = model_geometry(trainer.model)
     config = {
         "version": __version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": _resolved(job.spec).as_json(),
-        "inputs": _inputs(job.spec),
+        "inputs": inputs,
         "classes": model_info(trainer.model).classes.as_json(),
         "train_regions": [r.name for r in train],
         "val_regions": [r.name for r in val],

@@ -105,13 +105,9 @@ class FileDialogs:
         if answer:
             name = answer[0]
             existed = any(c.name == name for c in self.session.classes)
-            try:
-                self.session.add_class(*answer)
-            except GigaPathError as exc:
-                self.show_error(str(exc), "Choose that class in the toolbar, or give the new class another name.")
-                return
-            self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(name))
-            if existed:
+            added = self._class_edit(lambda: self.session.add_class(*answer), name,
+                                     "Choose that class in the toolbar, or give the new class another name.")
+            if added and existed:
                 self._show_status(f"the class {name} exists already: it takes the colour chosen")
 
     def class_colour_dialog(self) -> None:
@@ -136,14 +132,18 @@ class FileDialogs:
         if cls is not None:
             self._class_edit(lambda: self.session.remove_class(cls.name), None)
 
-    def _class_edit(self, change: Callable[[], None], chosen: str | None) -> None:
+    def _class_edit(self, change: Callable[[], object], chosen: str | None,
+                    what_next: str = "Nothing was changed.") -> bool:
+        """Make a change to the class list; a refusal is said in a dialog. `chosen`: the class the toolbar shows
+        after it (None: as it is)."""
         try:
             change()
         except GigaPathError as exc:
-            self.show_error(str(exc), "Nothing was changed.")
-            return
+            self.show_error(str(exc), what_next)
+            return False
         if chosen is not None:
             self.menus.class_box.setCurrentIndex(self.menus.class_box.findText(chosen))
+        return True
 
     def _exports(self) -> Path:
         """The slide's exports folder (made now, or a dialog would start in the working directory)."""
