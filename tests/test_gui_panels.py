@@ -621,3 +621,35 @@ def test_the_batch_bar_fills_a_slides_share_only_once_its_outputs_are_written(wi
     assert panel.progress.value() / panel.progress.maximum() == 0.5
     panel.show_progress(100 + 80, 200)
     assert panel.progress.value() < panel.progress.maximum(), "not full before the last slide's row"
+
+
+def test_a_project_slide_without_a_resolution_is_given_one_that_training_reads(
+        window: MainWindow, qtbot, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Tools > Slide resolution…: refused outside a project; on a project slide kept in the project, shown in the
+    properties and the scale bar, read by the training plan, and back when the slide is opened again."""
+    from gigapath_desktop.project import Project
+
+    answers = iter([(0.5, True), (0.5, True), (0.0, True)])
+    monkeypatch.setattr(QInputDialog, "getDouble", lambda *args: next(answers))
+    window.open_slide(TCGA)
+    window.slide_mpp_dialog()
+    assert "only a project slide" in window.errors[-1] and window.session.slide.mpp is None
+    assert window.projects.create(tmp_path / "study") and window.projects.add([TCGA])
+    wait_job(qtbot, window)
+    entry = window.session.project.slides[0]
+    assert window.projects.open_slide(entry.id)
+    window.session.apply("region", [], [Annotation.rectangle(0, 0, 4096, 3072)])
+    window.session.set_training(on_project=True, mpp=2.0)
+    before = window.session.training_data(True).plan_text(window.session.training)
+    window.slide_mpp_dialog()
+    assert window.session.slide.mpp == (0.5, 0.5) and Project.open(tmp_path / "study").slides[0].given_mpp == 0.5
+    properties = {window.properties.item(i, 0).text(): window.properties.item(i, 1).text()
+                  for i in range(window.properties.rowCount())}
+    assert properties["microns per pixel"] == "0.5000 (given)" and window.viewer.scale_bar.isVisible()
+    after = window.session.training_data(True).plan_text(window.session.training)
+    assert "1024 x 768" in after and after != before, "read at 2 µm/px: a quarter of the region's side"
+    window.open_slide(CMU)
+    window.open_slide(TCGA)  # by its file: the project's slide, with the project's word on its µm/px
+    assert window.session.slide.mpp == (0.5, 0.5)
+    window.slide_mpp_dialog()
+    assert window.session.slide.mpp is None and Project.open(tmp_path / "study").slides[0].given_mpp is None

@@ -506,3 +506,52 @@ def test_adding_slides_with_no_project_open_says_so_before_any_file_is_chosen(wi
     window.projects.add_dialog()
     window.projects.add_folder_dialog()
     assert window.errors == ["no project is open"] * 2 and asked == []
+
+
+def test_a_slide_without_a_resolution_is_given_one_that_trainings_and_batches_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TCGA records no µm/px: `project set-mpp` gives it one, kept in the project; the spec trains it at that
+    scale, a batch reads it at the model's µm/px, and the mask made before is no longer passed off as done."""
+    from test_multiclass import darkness_model
+
+    from gigapath_desktop.annotations import ClassMap
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+
+    study = tmp_path / "study"
+    project = Project.create(study)
+    (entry,) = project.add([TCGA]).added
+    write_geojson([Annotation(box(0, 0, 1024, 1024), REGION, Role.REGION)],
+                  project.annotations_path(entry.id))
+    _, out, _ = _cli(capsys, "project", "list", str(study))
+    assert "µm/px not recorded" in out
+    for bad in ("nan", "0", "-1", "2000"):
+        code, _, err = _cli(capsys, "project", "set-mpp", str(study), entry.name, bad)
+        assert code == 2 and err.startswith("error: µm/px must be") and bad in err, err
+    code, _, err = _cli(capsys, "project", "set-mpp", str(study), entry.name)
+    assert code == 2 and "or --clear" in err
+    code, out, _ = _cli(capsys, "project", "set-mpp", str(study), entry.name, "0.5")
+    assert code == 0 and out == f"{entry.name}: 0.5 µm/px (given; the file records none)\n"
+    assert Project.open(study).spec(mpp=2.0).train[0].slide_mpp == 0.5
+    with pytest.raises(GigaPathError, match="µm/px must be"):
+        Project.open(study).set_mpp(entry.id, float("inf"))
+    manifest = json.loads((study / "project.json").read_text())
+    (tmp_path / "bad").mkdir()
+    manifest["slides"][0]["given_mpp"] = "0.5"
+    (tmp_path / "bad" / "project.json").write_text(json.dumps(manifest))
+    with pytest.raises(GigaPathError, match="not a readable project.*µm/px must be"):
+        Project.open(tmp_path / "bad")
+
+    model = darkness_model()
+    attach_info(model, ModelInfo(ClassMap.named(CLASSES), mpp=2.0))
+    path = save_model(model, tmp_path / "m.keras")
+    code, _, _ = _cli(capsys, "project", "set-mpp", str(study), entry.name, "--clear")
+    _cli(capsys, "predict-batch", "--project", str(study), "--model", str(path), "--out", str(tmp_path / "o"))
+    with open_slide(tmp_path / "o" / f"{TCGA.stem}.tif") as mask:
+        assert mask.dimensions == open_slide(TCGA).dimensions, "no µm/px: read at its own level 0"
+    _cli(capsys, "project", "set-mpp", str(study), entry.name, "0.5")
+    code, _, _ = _cli(capsys, "predict-batch", "--project", str(study), "--model", str(path), "--out", str(tmp_path / "o"))
+    assert code == 1 and "another model or other settings" in _summary(tmp_path / "o")[TCGA.name]["error"]
+    code, _, _ = _cli(capsys, "predict-batch", "--project", str(study), "--model", str(path), "--out",
+                      str(tmp_path / "o"), "--overwrite")
+    with open_slide(tmp_path / "o" / f"{TCGA.stem}.tif") as mask:
+        assert code == 0 and mask.dimensions == (1111, 892) and mask.mpp == (2.0, 2.0), "read at 2 µm/px: a quarter"

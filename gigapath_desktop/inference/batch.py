@@ -52,6 +52,7 @@ class BatchJob:
     downsample: float = 32.0  # of the PNG previews
     labels: dict[Path, Path] = field(default_factory=dict)  # slide -> its annotations (GeoJSON), to report Dice
     identities: dict[Path, str] = field(default_factory=dict)  # slide -> the content its labels were drawn on
+    resolutions: dict[Path, float] = field(default_factory=dict)  # slide -> the µm/px the user gave it (a project's)
     min_hole_um2: float = MIN_AREA_UM2  # the clean-up of tissue masks, as `PredictJob`'s
     min_object_um2: float = 0.0
 
@@ -116,7 +117,7 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
         elif not job.overwrite and outputs[0].exists() and other != slide.resolve():
             record(BatchRow(slide, "error", f"{outputs[0]} is the mask of {other or 'another file'}, a slide of the "
                                             "same name; predict into another folder (or --overwrite it)"))
-        elif not job.overwrite and outputs[0].exists() and not _made_as(made, job, kind):
+        elif not job.overwrite and outputs[0].exists() and not _made_as(made, job, kind, slide):
             record(BatchRow(slide, "error", f"{outputs[0]} is the mask of another model or other settings ("
                                             f"{made.get('model') if made else 'not one of ours'}); pass --overwrite "
                                             "to replace it, or predict into another folder"))
@@ -141,14 +142,15 @@ def _made(mask: Path) -> dict | None:
         return None
 
 
-def _made_as(made: dict | None, job: BatchJob, kind: str) -> bool:
-    """Whether a mask was made as this batch would make it: by its model, with its values and threshold (a re-run
-    with another model or --binary must not pass the old masks off as done)."""
+def _made_as(made: dict | None, job: BatchJob, kind: str, slide: Path) -> bool:
+    """Whether a mask was made as this batch would make it: by its model, with its values and threshold, reading the
+    slide at the µm/px it now has (a re-run with another model, --binary or a slide's new µm/px must not pass the old
+    masks off as done)."""
     if made is None:
         return False
     threshold = None if kind == "labels" else job.threshold
     return (made.get("model") == str(job.model.resolve()) and made.get("values") == VALUES[kind]
-            and made.get("threshold") == threshold)
+            and made.get("threshold") == threshold and made.get("slide_mpp") == job.resolutions.get(slide))
 
 
 def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,
@@ -157,7 +159,7 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
     predict = PredictJob(slide, job.model, outputs[0], png=outputs[-1] if job.png else None,
                          downsample=job.downsample, geojson=outputs[1] if job.geojson else None,
                          threshold=job.threshold, binary=job.binary, tile=job.tile, min_hole_um2=job.min_hole_um2,
-                         min_object_um2=job.min_object_um2)
+                         min_object_um2=job.min_object_um2, slide_mpp=job.resolutions.get(slide))
     try:
         result = run_predict_job(predict, progress, cancel, model)
     except Cancelled:

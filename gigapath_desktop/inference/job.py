@@ -110,6 +110,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             "software": f"gigapath-desktop {__version__}", "source_slide": str(slide.path.resolve()),
             "model": str(job.model.resolve()), "region": asdict(region), "downsample": ds,
             "mpp": None if slide.mpp is None else slide.mpp[0] * ds,
+            "slide_mpp": job.slide_mpp,  # the µm/px the user gave the slide (None: the file's own, if any)
             "values": VALUES[values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
         # every output is written under a temporary name; all are renamed together once the last one is done

@@ -41,6 +41,12 @@ def add_project_commands(sub: Any) -> None:
     p.add_argument("path", nargs="?", help="its new file")
     p.add_argument("--search", metavar="FOLDER", help="relink every missing slide found in FOLDER (and below)")
     p.set_defaults(command=cmd_relink)
+    p = psub.add_parser("set-mpp", help="give a slide its µm per pixel (one whose file records none, or a wrong one)")
+    p.add_argument("dir")
+    p.add_argument("slide", help="the slide (name or id)")
+    p.add_argument("mpp", nargs="?", type=float, help="µm per level-0 pixel")
+    p.add_argument("--clear", action="store_true", help="back to what the slide's file records")
+    p.set_defaults(command=cmd_set_mpp)
     p = psub.add_parser("train", help="train on the project's Train regions, validate on its Validation regions")
     p.add_argument("dir")
     p.add_argument("--out", required=True, help="run folder (model.keras, config.json with the spec, metrics.csv)")
@@ -101,7 +107,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             count = f"{len(project.annotations(entry.id))} annotations"
         except GigaPathError as exc:
             count = f"annotations unreadable ({exc})"
-        print(f"{entry.name}  {entry.dimensions[0]} x {entry.dimensions[1]}  {count}  {entry.path}{found}")
+        print(f"{entry.name}  {entry.dimensions[0]} x {entry.dimensions[1]}  {_mpp_text(entry)}  {count}  "
+              f"{entry.path}{found}")
     return 0
 
 
@@ -132,6 +139,25 @@ def cmd_relink(args: argparse.Namespace) -> int:
     entry = project.relink(args.slide, args.path)
     print(f"relinked {entry.name} to {entry.path}")
     return 0
+
+
+def cmd_set_mpp(args: argparse.Namespace) -> int:
+    from gigapath_desktop.project.manifest import Project
+
+    if (args.mpp is None) == (not args.clear):
+        raise GigaPathError("set-mpp takes the slide's µm per pixel, or --clear (not both)")
+    check_option("µm/px", args.mpp)
+    entry = Project.open(args.dir).set_mpp(args.slide, args.mpp)
+    print(f"{entry.name}: {_mpp_text(entry)}")
+    return 0
+
+
+def _mpp_text(entry: Any) -> str:
+    """"0.5 µm/px", "0.25 µm/px (given; the file says 0.5)", "µm/px not recorded"."""
+    if entry.given_mpp is None:
+        return "µm/px not recorded" if entry.mpp is None else f"{entry.mpp:g} µm/px"
+    recorded = "records none" if entry.mpp is None else f"says {entry.mpp:g}"
+    return f"{entry.given_mpp:g} µm/px (given; the file {recorded})"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -176,17 +202,18 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
         raise GigaPathError("--out is empty; name the folder the masks go to")
     skipped: list[tuple[Path, str]] = []
     slides = expand(args.paths, skipped, exclude=[Path(args.out)])
-    labels, identities = {}, {}
+    labels, identities, resolutions = {}, {}, {}
     if args.project:
         project = Project.open(args.project)
         slides += [s.path for s in project.slides]
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
         identities = {s.path: s.id for s in project.slides}
+        resolutions = project.resolutions()
     if not slides:
         raise GigaPathError(f"no slides to predict ({skipped_text(skipped)})" if skipped else "no slides to predict")
     job = BatchJob(Path(args.model), Path(args.out), tuple(dict.fromkeys(slides)), tuple(skipped), args.geojson,
                    args.png, args.overwrite, args.tile, args.threshold, args.binary, args.downsample, labels,
-                   identities, args.min_hole, args.min_object)
+                   identities, resolutions, args.min_hole, args.min_object)
     with tqdm(total=len(job.slides), unit="slide", desc="slides", disable=None) as slides_bar, \
             tqdm(total=None, unit="tile", desc="tiles", leave=False, disable=None) as tiles_bar:
         def progress(index: int, count: int, done: int, total: int) -> None:

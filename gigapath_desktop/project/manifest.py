@@ -24,6 +24,7 @@ from PIL import Image
 from gigapath_desktop.annotations import Annotation, AnnotationClass, Role, read_geojson, write_geojson
 from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.locks import FolderInUse, FolderLock, held
+from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 from gigapath_desktop.project.project_classes import ProjectClasses
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.slides import SLIDE_SUFFIXES, identity, open_slide
@@ -47,11 +48,17 @@ class ProjectSlide:
     name: str
     dimensions: tuple[int, int]
     size: int  # bytes: a cheap first test when looking for a moved slide
-    mpp: float | None = None
+    mpp: float | None = None  # what the file records
+    given_mpp: float | None = None  # the user's word, over what the file records or lacks (`Project.set_mpp`)
+
+    @property
+    def resolution(self) -> float | None:
+        """The slide's µm per level-0 pixel as trainings and predictions read it (None: unknown)."""
+        return self.given_mpp if self.given_mpp is not None else self.mpp
 
     def as_json(self, base: Path) -> dict[str, Any]:
         return {"id": self.id, "path": str(self.path), "relative": os.path.relpath(self.path, base), "name": self.name,
-                "dimensions": list(self.dimensions), "size": self.size, "mpp": self.mpp}
+                "dimensions": list(self.dimensions), "size": self.size, "mpp": self.mpp, "given_mpp": self.given_mpp}
 
 
 @dataclass
@@ -166,6 +173,19 @@ class Project(ProjectClasses):
                 raise GigaPathError(f"{path}: is not the slide {entry.name} (its content differs)")
             return self._replace(entry, replace(entry, path=found.path))
 
+    def set_mpp(self, key: str, mpp: float | None) -> ProjectSlide:
+        """Give slide `key` its µm per level-0 pixel (None: back to what its file records), for a slide whose file
+        records none, or a wrong one: trainings at a chosen µm/px and predictions then read it at that scale."""
+        if mpp is not None and not is_mpp(mpp):
+            raise GigaPathError(f"a slide's µm/px must be {MPP_TEXT}, got {mpp}")
+        with self._changing():
+            entry = self._need(key)
+            return self._replace(entry, replace(entry, given_mpp=None if mpp is None else float(mpp)))
+
+    def resolutions(self) -> dict[Path, float]:
+        """The µm/px the user gave each slide that has one (as `open_slide`'s and a spec's `slide_mpp`)."""
+        return {s.path: s.given_mpp for s in self.slides if s.given_mpp is not None}
+
     def relink_from(self, folder: str | os.PathLike[str]) -> list[ProjectSlide]:
         """Relink every missing slide whose file (same content) lies in `folder` or below it."""
         if not Path(folder).is_dir():
@@ -236,7 +256,7 @@ class Project(ProjectClasses):
         train, validation = [], []
         for entry in self.slides:
             roles = {a.role for a in self.annotations(entry.id)}
-            item = SpecItem(entry.path, (), self.annotations_path(entry.id), sparse)
+            item = SpecItem(entry.path, (), self.annotations_path(entry.id), sparse, entry.given_mpp)
             if Role.REGION in roles:
                 train.append(item)
             if Role.VALIDATION in roles:
@@ -297,11 +317,13 @@ class Project(ProjectClasses):
         moved_along = self.folder / data.get("relative", "")
         if not path.is_file() and data.get("relative") and moved_along.is_file():
             path = moved_along.resolve()
-        mpp = data.get("mpp")
         if not SLIDE_ID.fullmatch(str(data["id"])):  # (a path like ../../x would put annotations outside)
             raise GigaPathError(f"slide id {data['id']!r} is not a slide fingerprint (24 hex digits)")
+        mpp, given = (data.get(key) for key in ("mpp", "given_mpp"))
+        if not all(v is None or is_mpp(v) for v in (mpp, given)):
+            raise GigaPathError(f"slide {data['name']!r}: its µm/px must be {MPP_TEXT}, got {mpp!r} / {given!r}")
         return ProjectSlide(str(data["id"]), path, str(data["name"]), tuple(int(d) for d in data["dimensions"]),
-                            int(data["size"]), None if mpp is None else float(mpp))
+                            int(data["size"]), mpp, given)
 
     def _need(self, key: str) -> ProjectSlide:
         entry = self.slide(key)

@@ -64,7 +64,7 @@ class SavedSession:
 
 
 class SessionEvents:
-    """slide(Slide), model(Path | None), classes(list), selection(tuple of ids), training(TrainingChoice),
+    """slide(Slide), slide_mpp(Slide: its µm/px given anew), model(Path | None), classes(list), selection(tuple of ids), training(TrainingChoice),
     running(TrainingData | None: what a training started on, or None when it ended), folder(Path | None),
     project(Project | None: opened, closed or changed), problem(str: something the user must read),
     autosave_failed(str: from the autosave thread, once per failed write)."""
@@ -72,7 +72,7 @@ class SessionEvents:
     def __init__(self) -> None:
         self.slide, self.model, self.classes, self.selection = Emitter(), Emitter(), Emitter(), Emitter()
         self.training, self.folder, self.problem, self.autosave_failed = Emitter(), Emitter(), Emitter(), Emitter()
-        self.project, self.running = Emitter(), Emitter()
+        self.project, self.running, self.slide_mpp = Emitter(), Emitter(), Emitter()
 
 
 class Session(ClassEdits):
@@ -104,6 +104,10 @@ class Session(ClassEdits):
         elif folder is not None:
             self.folder = folder
         self._lock_project_slide()
+        if self.on_project_slide():  # opened from the project or by its file: the project's word on its µm/px
+            entry = self.project.slide(self.folder.name)
+            if entry is not None:
+                slide.given_mpp = entry.given_mpp
         self.history.clear()
         self.select([])
         problem = self.autosave.attach(self.autosave_path() if restore else None)
@@ -168,8 +172,19 @@ class Session(ClassEdits):
             is_open = self.folder == project.slide_folder(entry.id)
             return list(self.annotations) if is_open else project.annotations(entry.id)
 
-        return TrainingData.of((entry.path, entry.dimensions, entry.mpp, annotations(entry))
+        return TrainingData.of((entry.path, entry.dimensions, entry.resolution, annotations(entry))
                                for entry in project.slides)
+
+    def set_slide_mpp(self, mpp: float | None) -> None:
+        """Give the open project slide its µm per level-0 pixel (None: what its file records), kept in the project
+        for its trainings, predictions and exports; GigaPathError for a slide outside a project or a bad value."""
+        if self.slide is None or not self.on_project_slide():
+            raise GigaPathError("only a project slide keeps a µm/px of its own; add the slide to a project (or give "
+                                "it on the command line: --slide-mpp)")
+        self.project.set_mpp(self.folder.name, mpp)
+        self.slide.given_mpp = mpp
+        self.events.slide_mpp.emit(self.slide)
+        self.events.project.emit(self.project)
 
     def model_classes(self) -> tuple[AnnotationClass, ...] | None:
         """The classes a training of the open slide learns, in label order, as a training of the project would: the

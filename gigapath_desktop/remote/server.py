@@ -99,10 +99,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     def slide_path(relative: str) -> Path:
         """The slide `relative` names under the root; 400 for anything that leads out of it (.., absolute, links)."""
-        if not relative or "\0" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts \
-                or not (root / relative).resolve().is_relative_to(root):
+        if not relative or "\0" in relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
             raise HTTPException(400, f"{relative!r}: slides are named by their path under the slides root")
         candidate = (root / relative).resolve()
+        if not candidate.is_relative_to(root):
+            raise HTTPException(400, f"{relative!r}: slides are named by their path under the slides root")
         if not candidate.is_file():
             raise HTTPException(404, f"{relative!r}: no such slide")
         return candidate

@@ -19,8 +19,8 @@ import numpy as np
 import openslide
 from PIL import Image, UnidentifiedImageError
 
-from gigapath_desktop.errors import SlideError
-from gigapath_desktop.mpp import is_mpp
+from gigapath_desktop.errors import GigaPathError, SlideError
+from gigapath_desktop.mpp import MPP_TEXT, is_mpp
 
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # what OpenSlide reads, by extension: a folder's other files (notes, GeoJSON, CSV) are not slides
@@ -69,7 +69,7 @@ class Slide:
 
     def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
         self.path = Path(path)
-        self._mpp = mpp  # the user's word for the slide's µm/px, over what the file records (or lacks)
+        self.given_mpp = mpp  # the user's word for the slide's µm/px, over what the file records (or lacks)
         self._lock: threading.Lock | None = None  # only PIL-backed images need one
         if self.path.is_dir():
             raise SlideError(f"{self.path}: is a folder, not a slide file")
@@ -118,12 +118,32 @@ class Slide:
         record it (or records nonsense: a value outside MPP_RANGE)."""
         if self._mpp is not None:
             return (self._mpp, self._mpp)
+        return self.recorded_mpp
+
+    @property
+    def recorded_mpp(self) -> tuple[float, float] | None:
+        """Microns per level-0 pixel (x, y) as the file records them (None: not, or nonsense)."""
         props = self._osr.properties
         try:
             mpp = (float(props[openslide.PROPERTY_NAME_MPP_X]), float(props[openslide.PROPERTY_NAME_MPP_Y]))
         except (KeyError, ValueError):
             return None
         return mpp if all(map(is_mpp, mpp)) else None
+
+    @property
+    def given_mpp(self) -> float | None:
+        """The µm/px the user gave the slide (None: the file's own, if any); a project slide takes its project's."""
+        return self._mpp
+
+    @given_mpp.setter
+    def given_mpp(self, mpp: float | None) -> None:
+        if mpp is not None and not is_mpp(mpp):
+            raise GigaPathError(f"a slide's µm/px must be {MPP_TEXT}, got {mpp}")
+        self._mpp = mpp
+
+    def reopen(self) -> "Slide":
+        """Another handle on the same file and µm/px (for a background task, while this one may be closed)."""
+        return Slide(self.path, self._mpp)
 
     @property
     def associated_image_names(self) -> list[str]:

@@ -126,6 +126,7 @@ class BatchController:
         slides = tuple(s.path for s in project.slides)
         labels = {s.path: project.annotations_path(s.id) for s in project.slides}
         identities = {s.path: s.id for s in project.slides}
+        resolutions = project.resolutions()
         options = {"geojson": self.panel.geojson.isChecked(), "png": self.panel.png.isChecked(),
                    "overwrite": self.panel.overwrite.isChecked()}
 
@@ -136,7 +137,8 @@ class BatchController:
             def each(index: int, count: int, done: int, total: int) -> None:
                 progress(index * SHARE + TILES_SHARE * done // max(total, 1), count * SHARE)
 
-            return run_batch(BatchJob(model, out, slides, labels=labels, identities=identities, **options),
+            return run_batch(BatchJob(model, out, slides, labels=labels, identities=identities,
+                                      resolutions=resolutions, **options),
                              self.worker.row.emit, each, cancel)
 
         self.worker = BatchWorker(work)

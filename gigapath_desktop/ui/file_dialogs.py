@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog
 from gigapath_desktop.annotations import AnnotationClass
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.model.info import read_info
+from gigapath_desktop.mpp import MPP_RANGE
 from gigapath_desktop.outputs import atomic_path
 from gigapath_desktop.project.settings import documents_dir, exports_dir
 from gigapath_desktop.resources import ROOT as RESOURCES
@@ -131,6 +132,18 @@ class FileDialogs:
         cls = self.viewer.current_class
         if cls is not None:
             self._class_edit(lambda: self.session.remove_class(cls.name), None)
+
+    def slide_mpp_dialog(self) -> None:
+        """The open project slide's µm per pixel, for a slide whose file records none (or a wrong one)."""
+        slide = self.session.slide
+        if slide is None:
+            return
+        recorded = f"{slide.recorded_mpp[0]:g}" if slide.recorded_mpp else "none"
+        mpp, ok = QInputDialog.getDouble(
+            self, "Slide resolution", f"µm per pixel of {slide.path.name} (0: what the file records, {recorded}):",
+            slide.given_mpp or 0.0, 0.0, MPP_RANGE[1], 4)
+        if ok:
+            self.set_slide_mpp(mpp or None)
 
     def _class_edit(self, change: Callable[[], object], chosen: str | None,
                     what_next: str = "Nothing was changed.") -> bool:

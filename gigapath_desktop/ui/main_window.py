@@ -20,7 +20,7 @@ from gigapath_desktop.annotations import BACKGROUND, Annotation, read_geojson, w
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Project, SavedSession, Session
 from gigapath_desktop.project.settings import Settings
-from gigapath_desktop.slides import Slide, open_slide
+from gigapath_desktop.slides import Slide
 from gigapath_desktop.training.spec import is_tissue_model
 from gigapath_desktop.ui.annotation_list import AnnotationList
 from gigapath_desktop.ui.export_dialog import ExportChoice
@@ -137,6 +137,7 @@ class MainWindow(FileDialogs, QMainWindow):
         s.events.selection.connect(v.select_ids)
         s.events.project.connect(self._on_project)
         s.events.slide.connect(self._on_slide)
+        s.events.slide_mpp.connect(self._on_slide_mpp)
         s.events.classes.connect(self._on_classes)
         s.events.problem.connect(lambda m: self.show_error(m, "Nothing is lost: files that could not be read stay "
                                                               "where this message says."))
@@ -175,10 +176,26 @@ class MainWindow(FileDialogs, QMainWindow):
         self._fill_recent()
         self.setWindowTitle(f"GigaPath Desktop — {slide.path.name}")
 
+    def set_slide_mpp(self, mpp: float | None) -> bool:
+        """Give the open project slide its µm/px (None: what its file records); a refusal is said in a dialog."""
+        try:
+            self.session.set_slide_mpp(mpp)
+        except GigaPathError as exc:
+            self.show_error(str(exc), "Nothing was changed.")
+            return False
+        return True
+
+    def _on_slide_mpp(self, slide: Slide) -> None:
+        self._fill_properties(slide)
+        self.viewer.refresh_scale()
+        self._show_status(f"{slide.path.name}: {slide.mpp[0]:g} µm/px" if slide.mpp else
+                          f"{slide.path.name}: µm/px not recorded")
+
     def _fill_properties(self, s: Slide) -> None:
+        given = " (given)" if s.given_mpp is not None else ""
         rows = [("file", str(s.path)), ("format", s.vendor), ("dimensions", f"{s.dimensions[0]} x {s.dimensions[1]}"),
                 ("levels", ", ".join(f"{w}x{h}" for w, h in s.level_dimensions)),
-                ("microns per pixel", f"{s.mpp[0]:.4f}" if s.mpp else "not recorded")]
+                ("microns per pixel", f"{s.mpp[0]:.4f}{given}" if s.mpp else "not recorded")]
         rows += sorted(s.properties.items())
         self.properties.setRowCount(len(rows))
         for i, (k, v) in enumerate(rows):
@@ -225,10 +242,11 @@ class MainWindow(FileDialogs, QMainWindow):
             return
         from gigapath_desktop.annotations import detect_tissue
 
-        path = self.session.slide.path
+        slide = self.session.slide
+        path = slide.path
 
         def work(progress: Callable[[int, int], None], cancel: Callable[[], bool]) -> list[Annotation]:
-            with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
+            with slide.reopen() as own:  # a handle of its own: the window may open another slide meanwhile
                 return detect_tissue(own)
 
         self.jobs.run("Detecting tissue", work,

@@ -117,8 +117,11 @@ def build_menus(w: "MainWindow") -> Menus:
     w.viewer.brush_changed.connect(menus.brush_size.setValue)
     tools.addSeparator()
     tools.addActions([undo, redo])
-    tools.addAction(action(w.menuBar().addMenu("&Tools"), "Detect tissue", w.detect_tissue, "Ctrl+D",
+    tools_menu = w.menuBar().addMenu("&Tools")
+    tools.addAction(action(tools_menu, "Detect tissue", w.detect_tissue, "Ctrl+D",
                            "Outline the tissue automatically (labels)"))
+    action(tools_menu, "Slide resolution…", w.slide_mpp_dialog,
+           tip="Give a project slide its µm per pixel (for a file that records none, or a wrong one)")
 
     help_menu = w.menuBar().addMenu("&Help")
     action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(w, actions).exec(), QKeySequence.StandardKey.HelpContents)

@@ -12,7 +12,7 @@ from PySide6.QtGui import QImage
 from gigapath_desktop.annotations import ClassMap
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.project import Session
-from gigapath_desktop.slides import Region, open_slide
+from gigapath_desktop.slides import Region
 from gigapath_desktop.ui.export_dialog import ExportChoice
 from gigapath_desktop.ui.jobs import JobRunner, Report
 from gigapath_desktop.ui.results_panel import ResultsPanel
@@ -86,7 +86,7 @@ class Prediction:
 
             model = load_model(model_path)
             info = model_info(model)
-            with open_slide(path) as own:  # a handle of its own: the window may open another slide meanwhile
+            with slide.reopen() as own:  # a handle of its own: the window may open another slide meanwhile
                 # at the model's µm/px when it has one (as the exported mask), else at the overlay's level
                 source, downsample, _ = prediction_source(own, region, info.mpp)
                 if max(source.shape[:2]) > 4 * OVERLAY_MAX_SIDE:
@@ -123,7 +123,8 @@ class Prediction:
             load_engine()  # off the GUI thread
             from gigapath_desktop.inference import PredictJob, run_predict_job
 
-            return run_predict_job(PredictJob(slide.path, model_path, choice.tiff, **options), progress, cancel)
+            return run_predict_job(PredictJob(slide.path, model_path, choice.tiff, slide_mpp=slide.given_mpp,
+                                              **options), progress, cancel)
 
         return self.jobs.run("Exporting mask", work, self._exported)
 

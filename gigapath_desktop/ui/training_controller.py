@@ -143,7 +143,8 @@ class TrainingController(QObject):
         val = session.region(session.annotations.find(self.panel.val_region.currentData()))
         sparse = bool(labels) and session.training.sparse
         spec = TrainSpec.one_slide(session.slide.path, (region,), labels_path, val, names, sparse,
-                                   session.training.mpp, colours=tuple((c.name, c.color) for c in classes or ()))
+                                   session.training.mpp, session.slide.given_mpp,
+                                   colours=tuple((c.name, c.color) for c in classes or ()))
         how = ("sparse" if sparse else "drawn") if labels else "automatic tissue detection"
         return TrainJob(spec, run_dir, config), f"labels: {how}; classes: {', '.join(names or ('tissue',))}"
 

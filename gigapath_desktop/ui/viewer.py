@@ -155,9 +155,13 @@ class SlideViewer(QGraphicsView):
     # --- tiles --------------------------------------------------------------------------------------------------
     def _changed(self) -> None:
         self._refresh.start()
+        self.refresh_scale()
+        self.view_changed.emit()
+
+    def refresh_scale(self) -> None:
+        """The scale bar for the slide's µm/px (given anew, or the view zoomed)."""
         mpp = self.slide.mpp if self.slide is not None else None
         self.scale_bar.show_scale(mpp[0] / self.scale_factor if mpp else None)
-        self.view_changed.emit()
 
     def _request_tiles(self) -> None:
         if self.slide is None or self.loader is None:
