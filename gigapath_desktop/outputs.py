@@ -118,23 +118,24 @@ def write_error(path: Path, tmp: Path, exc: OSError) -> Exception:
     return GigaPathError(f"cannot write {target}: {exc.strerror or exc}")
 
 
-SCRATCH = (".mask-levels-*", ".channel-levels-*", ".prob-*", ".clean-*")  # an export's working folders
+SCRATCH = ("mask-levels", "channel-levels", "prob", "clean")  # an export's working folders
+
+
+def scratch_prefix(kind: str) -> str:
+    """The name prefix of an export's working folder (`kind` of SCRATCH): hidden, and naming this process, so a
+    later run can tell what a killed one left from what a live one is using."""
+    return f".{kind}-{os.getpid()}-"
 
 
 def remove_orphans(folder: Path) -> None:
-    """Remove what killed writers left in `folder`: temporary outputs of processes that are gone and, when no
-    writer is alive there, the exports' working folders (a batch re-run under its folder's lock calls this)."""
-    alive = False
-    for tmp in folder.glob(".*.partial-*"):
-        pid = tmp.stem.rpartition(".partial-")[2]
+    """Remove what killed writers left in `folder`: the temporary outputs and working folders of processes that are
+    gone (a batch re-run under its folder's lock, and every prediction, call this)."""
+    candidates = [(tmp, tmp.stem.rpartition(".partial-")[2]) for tmp in folder.glob(".*.partial-*")]
+    for kind in SCRATCH:
+        candidates += [(scratch, scratch.name.split("-")[-2]) for scratch in folder.glob(f".{kind}-*-*")]
+    for path, pid in candidates:
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            remove(tmp)
-        else:
-            alive = True
-    if not alive:
-        for pattern in SCRATCH:
-            for scratch in folder.glob(pattern):
-                remove(scratch)
+            remove(path)
 
 
 def remove(path: Path) -> None:

@@ -4,6 +4,11 @@ Run by test_ray.py in a pytest process of its own: Ray's node processes then liv
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -21,6 +26,21 @@ from gigapath_desktop.training.gradients import region_gradients, region_sums
 
 
 
+def _wait_for_a_ray_head(timeout: float = 60.0) -> None:
+    """Until `ray start` has recorded its head as this machine's latest (where a plain ray.init() would join it)."""
+    from ray._private.services import get_ray_address_from_environment
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if get_ray_address_from_environment("auto", None):
+                return
+        except ConnectionError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the other Ray did not start")
+
+
 def _worst(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(x - y).max() / np.abs(y).max()) for x, y in zip(a, b))
 
@@ -31,13 +51,24 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_train_with_two_workers_writes_the_same_losses_as_one(synthetic_slide: Path, tmp_path: Path) -> None:
-    """(First in this file: it starts Ray itself, as the command does, before the shared workers exist.)"""
+    """(First in this file: it starts Ray itself, as the command does, before the shared workers exist.) Another
+    Ray running on the machine (a user's `ray start`) is left alone: joining it failed ("num_cpus must not be
+    provided")."""
     from gigapath_desktop.cli import main
 
     common = ["train", str(synthetic_slide), "--region", "0,0,1024,768", "--auto-labels", "--steps", "3",
               "--tile", "256", "--seed", "2"]
-    for workers in (1, 2):
-        assert main(common + ["--out", str(tmp_path / f"w{workers}"), "--workers", str(workers)]) == 0
+    other = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--num-cpus", "1",
+                              "--port", "0", "--disable-usage-stats", "--block"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_a_ray_head()
+        for workers in (1, 2):
+            assert main(common + ["--out", str(tmp_path / f"w{workers}"), "--workers", str(workers)]) == 0
+        assert ray.cluster_resources()["CPU"] >= 2, "a Ray of its own, not the other one's 1 CPU"
+    finally:
+        os.killpg(other.pid, signal.SIGTERM)
+        other.wait(timeout=60)
     one, two = _losses(tmp_path / "w1"), _losses(tmp_path / "w2")
     assert len(one) == len(two) == 3
     np.testing.assert_allclose(two, one, rtol=1e-6, atol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,17 @@ def test_bad_inputs_fail_cleanly_without_leftovers(trained: Path, other_slide: P
                                    probabilities=tmp_path / "d.prob.tif"),
                         progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
+    dead = subprocess.Popen([sys.executable, "-c", ""])  # what a prediction killed with -9 leaves: its pid is gone
+    dead.wait()
+    left = [tmp_path / name for name in (f".e.partial-{dead.pid}.tif", f".mask-levels-{dead.pid}-x1",
+                                         f".prob-{dead.pid}-x2")]
+    live = tmp_path / f".clean-{os.getpid()}-x3"  # (a prediction of this process, still at work)
+    for path in left[1:] + [live]:
+        path.mkdir()
+        (path / "level0.npy").write_bytes(b"0" * 1000)
+    left[0].write_bytes(b"half a mask")
+    run_predict_job(PredictJob(other_slide, trained, tmp_path / "e.tif", region=Region(0, 0, 512, 512)))
+    assert not any(p.exists() for p in left) and live.is_dir(), "the killed run's leftovers go, a live one's stay"
 
 
 def test_predict_command_line(trained: Path, other_slide: Path, tmp_path: Path) -> None:
@@ -184,3 +196,30 @@ def test_small_holes_are_filled_and_specks_removed_as_labels_are_drawn(trained: 
     plain = run_predict_job(PredictJob(without_mpp, trained, tmp_path / "plain.tif", min_hole_um2=300))
     assert any("records no µm/px" in note for note in plain.notes)
     assert np.array_equal(tifffile.imread(plain.out, key=0), before)
+
+
+def test_a_small_region_on_a_big_slide_takes_a_bands_memory_and_the_regions_disk(tmp_path: Path) -> None:
+    """A region's mask is placed on a whole-slide canvas: the rows outside it were allocated at once (a 1 MP region
+    of a 1.6 GP slide peaked at 2.5 GB) and written to the scratch pyramid in full (a 1 GB tmpfs ran out)."""
+    import tracemalloc
+
+    from gigapath_desktop.inference.job import _canvas_rows
+    from gigapath_desktop.inference.writers import TILE, MaskValues, write_mask_tiff
+
+    height, width = 40_000, 12_000
+    band = np.full((1024, 1024), 255, np.uint8)
+    tracemalloc.start()
+    chunks = [(y, len(rows)) for y, rows in _canvas_rows(iter([(0, band)]), (height, width), (35_000, 9_000))]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    canvas = height * width
+    assert peak < 6 * band.shape[0] * width, f"{peak / 2**20:.0f} MiB for a canvas of {canvas / 2**20:.0f} MiB"
+    assert [y for y, _ in chunks] == list(range(0, height, TILE)) and sum(n for _, n in chunks) == height
+
+    rows = _canvas_rows(iter([(0, band)]), (16_384, 16_384), (12_000, 3_000))
+    with write_mask_tiff(tmp_path / "m.tif", rows, (16_384, 16_384), 1.0, None, {}, MaskValues("binary")) as levels:
+        used = sum(f.stat().st_blocks * 512 for f in levels.folder.iterdir())
+        assert used < 32 * 2**20, f"{used / 2**20:.0f} MiB of scratch for a 1 MP region (the canvas: 256 MiB)"
+    with tifffile.TiffFile(tmp_path / "m.tif") as tif:
+        level0 = tif.pages[0].asarray()
+    assert level0[12_000:13_024, 3_000:4_024].all() and np.count_nonzero(level0) == band.size

@@ -342,7 +342,7 @@ def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tm
     dead = subprocess.Popen([sys.executable, "-c", ""])  # what a batch killed with -9 leaves: its pid is gone
     dead.wait()
     (job.out / f".two.partial-{dead.pid}.tif").write_bytes(b"half a mask")
-    (job.out / ".mask-levels-abc123").mkdir()
+    (job.out / f".mask-levels-{dead.pid}-abc123").mkdir()
     run_batch(job)
     assert sorted(p.name for p in job.out.iterdir()) == [".lock", "one.png", "one.tif", "summary.csv", "two.png",
                                                          "two.tif"], "a re-run clears what the killed one left"

@@ -27,7 +27,7 @@ from gigapath_desktop.inference.writers import (
 )
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
-from gigapath_desktop.outputs import atomic_path, check_output
+from gigapath_desktop.outputs import atomic_path, check_output, remove_orphans, scratch_prefix
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.slides.diskarray import DiskArray
 from gigapath_desktop.slides.resample import Scale, read_at
@@ -89,6 +89,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         raise GigaPathError("the mask, PNG, GeoJSON and probability outputs must be different files")
     for path in outputs:
         check_output(path, inputs=(job.slide, job.model))
+    for folder in {path.parent for path in outputs}:
+        remove_orphans(folder)  # what a prediction killed here before left (gigabytes of working folders)
     model = model if model is not None else load_model(job.model)
     info = model_info(model)
     classes = info.classes
@@ -123,7 +125,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         encode = _encoder(values, job.threshold)
         store = None
         if job.probabilities:  # kept on disk beside the output while the mask is written, then written itself
-            scratch = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=".prob-",
+            scratch = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=scratch_prefix("prob"),
                                                                             dir=job.probabilities.parent)))
             channels = len(classes.names) if labels else 1  # the tissue model's one channel (a plain 2-D TIFF)
             shape = (*source.shape[:2], channels) if labels else source.shape[:2]
@@ -133,7 +135,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         if store is not None:
             bands = _probabilities_kept(bands, store)
         if any(limits):
-            folder = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=".clean-", dir=job.out.parent)))
+            folder = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=scratch_prefix("clean"),
+                                                                           dir=job.out.parent)))
             bands = _cleaned(bands, source.shape[:2], values, limits, folder / "mask.npy", cancel)
         rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
@@ -250,27 +253,32 @@ def _counted(bands: Iterator[tuple[int, np.ndarray]], values: MaskValues,
 def _canvas_rows(
     bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], origin: tuple[int, int]
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time; a region
-    snapped onto a resampled grid may reach a pixel past the canvas, which is cut. `shape`: (height, width[,
-    channels])."""
+    """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time, so memory
+    holds a band whatever the slide's size; a region snapped onto a resampled grid may reach a pixel past the canvas,
+    which is cut. `shape`: (height, width[, channels])."""
     height, width = shape[:2]
     r0, c0 = origin
     pending = np.zeros((0, width, *shape[2:]), np.uint8)
     emitted = 0
 
-    def drain(final: bool) -> Iterator[tuple[int, np.ndarray]]:
+    def add(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         nonlocal pending, emitted
-        while len(pending) >= TILE or (final and len(pending)):
+        pending = np.concatenate([pending, rows])
+        while len(pending) >= TILE:
             yield emitted, pending[:TILE]
-            emitted += len(pending[:TILE])
+            emitted += TILE
             pending = pending[TILE:]
+
+    def blank_until(row: int) -> Iterator[tuple[int, np.ndarray]]:
+        while emitted + len(pending) < row:
+            yield from add(np.zeros((min(TILE, row - emitted - len(pending)), width, *shape[2:]), np.uint8))
 
     for y, band in bands:
         band = band[: max(0, height - r0 - y), : width - c0]
-        gap = r0 + y - (emitted + len(pending))
-        rows = np.zeros((gap + band.shape[0], width, *shape[2:]), np.uint8)
-        rows[gap:, c0 : c0 + band.shape[1]] = band
-        pending = np.concatenate([pending, rows])
-        yield from drain(final=False)
-    pending = np.concatenate([pending, np.zeros((height - emitted - len(pending), width, *shape[2:]), np.uint8)])
-    yield from drain(final=True)
+        yield from blank_until(r0 + y)
+        rows = np.zeros((band.shape[0], width, *shape[2:]), np.uint8)
+        rows[:, c0 : c0 + band.shape[1]] = band
+        yield from add(rows)
+    yield from blank_until(height)
+    if len(pending):
+        yield emitted, pending

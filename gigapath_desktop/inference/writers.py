@@ -32,7 +32,7 @@ from gigapath_desktop.annotations import (
     mask_to_polygons,
     write_geojson,
 )
-from gigapath_desktop.outputs import atomic_path
+from gigapath_desktop.outputs import atomic_path, scratch_prefix
 from gigapath_desktop.slides.diskarray import DiskArray
 
 TILE = 512
@@ -129,7 +129,7 @@ def write_mask_tiff(
 
     Returns the scratch levels for previews and contours; the caller closes them.
     """
-    folder = Path(tempfile.mkdtemp(prefix=".mask-levels-", dir=path.parent))
+    folder = Path(tempfile.mkdtemp(prefix=scratch_prefix("mask-levels"), dir=path.parent))
     levels: list[DiskArray] = []
     try:
         with tifffile.TiffWriter(path, bigtiff=True) as tif:
@@ -167,18 +167,18 @@ def write_channels_tiff(
     OME-TIFF: one plane per channel, named, the coarser levels (means of 2 x 2) in SubIFDs, `description` as JSON in
     the OME Description. Bio-Formats, QuPath's reader of multi-channel images, sees named channels and a pyramid this
     way; the masks' plain layout would show it one RGB-like image at full resolution only."""
-    folder = Path(tempfile.mkdtemp(prefix=".channel-levels-", dir=path.parent))
+    folder = Path(tempfile.mkdtemp(prefix=scratch_prefix("channel-levels"), dir=path.parent))
     levels: list[DiskArray] = []
     try:
         levels.append(DiskArray.create(folder / "level0.npy", shape, np.uint8))
         for y, chunk in rows:
-            levels[0][y : y + chunk.shape[0]] = chunk
+            _put(levels[0], y, chunk)
         while max(levels[-1].shape[:2]) > TILE:
             h, w = levels[-1].shape[:2]
             levels.append(DiskArray.create(folder / f"level{len(levels)}.npy",
                                            (math.ceil(h / 2), math.ceil(w / 2), shape[2]), np.uint8))
             for y, chunk in _halved(levels[-2], MaskValues("probability")):
-                levels[-1][y : y + chunk.shape[0]] = chunk
+                _put(levels[-1], y, chunk)
         metadata = {"axes": "CYX", "Channel": {"Name": list(names)}, "Description": json.dumps(description),
                     **_physical_size(mpp, downsample)}
         with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
@@ -229,7 +229,7 @@ def _tiles(rows: Iterator[tuple[int, np.ndarray]], shape: tuple[int, int], store
     width = shape[1]
     padded = math.ceil(width / TILE) * TILE
     for y, chunk in rows:
-        store[y : y + chunk.shape[0]] = chunk
+        _put(store, y, chunk)
         block = np.zeros((TILE, padded), np.uint8)
         block[: chunk.shape[0], :width] = chunk
         for x in range(0, padded, TILE):
@@ -248,6 +248,15 @@ def _planes(level: DiskArray) -> Iterator[np.ndarray]:
                 part = rows[:, x : x + TILE]
                 tile[: part.shape[0], : part.shape[1]] = part
                 yield tile
+
+
+def _put(store: DiskArray, y: int, chunk: np.ndarray) -> None:
+    """Rows into a scratch level; columns of zeros at either side are left unwritten (the sparse file reads them as
+    zeros), so a region's mask on a whole-slide canvas takes the region's disk, not the slide's."""
+    columns = np.flatnonzero(chunk.reshape(chunk.shape[0], chunk.shape[1], -1).any(axis=(0, 2)))
+    if len(columns):
+        x0, x1 = columns[0], columns[-1] + 1
+        store[y : y + chunk.shape[0], x0:x1] = chunk[:, x0:x1]
 
 
 def _halved(store: DiskArray, values: MaskValues) -> Iterator[tuple[int, np.ndarray]]:

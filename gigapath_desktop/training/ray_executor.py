@@ -70,7 +70,9 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 local_cpus = max(workers, os.cpu_count() or 1)  # later executors in this process may want more
-                ray.init(address=address, num_cpus=None if address else local_cpus, include_dashboard=False,
+                # "local": a Ray of its own, even where another one runs on this machine (a plain init would join
+                # that one, whose CPUs it may not ask for)
+                ray.init(address=address or "local", num_cpus=None if address else local_cpus, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise TrainingError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
