@@ -16,7 +16,7 @@ from tqdm import tqdm
 from gigapath_desktop import __version__
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.cli_training import add_training_options, print_plans, run_settings, train_with_progress
-from gigapath_desktop.errors import GigaPathError, os_error_text
+from gigapath_desktop.errors import EXIT_RESUMABLE, GigaPathError, WorkerLost, os_error_text
 from gigapath_desktop.mpp import check_option
 from gigapath_desktop.outputs import check_output
 from gigapath_desktop.project.commands import add_project_commands
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except GigaPathError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_RESUMABLE if isinstance(exc, WorkerLost) else 2
     except OSError as exc:  # a file system refusal the checks could not foresee (disk full, permissions, ...)
         print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
@@ -164,12 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+PREDICT_TILE, PREVIEW_DOWNSAMPLE = 2048, 32.0
+
+
 def add_predict_options(p: argparse.ArgumentParser) -> None:
     """The options of a prediction, shared by `predict` and `predict-batch` (checked by `check_predict_options`)."""
-    p.add_argument("--downsample", type=float, default=32.0, help="PNG preview downsample (default 32)")
+    p.add_argument("--downsample", type=float, default=PREVIEW_DOWNSAMPLE, help="PNG preview downsample (default 32)")
     p.add_argument("--threshold", type=float, default=0.5, help="tissue at or above this probability (default 0.5)")
     p.add_argument("--binary", action="store_true", help="write 0/255 at the threshold instead of probabilities")
-    p.add_argument("--tile", type=int, default=2048, help="output tile side in pixels")
+    p.add_argument("--tile", type=int, default=PREDICT_TILE,
+                   help="side in pixels of the squares the model predicts at a time (memory; the result is the same; "
+                        "default 2048, at most 16384)")
     p.add_argument("--min-hole", type=float, default=MIN_AREA_UM2, metavar="UM2",
                    help=f"tissue models: gaps inside tissue under this area become tissue (default {MIN_AREA_UM2:g} "
                         "µm², as the tissue detector draws labels; 0 keeps every hole)")
@@ -181,7 +186,7 @@ def check_predict_options(args: argparse.Namespace) -> None:
     wrong = [f"{option} must {rule}, got {value:g}" for option, value, ok, rule in [
         ("--threshold", args.threshold, 1 / 255 <= args.threshold < 1, "lie in [1/255, 1)"),  # NaN fails every test
         ("--downsample", args.downsample, 1 <= args.downsample <= 1e6, "lie in [1, 1e6]"),
-        ("--tile", args.tile, args.tile >= 64, "be >= 64"),
+        ("--tile", args.tile, 64 <= args.tile <= 16384, "lie in [64, 16384]"),
     ] if not ok]
     if wrong:
         raise GigaPathError("; ".join(wrong))

@@ -44,7 +44,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                                             "--resume: the run's own)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--workers", type=int, default=1,
-                   help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); same result")
+                   help="spread each step's tiles over N Ray workers (a local Ray; GPUs when present); the same step "
+                        "as one worker on the same --tile")
     p.add_argument("--ray-address", help="run the workers on this Ray cluster (e.g. HEAD:6379) instead of a local Ray")
 
 

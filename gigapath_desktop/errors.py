@@ -26,6 +26,14 @@ class TrainingError(GigaPathError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class WorkerLost(TrainingError):
+    """A training worker died mid-step: the run keeps the last whole step and resumes once workers are back (the
+    command exits with EXIT_RESUMABLE, so a job server marks the job interrupted, not failed)."""
+
+
+EXIT_RESUMABLE = 75  # (EX_TEMPFAIL: try again later)
+
+
 class Cancelled(GigaPathError):
     """Long work was stopped on request (a stop flag was set); partial output was removed."""
 

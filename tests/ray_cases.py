@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import ray
 
-from gigapath_desktop.errors import Cancelled, TrainingError
+from gigapath_desktop.errors import Cancelled, TrainingError, WorkerLost
 from gigapath_desktop.model import build_unet
 from gigapath_desktop.slides import ArrayCache, Region, open_slide
 from gigapath_desktop.slides.synthetic import mask_path_for
@@ -145,6 +145,16 @@ def test_a_lost_worker_fails_the_step_with_one_clear_error(region: RegionData) -
 
     executor = RayExecutor(2)
     ray.kill(executor.workers[0])
-    with pytest.raises(TrainingError, match="worker was lost"):
+    with pytest.raises(WorkerLost, match="worker was lost"):  # (the command exits 75: a server's job resumes)
         region_gradients(build_unet(), region.image, region.labels, tile=256, executor=executor)
     executor.close()
+
+
+def test_more_workers_than_cpus_is_said_at_once(region: RegionData) -> None:
+    """They waited 5 minutes for workers that could not be placed (and a local Ray was given as many CPUs as asked
+    for: 6 TensorFlow workers on 2 cores, 5 GB)."""
+    from gigapath_desktop.training.ray_executor import RayExecutor
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    with pytest.raises(TrainingError, match=f"{cpus + 1} workers need {cpus + 1} CPUs; the Ray here has {cpus}"):
+        RayExecutor(cpus + 1)

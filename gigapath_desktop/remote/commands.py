@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gigapath_desktop.remote.server import ServerConfig, create_app, serve
 
     for bad, message in ((not 0 < args.port < 65536, "--port must lie in 1-65535"),
-                         (args.workers < 1, "--workers must be at least 1"),
+                         (not 1 <= args.workers <= 1024, f"--workers must be between 1 and 1024, got {args.workers}"),
                          (not 0 <= args.job_nice <= 19, "--job-nice must lie in 0-19")):
         if bad:
             raise GigaPathError(message)
@@ -78,8 +79,12 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
     from gigapath_desktop.annotations import read_geojson, to_geojson
     from gigapath_desktop.remote.client import tile_entry
 
+    _refuse_local_options(args, [("--resume", args.resume), ("--demo", args.demo),
+                                 ("--workers", args.workers != 1), ("--ray-address", args.ray_address)],
+                          "the server's own workers train it (serve --workers); a remote run starts afresh")
     if job.out.exists() and (not job.out.is_dir() or any(job.out.iterdir())):
         raise GigaPathError(f"{job.out}: not an empty folder; choose another --out for the downloaded run")
+    _check_creatable(job.out)  # said now, not after the job has trained
     spec = job.spec
     item = spec.train[0]
     if (args.spec or len(spec.train) != 1 or len(item.regions) != 1 or spec.classes or item.sparse or spec.mpp
@@ -111,12 +116,15 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
 
 
 def predict_remote(args: argparse.Namespace) -> int:
+    from gigapath_desktop.cli import PREDICT_TILE, PREVIEW_DOWNSAMPLE
     from gigapath_desktop.outputs import check_output
     from gigapath_desktop.slides import Region
 
-    if args.png or args.probabilities or args.slide_mpp:
-        raise GigaPathError("--remote predictions return the mask and its --geojson contours; leave out --png, "
-                            "--probabilities and --slide-mpp, or predict here with the downloaded model")
+    _refuse_local_options(args, [("--png", args.png), ("--probabilities", args.probabilities),
+                                 ("--slide-mpp", args.slide_mpp), ("--tile", args.tile != PREDICT_TILE),
+                                 ("--downsample", args.downsample != PREVIEW_DOWNSAMPLE)],
+                          "remote predictions return the mask and its --geojson contours, tiled by the server; "
+                          "predict here with the downloaded model for the rest")
     out = check_output(args.out)
     contours = check_output(args.geojson) if args.geojson else None
     if contours is not None and Path(contours).resolve() == Path(out).resolve():
@@ -126,6 +134,7 @@ def predict_remote(args: argparse.Namespace) -> int:
         submitted = client.submit_predict(slide=args.slide, model_job=args.model, region=region, level=args.level,
                                           threshold=args.threshold, binary=args.binary, min_hole_um2=args.min_hole,
                                           min_object_um2=args.min_object)
+        print(f"job {submitted['id']} on {args.remote}", flush=True)
         end = _follow(client, submitted["id"], None)
         if end.get("state") != "finished":
             raise GigaPathError(f"job {submitted['id']} {end.get('state')}: {end.get('message')}")
@@ -134,6 +143,20 @@ def predict_remote(args: argparse.Namespace) -> int:
             client.download(submitted["id"], "contours.geojson", Path(contours))
     print(f"job {submitted['id']}: wrote {', '.join(str(p) for p in (out, contours) if p)}")
     return 0
+
+
+def _check_creatable(folder: Path) -> None:
+    """That `folder` can be made: its nearest existing ancestor is a folder this user may write in."""
+    ancestor = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if ancestor != folder.absolute() and not (ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK)):
+        raise GigaPathError(f"{folder}: cannot create the run folder ({ancestor} is not a folder one may write in)")
+
+
+def _refuse_local_options(args: argparse.Namespace, given: list[tuple[str, Any]], why: str) -> None:
+    """One error line naming the options a --remote run would otherwise ignore."""
+    named = [option for option, value in given if value]
+    if named:
+        raise GigaPathError(f"{', '.join(named)} do{'es' * (len(named) == 1)} not apply with --remote: {why}")
 
 
 def _client(args: argparse.Namespace) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
 from gigapath_desktop.cli import EXIT_WITH_PARENT
+from gigapath_desktop.errors import EXIT_RESUMABLE
 
 from gigapath_desktop.remote.store import Job, JobStore
 
@@ -116,6 +117,8 @@ class Runner:
             return "cancelled", "cancelled"
         if code == 0:
             return "finished", self._public(job_id, last)
+        if code == EXIT_RESUMABLE:
+            return "interrupted", self._public(job_id, last.removeprefix("error: "))
         if code in INTERRUPTED or code < 0:
             return "interrupted", f"stopped (exit {code}); resume continues from the last checkpoint"
         return "failed", self._public(job_id, last.removeprefix("error: "))

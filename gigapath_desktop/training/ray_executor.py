@@ -12,6 +12,7 @@ Ray's dashboard is not started (it is unauthenticated: CVE-2023-48022).
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import uuid
 import weakref
@@ -21,16 +22,32 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from gigapath_desktop.errors import Cancelled, TrainingError
+from gigapath_desktop.errors import Cancelled, TrainingError, WorkerLost
 from gigapath_desktop.model.io import load_model, save_model
 from gigapath_desktop.model.tiling import TilePlan
 
 START_SECONDS = 300  # for the workers to be placed and load TensorFlow
+REACH_SECONDS = 5  # for a TCP connection to a cluster's head
+AUTH_HINT = ("a cluster with token authentication (on by default in recent Ray) also needs RAY_AUTH_MODE=token and "
+             "the head's token here: ~/.ray/auth_token or RAY_AUTH_TOKEN (README: Several workers)")
 
 try:
     import ray
 except ImportError:  # pragma: no cover - the `remote` extra is not installed
     ray = None
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connection to the head within seconds: ray.init retried a wrong or dead address for 10+ minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto":
+        return
+    if not (host and port.isdigit()):
+        raise TrainingError(f"--ray-address {address!r}: give the head as HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise TrainingError(f"cannot reach Ray at {address}: {exc.strerror or exc or 'timed out'}") from None
 
 
 class TileWorker:
@@ -68,14 +85,23 @@ class RayExecutor:
         if workers < 1:
             raise TrainingError(f"--workers must be at least 1, got {workers}")
         if not ray.is_initialized():
+            if address:
+                _check_reachable(address)
+                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "10")  # (a port that is not Ray's)
             try:
-                local_cpus = max(workers, os.cpu_count() or 1)  # later executors in this process may want more
                 # "local": a Ray of its own, even where another one runs on this machine (a plain init would join
-                # that one, whose CPUs it may not ask for)
-                ray.init(address=address or "local", num_cpus=None if address else local_cpus, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                # that one, whose CPUs it may not ask for); as many CPUs as the machine has (each worker is a
+                # TensorFlow process: more of them than cores only costs memory)
+                ray.init(address=address or "local", num_cpus=None if address else os.cpu_count() or 1,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise TrainingError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
+                hint = f"; {AUTH_HINT}" if address and "RAY_AUTH_MODE" not in os.environ else ""
+                raise TrainingError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}{hint}") \
+                    from None
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if workers > cpus:
+            raise TrainingError(f"{workers} workers need {workers} CPUs; the Ray {'cluster' if address else 'here'} "
+                                f"has {cpus:g}: ask for fewer --workers{', or add nodes' if address else ''}")
         gpus = ray.cluster_resources().get("GPU", 0)
         actor = ray.remote(num_cpus=1, num_gpus=1 if gpus >= workers else 0)(TileWorker)
         self.workers = [actor.remote() for _ in range(workers)]
@@ -103,8 +129,9 @@ class RayExecutor:
         try:
             return iter(self._dispatch(method, model, dtype, plan, image, labels, extra, cancel, progress, pending))
         except ray.exceptions.RayActorError as exc:
-            raise TrainingError(f"a training worker was lost ({type(exc).__name__}); the weights of the last whole "
-                                "step are kept: resume the run (--resume) once the workers are back") from None
+            raise WorkerLost(f"a training worker was lost ({type(exc).__name__}); the weights of the last whole "
+                             "step are kept: resume the run once the workers are back (train --resume; a server's "
+                             "job: resume it)") from None
         except ray.exceptions.RayTaskError as exc:
             raise TrainingError(f"a training worker failed: {exc.cause}") from None
         finally:
