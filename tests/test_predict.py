@@ -223,3 +223,12 @@ def test_a_small_region_on_a_big_slide_takes_a_bands_memory_and_the_regions_disk
     with tifffile.TiffFile(tmp_path / "m.tif") as tif:
         level0 = tif.pages[0].asarray()
     assert level0[12_000:13_024, 3_000:4_024].all() and np.count_nonzero(level0) == band.size
+
+
+def test_a_preview_too_large_to_draw_is_refused_before_any_work() -> None:
+    """--downsample 1 on a 1.6 GP slide would have needed ~35 GB (a float copy of the thumbnail)."""
+    from gigapath_desktop.inference.writers import check_preview
+
+    with pytest.raises(GigaPathError, match="1,600 MP; choose a downsample of 5 or more"):
+        check_preview((40_000, 40_000), 1.0)
+    check_preview((40_000, 40_000), 5.0)

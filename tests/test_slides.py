@@ -87,6 +87,22 @@ def test_truncated_copy_gives_slide_error(path: Path, tmp_path: Path) -> None:
             slide.read_region(Region(0, 0, w, h))
 
 
+def test_a_truncated_pyramidal_tiff_is_refused_not_read_as_a_plain_image(tmp_path: Path) -> None:
+    """OpenSlide refuses it; the plain-image reader took it: no µm/px, one level, a cut-off picture, no word."""
+    from gigapath_desktop.slides.realistic import write_pyramid
+
+    whole = tmp_path / "whole.tif"
+    write_pyramid(whole, np.random.default_rng(0).integers(0, 255, (3000, 2000, 3), np.uint8), 0.5)
+    data = whole.read_bytes()
+    for keep in (0.9, 0.5):
+        broken = tmp_path / "cut.tif"
+        broken.write_bytes(data[: int(len(data) * keep)])
+        with pytest.raises(SlideError, match="tiled TIFF that OpenSlide cannot read: the file is truncated"):
+            open_slide(broken)
+    with open_slide(whole) as slide:
+        assert slide.vendor == "generic-tiff" and slide.mpp == (0.5, 0.5)
+
+
 @pytest.mark.parametrize("path", [CMU, TCGA, DAPI], ids=lambda p: p.name)
 def test_corrupt_tiles_give_slide_error(path: Path, tmp_path: Path) -> None:
     broken = tmp_path / path.name

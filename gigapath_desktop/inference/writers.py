@@ -32,10 +32,12 @@ from gigapath_desktop.annotations import (
     mask_to_polygons,
     write_geojson,
 )
+from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.outputs import atomic_path, scratch_prefix
 from gigapath_desktop.slides.diskarray import DiskArray
 
 TILE = 512
+PREVIEW_MAX_PIXELS = 2**26  # a PNG preview's (~5 bytes each while it is drawn)
 CONTOUR_MAX_PIXELS = 2**26  # contours are traced on the finest level at most this large (~8 bytes/px)
 
 
@@ -192,6 +194,15 @@ def write_channels_tiff(
         MaskLevels(folder, levels, downsample).close()
 
 
+def check_preview(dimensions: tuple[int, int], downsample: float) -> None:
+    """Refuse, before any work, a preview too large to draw (a 1.6 GP slide at downsample 1: ~35 GB)."""
+    pixels = (dimensions[0] / downsample) * (dimensions[1] / downsample)
+    if pixels > PREVIEW_MAX_PIXELS:
+        least = math.ceil(math.sqrt(dimensions[0] * dimensions[1] / PREVIEW_MAX_PIXELS))
+        raise GigaPathError(f"a PNG preview at downsample {downsample:g} would hold {pixels / 1e6:,.0f} MP; choose a "
+                            f"downsample of {least} or more")
+
+
 def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, downsample: float,
                       values: MaskValues) -> None:
     """The slide at `downsample` with the mask overlaid (50 %; tissue green, classes in their colours), atomically."""
@@ -199,13 +210,13 @@ def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, dow
     k = max((k for k in range(len(levels.levels)) if levels.level_downsample(k) <= downsample), default=0)
     resize = cv2.INTER_NEAREST if values.kind == "labels" else cv2.INTER_AREA
     mask = cv2.resize(np.asarray(levels.levels[k]), (w, h), interpolation=resize)
-    out = slide_rgb.astype(np.float32)
+    out = slide_rgb.copy()  # (uint8 throughout: a float copy took 22 bytes a preview pixel)
     for cls, find in values.areas():
         on = find(mask)
-        colour = (0, 200, 0) if cls == TISSUE else cls.color
-        out[on] = 0.5 * out[on] + 0.5 * np.array(colour, np.float32)
+        colour = np.array((0, 200, 0) if cls == TISSUE else cls.color, np.uint16)
+        out[on] = (out[on] + colour) // 2
     with atomic_path(path) as tmp:
-        Image.fromarray(out.astype(np.uint8)).save(tmp)
+        Image.fromarray(out).save(tmp)
 
 
 def write_contours(path: Path, levels: MaskLevels, values: MaskValues,

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import math
 import os
+import struct
 import threading
 import warnings
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 import openslide
+import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from gigapath_desktop.errors import GigaPathError, SlideError
@@ -80,6 +82,7 @@ class Slide:
             self._osr: openslide.AbstractSlide = _call(self.path, lambda: openslide.OpenSlide(str(self.path)))
             self.vendor = vendor
         elif self.path.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+            _check_not_a_damaged_pyramid(self.path)
             self._osr = _call(self.path, lambda: openslide.ImageSlide(str(self.path)))
             self._lock = threading.Lock()
             self.vendor = "image"
@@ -290,6 +293,20 @@ def identity(path: str | os.PathLike[str]) -> str | None:
             return slide.fingerprint
     except SlideError:
         return None
+
+
+def _check_not_a_damaged_pyramid(path: Path) -> None:
+    """A tiled TIFF that OpenSlide refuses is damaged (OpenSlide reads every intact one): read as a plain image it
+    gave a wrong slide without a word (no µm/px, no levels, a cut-off picture)."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tiled = tif.pages.first.is_tiled
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, struct.error):
+        tiled = False  # (not a TIFF tifffile reads: the plain-image reader says what is wrong)
+    if tiled:
+        raise SlideError(f"{path}: a tiled TIFF that OpenSlide cannot read: the file is truncated or damaged")
 
 
 def _call(path: Path, fn: Callable[[], _T]) -> _T:
