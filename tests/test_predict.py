@@ -204,7 +204,7 @@ def test_a_small_region_on_a_big_slide_takes_a_bands_memory_and_the_regions_disk
     import tracemalloc
 
     from gigapath_desktop.inference.job import _canvas_rows
-    from gigapath_desktop.inference.writers import TILE, MaskValues, write_mask_tiff
+    from gigapath_desktop.inference.writers import TILE, MaskValues, write_contours, write_mask_tiff
 
     height, width = 40_000, 12_000
     band = np.full((1024, 1024), 255, np.uint8)
@@ -216,13 +216,19 @@ def test_a_small_region_on_a_big_slide_takes_a_bands_memory_and_the_regions_disk
     assert peak < 6 * band.shape[0] * width, f"{peak / 2**20:.0f} MiB for a canvas of {canvas / 2**20:.0f} MiB"
     assert [y for y, _ in chunks] == list(range(0, height, TILE)) and sum(n for _, n in chunks) == height
 
+    band[::2] = 0  # 512 stripes 1 px wide: only the finest level tells them apart
     rows = _canvas_rows(iter([(0, band)]), (16_384, 16_384), (12_000, 3_000))
     with write_mask_tiff(tmp_path / "m.tif", rows, (16_384, 16_384), 1.0, None, {}, MaskValues("binary")) as levels:
         used = sum(f.stat().st_blocks * 512 for f in levels.folder.iterdir())
         assert used < 32 * 2**20, f"{used / 2**20:.0f} MiB of scratch for a 1 MP region (the canvas: 256 MiB)"
+        values = MaskValues("binary")
+        assert write_contours(tmp_path / "c.geojson", levels, values, window=(12_000, 3_000, 1024, 1024)) == 512
+        stripes = read_geojson(tmp_path / "c.geojson")
+        assert min(s.geometry.bounds[0] for s in stripes) == pytest.approx(3_000, abs=1), "registered to level 0"
+        assert write_contours(tmp_path / "c.geojson", levels, values) < 512, "(the whole canvas: a coarser level)"
     with tifffile.TiffFile(tmp_path / "m.tif") as tif:
         level0 = tif.pages[0].asarray()
-    assert level0[12_000:13_024, 3_000:4_024].all() and np.count_nonzero(level0) == band.size
+    assert np.count_nonzero(level0) == np.count_nonzero(band) and level0[12_001:13_024:2, 3_000:4_024].all()
 
 
 def test_a_preview_too_large_to_draw_is_refused_before_any_work() -> None:

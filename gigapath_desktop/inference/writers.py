@@ -102,9 +102,6 @@ class MaskLevels:
     def level_downsample(self, k: int) -> float:
         return self.downsample * 2**k
 
-    def finest_within(self, max_pixels: int) -> int:
-        return next(k for k, a in enumerate(self.levels) if a.size <= max_pixels or k == len(self.levels) - 1)
-
     def close(self) -> None:
         for level in self.levels:
             level.close()
@@ -219,16 +216,22 @@ def write_preview_png(path: Path, slide_rgb: np.ndarray, levels: MaskLevels, dow
         Image.fromarray(out).save(tmp)
 
 
-def write_contours(path: Path, levels: MaskLevels, values: MaskValues,
-                   cancel: Callable[[], bool] | None = None) -> int:
+def write_contours(path: Path, levels: MaskLevels, values: MaskValues, cancel: Callable[[], bool] | None = None,
+                   window: tuple[int, int, int, int] | None = None) -> int:
     """Contours of tissue, or of each class but the first (holes kept, simplified to the traced level's pixel size),
-    as QuPath GeoJSON with their classification; returns the count."""
-    k = levels.finest_within(CONTOUR_MAX_PIXELS)
+    as QuPath GeoJSON with their classification; returns the count. `window`: (row, col, height, width) of the mask's
+    level 0 that holds the prediction (default: all of it); it is traced on the finest level at which it holds at
+    most CONTOUR_MAX_PIXELS, so a region of a big slide keeps its own resolution."""
+    row, col, height, width = window or (0, 0, *levels.levels[0].shape[:2])
+    k = next((k for k in range(len(levels.levels)) if height * width <= CONTOUR_MAX_PIXELS * 4**k),
+             len(levels.levels) - 1)
+    r0, c0, r1, c1 = row >> k, col >> k, -(-(row + height) >> k), -(-(col + width) >> k)
     ds = levels.level_downsample(k)
-    mask = np.asarray(levels.levels[k])
+    mask = np.asarray(levels.levels[k][r0:r1, c0:c1])
     annotations = []
     for cls, find in values.areas():
-        polygons = mask_to_polygons(find(mask), downsample=ds, simplify=0.5 * ds, min_area=4 * ds * ds, cancel=cancel)
+        polygons = mask_to_polygons(find(mask), origin=(c0 * ds, r0 * ds), downsample=ds, simplify=0.5 * ds,
+                                    min_area=4 * ds * ds, cancel=cancel)
         annotations += [Annotation(p, cls=cls, role=Role.LABEL, kind=Kind.POLYGON, name=f"predicted {cls.name.lower()}")
                         for p in polygons]
     write_geojson(annotations, path)
