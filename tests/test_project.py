@@ -555,3 +555,74 @@ def test_a_slide_without_a_resolution_is_given_one_that_trainings_and_batches_re
                       str(tmp_path / "o"), "--overwrite")
     with open_slide(tmp_path / "o" / f"{TCGA.stem}.tif") as mask:
         assert code == 0 and mask.dimensions == (1111, 892) and mask.mpp == (2.0, 2.0), "read at 2 µm/px: a quarter"
+
+
+def test_labels_of_one_class_score_a_mask_that_calls_more_of_that_class_lower(tmp_path: Path) -> None:
+    """Labels of one class (Detect tissue's Tissue, say) are read as dense training reads them: the rest of their
+    bounds is Background, so a model calling pale tissue dark too scores lower than one that matches them (over the
+    labelled pixels alone both scored 1)."""
+    from test_multiclass import darkness_model
+
+    from gigapath_desktop.annotations import ClassMap, mask_to_polygons
+    from gigapath_desktop.model.info import ModelInfo, attach_info
+
+    model = darkness_model()
+    classes = ClassMap.named(CLASSES)
+    attach_info(model, ModelInfo(classes))
+    sane = save_model(model, tmp_path / "sane.keras")
+    logits = model.get_layer("logits_s2d")
+    logits.bias.assign(np.tile(np.float32([1, -3, 0]), logits.bias.shape[0] // 3))  # Tumor from half the darkness
+    eager = save_model(model, tmp_path / "eager.keras")
+    first = run_batch(BatchJob(sane, tmp_path / "first", (CMU,), tile=1024))[0]
+    with open_slide(first.outputs[0]) as mask:
+        tumor = mask.read_region(Region(0, 0, *mask.dimensions))[..., 0] == 1
+    write_geojson([Annotation(p, classes.classes[1]) for p in mask_to_polygons(tumor)], tmp_path / "labels.geojson")
+    dice = {path.stem: run_batch(BatchJob(path, tmp_path / path.stem, (CMU,), tile=1024,
+                                          labels={CMU: tmp_path / "labels.geojson"}))[0].dice for path in (sane, eager)}
+    assert dice["eager"] < dice["sane"] - 0.1, dice
+
+
+def test_a_batch_with_other_clean_up_settings_does_not_pass_the_masks_off_as_done(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same settings skip what exists; other clean-up is an error row where it applies (CMU records its µm/px),
+    and skips a slide without µm/px, whose mask no clean-up setting changes."""
+    model = save_model(build_unet(), tmp_path / "m.keras")
+    batch = ["predict-batch", "--model", str(model), "--out", str(tmp_path / "o"), str(CMU), str(TCGA),
+             "--tile", "1024"]
+    assert _cli(capsys, *batch)[0] == 0
+    code, out, _ = _cli(capsys, *batch)
+    assert code == 0 and "0 predicted, 2 skipped, 0 failed" in out
+    code, out, _ = _cli(capsys, *batch, "--min-hole", "0", "--min-object", "5000")
+    rows = _summary(tmp_path / "o")
+    assert code == 1 and "0 predicted, 1 skipped, 1 failed" in out, out
+    assert "is the mask of another model or other settings" in rows[CMU.name]["error"]
+    assert rows[TCGA.name]["status"] == "skipped"
+
+
+def test_an_interrupted_overwrite_keeps_the_rows_of_the_slides_it_had_not_reached(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    model = save_model(build_unet(), tmp_path / "m.keras")
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("one.svs", "two.svs"):
+        shutil.copy(CMU, slides / name)
+    job = BatchJob(model, tmp_path / "out", (slides / "one.svs", slides / "two.svs"), tile=1024)
+    run_batch(job)
+    before = _summary(job.out)
+    tiles = []
+    with pytest.raises(Cancelled):
+        run_batch(replace(job, overwrite=True), progress=lambda index, *_: tiles.append(index),
+                  cancel=lambda: 1 in tiles)
+    after = _summary(job.out)
+    assert list(after) == ["one.svs", "two.svs"] and after["two.svs"] == before["two.svs"], "two's old mask remains"
+
+
+def test_a_batch_warns_of_a_slide_without_a_resolution_on_the_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = save_model(build_unet(), tmp_path / "m.keras")
+    code, _, err = _cli(capsys, "predict-batch", "--model", str(model), "--out", str(tmp_path / "o"), str(TCGA),
+                        "--tile", "1024")
+    assert code == 0 and (f"warning: {TCGA.resolve()}: {TCGA.name} records no µm/px, so small holes and specks were "
+                          "left as predicted (--slide-mpp gives it one, or project set-mpp for a project's slide)\n"
+                          ) in err, err

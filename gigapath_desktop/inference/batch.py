@@ -2,9 +2,10 @@
 
 For each slide OUT/<slide stem>.tif (and .geojson, .png when asked), and OUT/summary.csv with one row per slide:
 status (ok / error / skipped), the error, the seconds it took, each class's area (mm², or px² of the mask where
-the slide records no µm/px) and, for slides with label annotations (a project's), the Dice of the prediction over
-the labelled pixels. The summary is rewritten (under a temporary name) after every slide, so a stopped batch
-keeps the rows of the slides it finished; a slide whose outputs all exist is skipped unless `overwrite`.
+the slide records no µm/px) and, for slides with label annotations (a project's), the Dice of the prediction
+(`label_dice`). The summary is rewritten (under a temporary name) after every slide, so a stopped batch keeps the
+rows of the slides it finished, and those of slides it had not reached whose outputs remain; a slide whose outputs
+all exist is skipped unless `overwrite`.
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ class BatchRow:
     unit: str = ""
     outputs: tuple[Path, ...] = ()
     dice: float | None = None  # mean over the labelled classes; None: no labels
+    notes: tuple[str, ...] = ()  # what the user should know of an ok slide (`message` joins them for the summary)
 
 
 def run_batch(job: BatchJob, on_row: Callable[[BatchRow], None] | None = None, progress: BatchProgress | None = None,
@@ -92,13 +94,15 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
     classes = model_info(model).classes.names
     kind = "labels" if len(classes) > 2 else "binary" if job.binary else "probability"
     earlier = _earlier_rows(job.out / SUMMARY, classes)
-    others = [row for row in earlier.values()  # slides of earlier batches here, not of this one: their rows stay
-              if row.slide not in job.slides and job.outputs(row.slide)[0].exists()]
+    kept = [row for row in earlier.values() if job.outputs(row.slide)[0].exists()]  # (a batch removes no mask)
     rows: list[BatchRow] = []
 
     def record(row: BatchRow) -> None:
+        """Add `row` to the summary, keeping the earlier rows of slides this batch has not recorded (yet) whose masks
+        are here: an interrupted --overwrite must not lose the rows of the old outputs it had not reached."""
         rows.append(row)
-        write_summary(job.out / SUMMARY, rows + others, classes)
+        recorded = {r.slide for r in rows}
+        write_summary(job.out / SUMMARY, rows + [r for r in kept if r.slide not in recorded], classes)
         if on_row:
             on_row(row)
 
@@ -143,14 +147,18 @@ def _made(mask: Path) -> dict | None:
 
 
 def _made_as(made: dict | None, job: BatchJob, kind: str, slide: Path) -> bool:
-    """Whether a mask was made as this batch would make it: by its model, with its values and threshold, reading the
-    slide at the µm/px it now has (a re-run with another model, --binary or a slide's new µm/px must not pass the old
-    masks off as done)."""
+    """Whether a mask was made as this batch would make it: by its model, with its values, threshold and clean-up,
+    reading the slide at the µm/px it now has (a re-run with another model, --binary, other clean-up or a slide's new
+    µm/px must not pass the old masks off as done). The mask records the clean-up applied: none for class indices or
+    a slide without µm/px, whose masks any clean-up setting would leave as they are."""
     if made is None:
         return False
-    threshold = None if kind == "labels" else job.threshold
+    tissue = kind != "labels"
+    cleanup = (job.min_hole_um2, job.min_object_um2) if tissue and made.get("mpp") is not None else (0, 0)
     return (made.get("model") == str(job.model.resolve()) and made.get("values") == VALUES[kind]
-            and made.get("threshold") == threshold and made.get("slide_mpp") == job.resolutions.get(slide))
+            and made.get("threshold") == (job.threshold if tissue else None)
+            and (made.get("min_hole_um2"), made.get("min_object_um2")) == cleanup
+            and made.get("slide_mpp") == job.resolutions.get(slide))
 
 
 def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,
@@ -178,12 +186,14 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
             notes.append(f"no Dice: {exc}")
         except Exception as exc:  # noqa: BLE001  (the mask is written: a failed comparison must not lose it)
             notes.append(f"no Dice: {type(exc).__name__}: {_one_line(exc)}")
-    return BatchRow(slide, "ok", "; ".join(notes), result.seconds, areas, unit, tuple(outputs), dice)
+    return BatchRow(slide, "ok", "; ".join(notes), result.seconds, areas, unit, tuple(outputs), dice, tuple(notes))
 
 
 def label_dice(result: PredictResult, annotations: list[Annotation]) -> float | None:
-    """The mean Dice over the classes the label annotations hold, counted on the labelled pixels only (as sparse
-    labels), read back from the written mask; None without labels. Raises GigaPathError for labels spanning more
+    """The mean Dice over the classes of the labels' bounding box, read back from the written mask; None without
+    labels. Labels of several classes count on the labelled pixels only (strokes are sparse); labels of one class
+    (e.g. Detect tissue's Tissue) are read as dense training reads them, the rest of the box being the first class
+    (Background), so a mask calling everything that class scores low. Raises GigaPathError for labels spanning more
     than DICE_MAX_PIXELS of the mask or of classes the model does not know."""
     labels = [a for a in annotations if a.role is Role.LABEL]
     values = result.values
@@ -198,8 +208,9 @@ def label_dice(result: PredictResult, annotations: list[Annotation]) -> float | 
         if box.width * box.height > DICE_MAX_PIXELS:
             raise GigaPathError(f"the labels span {box.width} x {box.height} mask pixels, too many to compare")
         predicted = mask.read_region(box)[..., 0]
+    dense = len({a.cls.name for a in labels}) == 1
     truth = rasterize(labels, (box.x * ds, box.y * ds), ds, predicted.shape, values.classes.values(labels),
-                      fill=UNLABELLED)
+                      fill=0 if dense else UNLABELLED)
     labelled = truth != UNLABELLED
     if values.kind != "labels":
         predicted = (predicted >= values.threshold).astype(np.uint8)

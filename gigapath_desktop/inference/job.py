@@ -20,6 +20,7 @@ from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_b
 from gigapath_desktop.inference.writers import (
     TILE,
     MaskValues,
+    check_preview,
     write_channels_tiff,
     write_contours,
     write_mask_tiff,
@@ -34,6 +35,7 @@ from gigapath_desktop.slides.resample import Scale, read_at
 
 DEFAULT_THRESHOLD = 0.5  # tissue at or above this probability
 VALUES = {"labels": "class index", "binary": "0/255 at threshold", "probability": "probability x 255"}  # (recorded)
+GIVE_MPP = "--slide-mpp gives it one, or project set-mpp for a project's slide"  # (predict-batch has no --slide-mpp)
 
 
 @dataclass
@@ -99,6 +101,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
     values = MaskValues("labels" if labels else "binary" if job.binary else "probability", classes, threshold)
     with open_slide(job.slide, job.slide_mpp) as slide, ExitStack() as commit:
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
+        if job.png:
+            check_preview(slide.dimensions, job.downsample)
         source, ds, notes = prediction_source(slide, region, info.mpp)
         notes += _unused_tissue_settings(job, values)
         if isinstance(source, SlideSource):  # the pyramid's own level grid
@@ -140,7 +144,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             bands = _cleaned(bands, source.shape[:2], values, limits, folder / "mask.npy", cancel)
         rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
-            contours = write_contours(tmp[job.geojson], levels, values, cancel) if job.geojson else 0
+            window = (*origin, *source.shape[:2])
+            contours = write_contours(tmp[job.geojson], levels, values, cancel, window) if job.geojson else 0
             if job.png:
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
@@ -171,7 +176,7 @@ def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[
     if mpp is None:
         return (*source, ())
     return (*source, (f"{slide.path.name} records no µm/px; the model was trained at {mpp:g} µm/px, so it runs at "
-                      f"level {region.level} and may be off scale",))
+                      f"level {region.level} and may be off scale ({GIVE_MPP})",))
 
 
 def _unused_tissue_settings(job: PredictJob, values: MaskValues) -> tuple[str, ...]:
@@ -200,7 +205,7 @@ def _cleanup_limits(job: PredictJob, values: MaskValues, pixel_area: float | Non
         return (0, 0), ()
     if pixel_area is None:
         return (0, 0), (f"{slide.path.name} records no µm/px, so small holes and specks were left as predicted "
-                        "(--slide-mpp gives it one)",)
+                        f"({GIVE_MPP})",)
     hole, speck = (math.ceil(min(area / pixel_area, pixels + 1)) for area in (job.min_hole_um2, job.min_object_um2))
     return (hole, speck), ()
 

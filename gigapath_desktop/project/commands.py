@@ -227,6 +227,8 @@ def cmd_predict_batch(args: argparse.Namespace) -> int:
                 slides_bar.update(1)
             if row.status == "error":
                 slides_bar.write(f"error: {row.slide}: {row.message}", file=sys.stderr)
+            for note in row.notes:  # e.g. a slide without µm/px: said here, not only in the summary
+                slides_bar.write(f"warning: {row.slide}: {note}", file=sys.stderr)
 
         rows = run_batch(job, show, progress)
     failed = sum(row.status == "error" for row in rows)
