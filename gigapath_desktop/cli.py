@@ -358,7 +358,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = run_predict_job(job, progress)
+        def say(phase: str) -> None:  # the phases after the tiles have no count: their name and the time
+            bar.set_description(phase)
+            bar.refresh()
+
+        result = run_predict_job(job, progress, say=say)
     for note in result.notes:
         print(f"warning: {note}", file=sys.stderr)
     written = ", ".join(str(p) for p in (result.out, result.png, result.geojson, result.probabilities) if p)

@@ -193,8 +193,13 @@ def test_detect_train_stop_predict_export(window: MainWindow, qtbot, tmp_path: P
     assert window.errors[-1] == f"{typo}: folder {typo.parent} does not exist" and not typo.parent.exists()
     window.errors.clear()
     out = tmp_path / "mask.tif"
+    said: list[str] = []
+    window.statusBar().messageChanged.connect(said.append)
     assert window.export_mask(ExportChoice(out, tmp_path / "mask.png", None, 1024, whole=False, min_hole_um2=2500))
     wait_job(qtbot, window)
+    assert [m for m in said if m.startswith("Exporting mask: ")] == [
+        "Exporting mask: predicting…", "Exporting mask: writing the pyramid…", "Exporting mask: drawing the preview…",
+        "Exporting mask: done"], "each phase named (the bar sat at 100 % while the pyramid and contours were written)"
     assert window.errors == [] and window.results.export_label.text() == f"exported to {out}"
     with open_slide(out) as mask:
         assert mask.dimensions == (2220, 2967)

@@ -82,9 +82,11 @@ class PredictResult:
 
 
 def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                    model: Any = None) -> PredictResult:
+                    model: Any = None, say: Callable[[str], None] | None = None) -> PredictResult:
     """Predict and write every requested output; on any failure no partial output file is left behind. `model`:
-    `job.model` already loaded (a batch loads it once)."""
+    `job.model` already loaded (a batch loads it once); `say(phase)` is told each phase as it starts ("predicting",
+    "writing the pyramid", "tracing contours" ...: the tiles' progress covers only the first)."""
+    say = say or (lambda phase: None)
     start = time.perf_counter()
     outputs = [p for p in (job.out, job.png, job.geojson, job.probabilities) if p is not None]
     if len(set(map(os.path.abspath, outputs))) < len(outputs):
@@ -142,14 +144,19 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             folder = Path(commit.enter_context(tempfile.TemporaryDirectory(prefix=scratch_prefix("clean"),
                                                                            dir=job.out.parent)))
             bands = _cleaned(bands, source.shape[:2], values, limits, folder / "mask.npy", cancel)
-        rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin)
+        say("predicting")
+        rows = _canvas_rows(_counted(bands, values, counts), (canvas_h, canvas_w), origin, say)
         with write_mask_tiff(tmp[job.out], rows, (canvas_h, canvas_w), ds, slide.mpp, description, values) as levels:
             window = (*origin, *source.shape[:2])
+            if job.geojson:
+                say("tracing contours")
             contours = write_contours(tmp[job.geojson], levels, values, cancel, window) if job.geojson else 0
             if job.png:
+                say("drawing the preview")
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
         if store is not None:
+            say("writing the probabilities")
             kept = ((y, np.asarray(store[y : y + TILE])) for y in range(0, store.shape[0], TILE))
             shape = (canvas_h, canvas_w, *store.shape[2:])
             about = {**description, "values": "probability x 255 of each class, one channel per class",
@@ -256,11 +263,13 @@ def _counted(bands: Iterator[tuple[int, np.ndarray]], values: MaskValues,
 
 
 def _canvas_rows(
-    bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], origin: tuple[int, int]
+    bands: Iterator[tuple[int, np.ndarray]], shape: tuple[int, ...], origin: tuple[int, int],
+    say: Callable[[str], None] = lambda phase: None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Place region bands into full-width canvas rows (zeros outside the region), TILE rows at a time, so memory
     holds a band whatever the slide's size; a region snapped onto a resampled grid may reach a pixel past the canvas,
-    which is cut. `shape`: (height, width[, channels])."""
+    which is cut. `shape`: (height, width[, channels]); `say("writing the pyramid")` before the last rows go out
+    (their reader may not ask for more)."""
     height, width = shape[:2]
     r0, c0 = origin
     pending = np.zeros((0, width, *shape[2:]), np.uint8)
@@ -270,6 +279,8 @@ def _canvas_rows(
         nonlocal pending, emitted
         pending = np.concatenate([pending, rows])
         while len(pending) >= TILE:
+            if emitted + TILE >= height:
+                say("writing the pyramid")
             yield emitted, pending[:TILE]
             emitted += TILE
             pending = pending[TILE:]
@@ -286,4 +297,5 @@ def _canvas_rows(
         yield from add(rows)
     yield from blank_until(height)
     if len(pending):
+        say("writing the pyramid")
         yield emitted, pending

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import os
 import struct
@@ -300,11 +301,16 @@ def _check_not_a_damaged_pyramid(path: Path) -> None:
     gave a wrong slide without a word (no µm/px, no levels, a cut-off picture)."""
     if path.suffix.lower() not in (".tif", ".tiff"):
         return
+    reader_log = logging.getLogger("tifffile")
+    level = reader_log.level
+    reader_log.setLevel(logging.CRITICAL)  # (its complaints about a broken file are said below, in one line)
     try:
         with tifffile.TiffFile(path) as tif:
             tiled = tif.pages.first.is_tiled
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, struct.error):
         tiled = False  # (not a TIFF tifffile reads: the plain-image reader says what is wrong)
+    finally:
+        reader_log.setLevel(level)
     if tiled:
         raise SlideError(f"{path}: a tiled TIFF that OpenSlide cannot read: the file is truncated or damaged")
 

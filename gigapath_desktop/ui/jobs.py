@@ -37,12 +37,24 @@ class JobRunner:
         self.stop_button.setVisible(True)
         self.stop_button.setEnabled(True)
         self.worker.progressed.connect(lambda d, t: (self.progress.setRange(0, t), self.progress.setValue(d)))
+        self.worker.said.connect(lambda phase: self._phase(title, phase))
         self.worker.succeeded.connect(lambda result: self._done(f"{title}: done"))
         self.worker.succeeded.connect(on_success)
         self.worker.failed.connect(lambda m: self._failed(title, m))
         self.status.showMessage(f"{title}…")
         self.worker.start()
         return True
+
+    def say(self, phase: str) -> None:
+        """Name the phase the running task has entered (callable from its thread), e.g. "tracing contours"."""
+        if self.worker is not None:
+            self.worker.said.emit(phase)
+
+    def _phase(self, title: str, phase: str) -> None:
+        if self.running() and not self.worker.cancelled:
+            self.status.showMessage(f"{title}: {phase}…")
+            if phase != "predicting":  # (no count: the bar shows it is busy)
+                self.progress.setRange(0, 0)
 
     def stop(self) -> None:
         """Ask the running task to stop (it does at its next check, within seconds); said at once."""

@@ -124,7 +124,7 @@ class Prediction:
             from gigapath_desktop.inference import PredictJob, run_predict_job
 
             return run_predict_job(PredictJob(slide.path, model_path, choice.tiff, slide_mpp=slide.given_mpp,
-                                              **options), progress, cancel)
+                                              **options), progress, cancel, say=self.jobs.say)
 
         return self.jobs.run("Exporting mask", work, self._exported)
 

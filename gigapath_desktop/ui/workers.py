@@ -34,6 +34,7 @@ class Worker(QThread):
     click on a button that the result enabled must not find the work "still running" (it did: the click was lost)."""
 
     progressed = Signal(int, int)
+    said = Signal(str)  # the phase a task has entered (from its thread; shown on the GUI thread)
     succeeded = Signal(object)
     failed = Signal(str)
 
