@@ -203,6 +203,27 @@ def test_pause_holds_and_resume_finishes(regions: tuple, tile: int | None) -> No
     assert not worker.is_alive() and len(steps) == 3 and steps[1] > resumed_at
 
 
+def test_a_run_that_fails_before_its_first_step_leaves_no_checkpoint(regions: tuple, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray workers that could not start failed the first step; the step-0 checkpoint then made the folder refuse a
+    new run ('already holds a run; pass --resume'), for a run that had nothing to resume."""
+    from gigapath_desktop.training.checkpoints import has_checkpoint
+
+    trainer = Trainer(_model(), [regions[0]], None, TrainConfig(steps=3, tile=512), tmp_path / "run")
+
+    def fail() -> None:
+        raise TrainingError("the 3 Ray worker(s) did not start within 300 s")
+
+    monkeypatch.setattr(trainer, "_train_step", fail)
+    with pytest.raises(TrainingError, match="did not start"):
+        trainer.run()
+    assert not has_checkpoint(tmp_path / "run")
+    stopped = Trainer(_model(), [regions[0]], None, TrainConfig(steps=3, tile=512), tmp_path / "stopped")
+    stopped.stop()  # a stop before the first step is no failure: its (step 0) checkpoint stays resumable
+    stopped.run()
+    assert has_checkpoint(tmp_path / "stopped")
+
+
 def test_resume_without_checkpoint_is_an_error(regions: tuple, tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="no checkpoint"):
         Trainer.from_checkpoint(tmp_path, [regions[0]])

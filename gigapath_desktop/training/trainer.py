@@ -7,6 +7,7 @@ between tiles, and a stopped step is discarded, so the weights always belong to 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import zipfile
@@ -145,7 +146,10 @@ class Trainer:
             self._emit(LogEvent(f"stopped during step {self.step + 1}; keeping the weights of step {self.step}"))
         finally:
             self._prefetch.close()
-            if self.run_dir is not None and self._saved != self.step:
+            # a run that failed before its first step has nothing to keep: a checkpoint would only make its folder
+            # refuse a new run ("already holds a run") after, e.g., Ray workers that could not start
+            failed_before_a_step = sys.exc_info()[0] is not None and self.step == 0
+            if self.run_dir is not None and self._saved != self.step and not failed_before_a_step:
                 self.save_checkpoint()
         self.average.apply()
         self._saved = None  # `model` no longer holds the steps' own weights
