@@ -241,6 +241,9 @@ def test_a_killed_server_marks_the_job_interrupted_and_it_resumes(setup: dict, t
             assert sorted(set(sent)) == list(range(1, 17)) and sent[-1] == 16, "every step, the redone ones again"
             config = json.loads(c.download(job["id"], "config.json", tmp_path / "config.json").read_text())
             assert config["started_at_step"] >= 4, "resumed from its checkpoint, not from the start"
+            text = json.dumps(config)
+            assert "sub/slide.tif" in text and str(setup["root"]) not in text and str(tmp_path / "data") not in text, \
+                "the run's record names the slide as the client does, not by the server's folders"
             with pytest.raises(RemoteError, match="409"):
                 c.resume(done["id"])
     finally:

@@ -116,14 +116,14 @@ class Runner:
         if job_id in self._cancelled:
             return "cancelled", "cancelled"
         if code == 0:
-            return "finished", self._public(job_id, last)
+            return "finished", self.public(job_id, last)
         if code == EXIT_RESUMABLE:
-            return "interrupted", self._public(job_id, last.removeprefix("error: "))
+            return "interrupted", self.public(job_id, last.removeprefix("error: "))
         if code in INTERRUPTED or code < 0:
             return "interrupted", f"stopped (exit {code}); resume continues from the last checkpoint"
-        return "failed", self._public(job_id, last.removeprefix("error: "))
+        return "failed", self.public(job_id, last.removeprefix("error: "))
 
-    def _public(self, job_id: str, message: str) -> str:
+    def public(self, job_id: str, message: str) -> str:
         """A job's message as a client may read it: slides by their name under the root, the job's own files by
         their name (the server's folders are not the client's business)."""
         return message.replace(f"{self.folder(job_id)}{os.sep}run{os.sep}", "").replace(

@@ -16,7 +16,7 @@ import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Callable, Literal
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
@@ -228,9 +228,12 @@ def create_app(config: ServerConfig) -> FastAPI:
         path = runner.run_dir(job) / name
         if not path.is_file():
             raise HTTPException(404, f"{name} is not there (yet)")
+        attachment = {"Content-Disposition": f'attachment; filename="{name}"'}
         if name == METRICS:  # grows while the job trains: sent as read at one moment, its length as declared
-            return Response(path.read_bytes(), media_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+            return Response(path.read_bytes(), media_type="text/csv", headers=attachment)
+        if name == "config.json":  # the run's record, its slide and labels named as the client knows them
+            record = _scrubbed(json.loads(path.read_text()), lambda text: runner.public(job_id, text))
+            return Response(json.dumps(record, indent=1), media_type="application/json", headers=attachment)
         return FileResponse(path, filename=name)
 
     @api.get("/jobs/{job_id}/events")
@@ -280,6 +283,15 @@ def _check_regions(slide: Path, name: str, regions: list[list[int] | None], leve
                 opened.check_region(Region(*(region or (0, 0, *opened.dimensions)), level))
     except GigaPathError as exc:
         raise HTTPException(422, str(exc).replace(str(slide), name)) from None
+
+
+def _scrubbed(value: Any, public: Callable[[str], str]) -> Any:
+    """`value` (parsed JSON) with `public` applied to every string, keys too."""
+    if isinstance(value, dict):
+        return {public(k): _scrubbed(v, public) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v, public) for v in value]
+    return public(value) if isinstance(value, str) else value
 
 
 async def _stream(store: JobStore, job_id: str, metrics: Path) -> AsyncIterator[str]:
