@@ -271,3 +271,15 @@ def test_train_and_predict_remote_from_the_command_line(server: Server, setup: d
                                      "--remote", server.url], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "GIGAPATH_TOKEN": "wrong"})
     assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].startswith("error: the server said 401")
+
+
+def test_a_finished_jobs_warnings_reach_the_client(capsys: pytest.CaptureFixture[str]) -> None:
+    """The server kept only the command's last line: a remote predict on a slide without µm/px said nothing of the
+    clean-up it could not do."""
+    from gigapath_desktop.errors import GigaPathError
+    from gigapath_desktop.remote.commands import _check_finished
+
+    _check_finished("j1", {"state": "finished", "message": "warning: s.svs records no µm/px\nwrote mask.tif"})
+    assert capsys.readouterr().err == "warning: s.svs records no µm/px\n"
+    with pytest.raises(GigaPathError, match="job j2 failed: no such slide"):
+        _check_finished("j2", {"state": "failed", "message": "no such slide"})

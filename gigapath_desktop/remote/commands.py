@@ -106,8 +106,7 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
         submitted = client.submit_train(**request)
         print(f"job {submitted['id']} on {args.remote}", flush=True)
         end = _follow(client, submitted["id"], c.steps)
-        if end.get("state") != "finished":
-            raise GigaPathError(f"job {submitted['id']} {end.get('state')}: {end.get('message')}")
+        _check_finished(submitted["id"], end)
         job.out.mkdir(parents=True, exist_ok=True)
         for name in ("model.keras", "metrics.csv", "config.json"):
             client.download(submitted["id"], name, job.out / name)
@@ -136,13 +135,21 @@ def predict_remote(args: argparse.Namespace) -> int:
                                           min_object_um2=args.min_object)
         print(f"job {submitted['id']} on {args.remote}", flush=True)
         end = _follow(client, submitted["id"], None)
-        if end.get("state") != "finished":
-            raise GigaPathError(f"job {submitted['id']} {end.get('state')}: {end.get('message')}")
+        _check_finished(submitted["id"], end)
         client.download(submitted["id"], "mask.tif", Path(out))
         if contours:
             client.download(submitted["id"], "contours.geojson", Path(contours))
     print(f"job {submitted['id']}: wrote {', '.join(str(p) for p in (out, contours) if p)}")
     return 0
+
+
+def _check_finished(job_id: str, end: dict[str, Any]) -> None:
+    """The job's warnings on stderr once it finished; its one error line otherwise."""
+    if end.get("state") != "finished":
+        raise GigaPathError(f"job {job_id} {end.get('state')}: {end.get('message')}")
+    for line in str(end.get("message", "")).splitlines():
+        if line.startswith("warning:"):
+            print(line, file=sys.stderr)
 
 
 def _check_creatable(folder: Path) -> None:

@@ -115,8 +115,9 @@ class Runner:
                     lines[-1] if lines else "")
         if job_id in self._cancelled:
             return "cancelled", "cancelled"
-        if code == 0:
-            return "finished", self.public(job_id, last)
+        if code == 0:  # the command's warnings ride along, one a line, for the client to print
+            warnings = [line for line in lines if line.startswith("warning:")]
+            return "finished", self.public(job_id, "\n".join(dict.fromkeys([*warnings, last])))
         if code == EXIT_RESUMABLE:
             return "interrupted", self.public(job_id, last.removeprefix("error: "))
         if code in INTERRUPTED or code < 0:
