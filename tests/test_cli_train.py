@@ -32,6 +32,10 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     assert config["spec"]["train"] == [{"slide": str(CMU.resolve()), "labels": None, "mode": "dense",
                                         "regions": [[0, 0, 2220, 1800, 0]]}]
     assert config["model"]["halo"] > 0 and [c["name"] for c in config["classes"]] == ["Background", "Tissue"]
+    from gigapath_desktop.model.info import read_info
+
+    info = read_info(out / "model.keras")
+    assert info.mpp is None and info.source_mpp == pytest.approx(0.499), "trained at level 0 of a 0.499 µm/px slide"
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["1", "2", "3"]

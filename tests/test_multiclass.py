@@ -74,6 +74,22 @@ def test_a_model_file_keeps_its_classes_and_resolution(tmp_path: Path) -> None:
         attach_info(build_unet(), ModelInfo(classes))
 
 
+def test_a_model_trained_at_a_level_warns_of_a_slide_read_at_another_scale(tmp_path: Path) -> None:
+    """A model that learnt from 0.5 µm/px pixels (a level, no --mpp) ran on a 0.228 µm/px slide's level 0 without
+    a word; its level 1 (0.456 µm/px) is the same scale."""
+    from conftest import DAPI
+    from gigapath_desktop.inference import PredictJob, run_predict_job
+
+    model = build_unet()
+    attach_info(model, ModelInfo(ClassMap.tissue(), None, 0.5))
+    path = save_model(model, tmp_path / "m.keras")
+    assert model_info(load_model(path)).source_mpp == 0.5
+    notes = {level: run_predict_job(PredictJob(DAPI, path, tmp_path / f"{level}.tif", level=level, tile=1024,
+                                               region=Region(0, 0, 1024, 1024, level))).notes for level in (0, 1)}
+    assert any("learnt from pixels of 0.5 µm/px" in n and "read at 0.228" in n for n in notes[0]), notes[0]
+    assert not any("learnt from" in n for n in notes[1]), notes[1]
+
+
 def test_load_region_rasterizes_sparse_classes(tmp_path: Path) -> None:
     labels = [Annotation(box(100, 100, 300, 200), TUMOR), Annotation(box(400, 400, 500, 600), STROMA)]
     classes = ClassMap.named(["Background", "Tumor", "Stroma"])

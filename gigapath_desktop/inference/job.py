@@ -27,7 +27,7 @@ from gigapath_desktop.inference.writers import (
     write_preview_png,
 )
 from gigapath_desktop.model import load_model
-from gigapath_desktop.model.info import model_info
+from gigapath_desktop.model.info import SCALE_TOLERANCE, ModelInfo, model_info
 from gigapath_desktop.outputs import atomic_path, check_output, remove_orphans, scratch_prefix
 from gigapath_desktop.slides import Region, Slide, SlideSource, open_slide
 from gigapath_desktop.slides.diskarray import DiskArray
@@ -105,7 +105,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
         region = job.region or Region(0, 0, *slide.dimensions, job.level)
         if job.png:
             check_preview(slide.dimensions, job.downsample)
-        source, ds, notes = prediction_source(slide, region, info.mpp)
+        source, ds, notes = prediction_source(slide, region, info)
         notes += _unused_tissue_settings(job, values)
         if isinstance(source, SlideSource):  # the pyramid's own level grid
             canvas_w, canvas_h = slide.level_dimensions[region.level]
@@ -172,18 +172,33 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                          ds, values, job.probabilities)
 
 
-def prediction_source(slide: Slide, region: Region, mpp: float | None) -> tuple[Any, float, tuple[str, ...]]:
+def prediction_source(slide: Slide, region: Region, info: ModelInfo) -> tuple[Any, float, tuple[str, ...]]:
     """(pixels to predict on, level-0 pixels per output pixel, notes): the region at the model's µm/px when it was
-    trained at one and the slide records its own, else at the region's level."""
+    trained at one and the slide records its own, else at the region's level (noted when that is off the scale the
+    model learnt from, as far as the slide and the model say)."""
+    mpp = info.mpp
     if mpp is not None and slide.mpp is not None:
         scale = Scale.for_mpp(slide, mpp)
         unused = (f"the model reads slides at {mpp:g} µm/px, so level {region.level} was not used",)
         return read_at(slide, region, scale), scale.downsample, unused if region.level else ()
     source = SlideSource(slide, region), slide.level_downsamples[region.level]  # SlideSource checks the level
     if mpp is None:
-        return (*source, ())
+        return (*source, _off_scale(slide, region, info.source_mpp))
     return (*source, (f"{slide.path.name} records no µm/px; the model was trained at {mpp:g} µm/px, so it runs at "
                       f"level {region.level} and may be off scale ({GIVE_MPP})",))
+
+
+def _off_scale(slide: Slide, region: Region, learnt: float | None) -> tuple[str, ...]:
+    """A note when a model trained at a level (on pixels of `learnt` µm/px) reads this slide at another scale: a
+    40x slide read at level 0 by a model of 20x pixels gave a mask of the wrong things without a word."""
+    if learnt is None or slide.mpp is None:
+        return ()
+    read = slide.mpp[0] * slide.level_downsamples[region.level]
+    if 1 / SCALE_TOLERANCE <= read / learnt <= SCALE_TOLERANCE:
+        return ()
+    return (f"the model learnt from pixels of {learnt:g} µm/px and {slide.path.name} is read at {read:g} µm/px "
+            f"(level {region.level}), so its results may be off scale: choose the level nearest {learnt:g} µm/px, "
+            f"or train with --mpp (such a model reads every slide at its own scale)",)
 
 
 def _unused_tissue_settings(job: PredictJob, values: MaskValues) -> tuple[str, ...]:

@@ -19,23 +19,28 @@ if TYPE_CHECKING:  # the file's info reads without TensorFlow (the app's export 
     import keras
 
 ENTRY = "gigapath.json"
+SCALE_TOLERANCE = 1.5  # slides read within this factor of the scale a model learnt from count as the same scale
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     classes: ClassMap
     mpp: float | None = None  # µm per pixel of the training data; None: trained at a pyramid level of unknown scale
+    # trained at a level (mpp None): the µm/px of the pixels it learnt from, where the slides record it and agree
+    # (None: unknown); prediction warns when a slide is read at another scale
+    source_mpp: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"classes": self.classes.as_json(), "mpp": self.mpp}
+        return {"classes": self.classes.as_json(), "mpp": self.mpp, "source_mpp": self.source_mpp}
 
     @classmethod
     def from_json(cls, data: Any) -> "ModelInfo":
-        mpp = data.get("mpp") if isinstance(data, dict) else None
-        if mpp is not None and not is_mpp(mpp):
-            raise ModelError(f"its resolution must be {MPP_TEXT}, got {mpp!r}")
+        mpp, source = (data.get(key) if isinstance(data, dict) else None for key in ("mpp", "source_mpp"))
+        if not all(v is None or is_mpp(v) for v in (mpp, source)):
+            raise ModelError(f"its resolution must be {MPP_TEXT}, got {mpp!r} / {source!r}")
         try:
-            return cls(ClassMap.from_json(data["classes"]), None if mpp is None else float(mpp))
+            return cls(ClassMap.from_json(data["classes"]), None if mpp is None else float(mpp),
+                       None if source is None else float(source))
         except (TypeError, KeyError, AnnotationError) as exc:
             raise ModelError(f"its class list is damaged ({exc})") from None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
+import numpy as np
 
 from gigapath_desktop import __version__
 from gigapath_desktop.annotations import (Annotation, AnnotationClass, ClassMap, Role, detect_tissue, other_classes,
@@ -16,7 +17,7 @@ from gigapath_desktop.annotations import (Annotation, AnnotationClass, ClassMap,
 from gigapath_desktop.errors import GigaPathError
 from gigapath_desktop.locks import LOCK_NAME, FolderLock, held
 from gigapath_desktop.model import build_unet, model_geometry, save_model
-from gigapath_desktop.model.info import ModelInfo, attach_info, model_info
+from gigapath_desktop.model.info import SCALE_TOLERANCE, ModelInfo, attach_info, model_info
 from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, identity, open_slide
 from gigapath_desktop.slides.cache import CancelFn
@@ -110,10 +111,13 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
         _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
     train: list[RegionData] = []
     val: list[RegionData] = []
+    sources: list[float | None] = []  # the µm/px of each training region's pixels (at a level: for `source_mpp`)
     for item, role, labels, regions in items:
         with open_slide(item.slide, item.slide_mpp) as slide:
             scale = _scale(slide, job.spec.mpp, listeners)
             for region in regions:
+                if role == "training":
+                    sources.append(slide.mpp[0] * slide.level_downsamples[region.level] if slide.mpp else None)
                 data = load_region(slide, region, labels, cancel=cancel, classes=classes, sparse=item.sparse, scale=scale,
                                    progress=_decoding(f"{role} region {region.as_tuple()} of {slide.path.name}",
                                                       listeners))
@@ -129,11 +133,18 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     else:
         keras.utils.set_random_seed(job.config.seed)
         model = build_unet(classes=len(classes.classes))
-        attach_info(model, ModelInfo(classes, job.spec.mpp))
+        attach_info(model, ModelInfo(classes, job.spec.mpp, None if job.spec.mpp else _agreed(sources)))
         trainer = Trainer(model, train, val, job.config, job.out, listeners, executor)
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
     _write_config(job, trainer, train, val, inputs)
     return trainer
+
+
+def _agreed(mpps: list[float | None]) -> float | None:
+    """The µm/px the training regions share (their median, all within 1.5x of each other), else None."""
+    if not mpps or None in mpps or max(mpps) > SCALE_TOLERANCE * min(mpps):
+        return None
+    return float(np.median(mpps))
 
 
 def job_plans(job: TrainJob) -> list[tuple[str, StepPlan]]:

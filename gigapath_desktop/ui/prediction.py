@@ -88,7 +88,7 @@ class Prediction:
             info = model_info(model)
             with slide.reopen() as own:  # a handle of its own: the window may open another slide meanwhile
                 # at the model's µm/px when it has one (as the exported mask), else at the overlay's level
-                source, downsample, _ = prediction_source(own, region, info.mpp)
+                source, downsample, _ = prediction_source(own, region, info)
                 if max(source.shape[:2]) > 4 * OVERLAY_MAX_SIDE:
                     raise GigaPathError(f"at the model's {info.mpp:g} µm/px this area is {source.shape[1]} x "
                                         f"{source.shape[0]} px, too large to show; select a smaller region, or "
