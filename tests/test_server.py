@@ -261,6 +261,15 @@ def test_train_and_predict_remote_from_the_command_line(server: Server, setup: d
     assert out.returncode == 0, out.stderr[-2000:]
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.keras", "metrics.csv", "config.json"}
     job_id = out.stdout.split()[1]
+    listed = subprocess.run(common + ["jobs", *remote], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and f"{job_id}  train    finished" in listed.stdout, listed.stdout + listed.stderr
+    again = subprocess.run(common + ["jobs", job_id, "--download", str(tmp_path / "again"), *remote],
+                           capture_output=True, text=True, timeout=120)  # the way back to a job the client lost
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "again" / "model.keras").read_bytes() == (tmp_path / "run" / "model.keras").read_bytes()
+    refused = subprocess.run(common + ["jobs", job_id, "--resume", *remote], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "only interrupted jobs resume" in refused.stderr.splitlines()[-1]
     out = subprocess.run(common + ["predict", "sub/slide.tif", "--model", job_id, "--region", "0,0,512,512",
                                    "--out", str(tmp_path / "mask.tif"), *remote], capture_output=True, text=True,
                          timeout=300)

@@ -43,6 +43,9 @@ class Client:
     def submit_predict(self, **request: Any) -> dict[str, Any]:
         return self._call("POST", "/jobs/predict", json=request)
 
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/jobs")
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")
 

@@ -28,6 +28,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--job-nice", type=int, default=10, help="added to the server's niceness for its job processes, "
                    "0-19 (default 10: the server and other work on the machine come first; 0: none)")
     p.set_defaults(command=cmd_serve)
+    p = sub.add_parser("jobs", help="a job server's jobs: list them, or follow, resume, cancel or download one")
+    p.add_argument("job", nargs="?", help="the job's id (default: list every job)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--follow", action="store_true", help="show its steps until it ends")
+    what.add_argument("--resume", action="store_true", help="resume an interrupted job, then follow it")
+    what.add_argument("--cancel", action="store_true", help="stop it on the server")
+    what.add_argument("--download", metavar="OUT", help="a finished job's results: a train job's run into the empty "
+                                                        "folder OUT, a predict job's mask to OUT (.tif)")
+    add_remote_options(p)
+    p.set_defaults(command=cmd_jobs)
 
 
 def add_remote_options(p: argparse.ArgumentParser) -> None:
@@ -60,6 +70,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"serving {root} on http://{args.host}:{args.port} (jobs in {data})", flush=True)
         serve(app, listening)
     return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The way back to a job after the client lost it (a closed terminal, a server restarted mid-job)."""
+    if not args.remote:
+        raise GigaPathError("jobs needs the server: --remote URL")
+    if not args.job and (args.follow or args.resume or args.cancel or args.download):
+        raise GigaPathError("name the job: jobs ID --remote URL (jobs --remote URL lists them)")
+    with _client(args) as client:
+        if not args.job:
+            for job in client.jobs():
+                print(f"{job['id']}  {job['kind']:<7}  {job['state']:<11}  {job['params'].get('slide', '')}  "
+                      f"{str(job['message']).splitlines()[-1] if job['message'] else ''}")
+            return 0
+        job = client.job(args.job)
+        if args.cancel:
+            job = client.cancel(args.job)
+        elif args.resume or args.follow:
+            if args.resume:
+                client.resume(args.job)
+            job = _follow(client, args.job, job["params"].get("training", {}).get("steps"))
+            _check_finished(args.job, job)
+        elif args.download:
+            _check_finished(args.job, job)
+            for name, to in _downloads(job, Path(args.download)):
+                client.download(args.job, name, to)
+            print(f"job {args.job}: wrote {args.download}")
+            return 0
+    print(f"job {job['id']} ({job['kind']}): {job['state']}" + (f": {job['message']}" if job["message"] else ""))
+    return 0
+
+
+def _downloads(job: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    """(file on the server, where it goes) for a finished job's results; `out` checked first."""
+    from gigapath_desktop.outputs import check_output
+
+    if job["kind"] == "predict":
+        return [("mask.tif", Path(check_output(out)))]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GigaPathError(f"{out}: not an empty folder; choose another folder for the downloaded run")
+    _check_creatable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return [(name, out / name) for name in ("model.keras", "metrics.csv", "config.json")]
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -145,6 +198,8 @@ def predict_remote(args: argparse.Namespace) -> int:
 
 def _check_finished(job_id: str, end: dict[str, Any]) -> None:
     """The job's warnings on stderr once it finished; its one error line otherwise."""
+    if end.get("state") == "interrupted":
+        raise GigaPathError(f"job {job_id} interrupted: {end.get('message')} (`jobs {job_id} --remote URL --resume`)")
     if end.get("state") != "finished":
         raise GigaPathError(f"job {job_id} {end.get('state')}: {end.get('message')}")
     for line in str(end.get("message", "")).splitlines():
@@ -188,4 +243,10 @@ def _follow(client: Any, job_id: str, steps: int | None) -> dict[str, Any]:
         client.cancel(job_id)
         print(f"job {job_id} cancelled on the server", file=sys.stderr)
         raise
+    except GigaPathError as exc:  # the connection, not the job, ended: say the way back to it
+        raise GigaPathError(f"{exc}; job {job_id} is kept on the server: `jobs {job_id} --remote URL` says how it "
+                            "is, --follow picks it up again, --resume once it reads interrupted") from None
+    if not end:
+        raise GigaPathError(f"the server closed the connection before job {job_id} ended; `jobs {job_id} --remote URL "
+                            "--follow` picks it up again")
     return end
