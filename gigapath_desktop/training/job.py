@@ -108,7 +108,12 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
         _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
         _check_same_run(job, inputs)
     if job.config.tile == "auto" and not job.resume:  # (a resumed run keeps the settings it started with)
-        _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
+        plans = _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
+        for where, plan in plans if job.workers > 1 else ():
+            if plan.tiles < job.workers:  # (a step hands out one tile a worker at most)
+                for listener in listeners:
+                    listener(WarningEvent(f"{where}: a step of {plan.tiles} tile(s) keeps {job.workers - plan.tiles} "
+                                          f"of the {job.workers} workers idle; a smaller --tile gives them work"))
     train: list[RegionData] = []
     val: list[RegionData] = []
     sources: list[float | None] = []  # the µm/px of each training region's pixels (at a level: for `source_mpp`)
