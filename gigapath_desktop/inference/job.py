@@ -121,7 +121,8 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             "slide_mpp": job.slide_mpp,  # the µm/px the user gave the slide (None: the file's own, if any)
             "values": VALUES[values.kind], "threshold": None if labels else job.threshold, "classes": classes.as_json(),
         }
-        # every output is written under a temporary name; all are renamed together once the last one is done
+        # every output is written under a temporary name; once the last one is done they are renamed one after
+        # another, the mask last, so a mask says its set is whole (a stop between two renames leaves the others)
         pixel_area = None if slide.mpp is None else slide.mpp[0] * slide.mpp[1] * ds * ds
         limits, note = _cleanup_limits(job, values, pixel_area, slide, source.shape[0] * source.shape[1])
         notes += note
