@@ -284,7 +284,7 @@ def test_a_damaged_autosave_is_kept_aside_and_never_overwritten(window: MainWind
     os.utime(slide, (1, 1))  # a touch or a re-sync keeps the slide's annotations
     window.open_slide(slide)
     assert len(window.session.annotations) == 1 and window.session.autosave_path() == path
-    damaged = path.read_text().replace('"coordinates": [', '"coordinates": [[[0, 0], [NaN, 1], [2, 2], [0, 0]], ', 1)
+    damaged = path.read_text().replace('"coordinates":[', '"coordinates":[[[0,0],[NaN,1],[2,2],[0,0]],', 1)
     path.write_text(damaged)
     window.open_slide(slide)
     assert len(window.session.annotations) == 0 and window.error_box.isVisible()

@@ -641,13 +641,15 @@ def test_a_project_slide_without_a_resolution_is_given_one_that_training_reads(
     window.session.apply("region", [], [Annotation.rectangle(0, 0, 4096, 3072)])
     window.session.set_training(on_project=True, mpp=2.0)
     before = window.session.training_data(True).plan_text(window.session.training)
+    assert "TCGA-CR-7395-01A-01-TS1-crop.svs records no µm/px: read at its own pixels" in before, "said before Start"
     window.slide_mpp_dialog()
     assert window.session.slide.mpp == (0.5, 0.5) and Project.open(tmp_path / "study").slides[0].given_mpp == 0.5
     properties = {window.properties.item(i, 0).text(): window.properties.item(i, 1).text()
                   for i in range(window.properties.rowCount())}
     assert properties["microns per pixel"] == "0.5000 (given)" and window.viewer.scale_bar.isVisible()
     after = window.session.training_data(True).plan_text(window.session.training)
-    assert "1024 x 768" in after and after != before, "read at 2 µm/px: a quarter of the region's side"
+    assert "1024 x 768" in after and "records no" not in after, "read at 2 µm/px: a quarter of the region's side"
+    assert "px" not in window.annotation_list.item(0, 3).text(), "the list's areas follow the new µm/px"
     window.open_slide(CMU)
     window.open_slide(TCGA)  # by its file: the project's slide, with the project's word on its µm/px
     assert window.session.slide.mpp == (0.5, 0.5)

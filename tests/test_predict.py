@@ -113,6 +113,11 @@ def test_bad_inputs_fail_cleanly_without_leftovers(trained: Path, other_slide: P
                                    probabilities=tmp_path / "d.prob.tif"),
                         progress=lambda d, t: calls.append(d), cancel=lambda: len(calls) >= 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
+    said: list[str] = []  # a stop asked while the preview is drawn: no output replaced (they all were)
+    with pytest.raises(Cancelled, match="before the outputs were renamed"):
+        run_predict_job(PredictJob(other_slide, trained, tmp_path / "f.tif", png=tmp_path / "f.png"),
+                        cancel=lambda: "drawing the preview" in said, say=said.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.keras"]
     dead = subprocess.Popen([sys.executable, "-c", ""])  # what a prediction killed with -9 leaves: its pid is gone
     dead.wait()
     left = [tmp_path / name for name in (f".e.partial-{dead.pid}.tif", f".mask-levels-{dead.pid}-x1",

@@ -153,7 +153,7 @@ def test_a_project_trains_a_sparse_three_class_model_across_slides_and_predicts_
     code, out, _ = _cli(capsys, "predict-batch", "--model", str(tmp_path / "another.keras"), "--out", str(out_dir),
                         str(batch / CMU.name))
     assert code == 1 and "0 predicted, 0 skipped, 1 failed" in out
-    assert "is the mask of another model or other settings" in _summary(out_dir)[CMU.name]["error"]
+    assert "was made by another model" in _summary(out_dir)[CMU.name]["error"]
 
     shutil.copy(slides / "b.tif", slides / "a.tif")  # another slide copied over a project slide's file
     code, out, _ = _cli(capsys, "project", "list", str(project_dir))
@@ -550,7 +550,8 @@ def test_a_slide_without_a_resolution_is_given_one_that_trainings_and_batches_re
         assert mask.dimensions == open_slide(TCGA).dimensions, "no µm/px: read at its own level 0"
     _cli(capsys, "project", "set-mpp", str(study), entry.name, "0.5")
     code, _, _ = _cli(capsys, "predict-batch", "--project", str(study), "--model", str(path), "--out", str(tmp_path / "o"))
-    assert code == 1 and "another model or other settings" in _summary(tmp_path / "o")[TCGA.name]["error"]
+    error = _summary(tmp_path / "o")[TCGA.name]["error"]
+    assert code == 1 and "at another µm/px of the slide (given none, now 0.5)" in error, error
     code, _, _ = _cli(capsys, "predict-batch", "--project", str(study), "--model", str(path), "--out",
                       str(tmp_path / "o"), "--overwrite")
     with open_slide(tmp_path / "o" / f"{TCGA.stem}.tif") as mask:
@@ -595,7 +596,7 @@ def test_a_batch_with_other_clean_up_settings_does_not_pass_the_masks_off_as_don
     code, out, _ = _cli(capsys, *batch, "--min-hole", "0", "--min-object", "5000")
     rows = _summary(tmp_path / "o")
     assert code == 1 and "0 predicted, 1 skipped, 1 failed" in out, out
-    assert "is the mask of another model or other settings" in rows[CMU.name]["error"]
+    assert "was made with another clean-up (holes 1000" in rows[CMU.name]["error"], rows[CMU.name]["error"]
     assert rows[TCGA.name]["status"] == "skipped"
 
 

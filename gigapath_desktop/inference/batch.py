@@ -121,10 +121,9 @@ def _run(job: BatchJob, on_row: Callable[[BatchRow], None] | None, progress: Bat
         elif not job.overwrite and outputs[0].exists() and other != slide.resolve():
             record(BatchRow(slide, "error", f"{outputs[0]} is the mask of {other or 'another file'}, a slide of the "
                                             "same name; predict into another folder (or --overwrite it)"))
-        elif not job.overwrite and outputs[0].exists() and not _made_as(made, job, kind, slide):
-            record(BatchRow(slide, "error", f"{outputs[0]} is the mask of another model or other settings ("
-                                            f"{made.get('model') if made else 'not one of ours'}); pass --overwrite "
-                                            "to replace it, or predict into another folder"))
+        elif not job.overwrite and outputs[0].exists() and (otherwise := _made_otherwise(made, job, kind, slide)):
+            record(BatchRow(slide, "error", f"{outputs[0]} was made {otherwise}; --overwrite (the app: Predict again "
+                                            "where masks exist) replaces it, or predict into another folder"))
         elif not job.overwrite and all(p.exists() for p in outputs):
             before = earlier.get(str(slide), BatchRow(slide, "skipped"))  # its figures from the run that made them
             record(replace(before, status="skipped", message=KEPT,
@@ -146,19 +145,29 @@ def _made(mask: Path) -> dict | None:
         return None
 
 
-def _made_as(made: dict | None, job: BatchJob, kind: str, slide: Path) -> bool:
-    """Whether a mask was made as this batch would make it: by its model, with its values, threshold and clean-up,
-    reading the slide at the µm/px it now has (a re-run with another model, --binary, other clean-up or a slide's new
-    µm/px must not pass the old masks off as done). The mask records the clean-up applied: none for class indices or
-    a slide without µm/px, whose masks any clean-up setting would leave as they are."""
+def _made_otherwise(made: dict | None, job: BatchJob, kind: str, slide: Path) -> str | None:
+    """How a mask was made otherwise than this batch would make it (None: the same way): by another model, with
+    other values, threshold or clean-up, or reading the slide at another µm/px (a re-run with another model,
+    --binary, other clean-up or a slide's new µm/px must not pass the old masks off as done). The mask records the
+    clean-up applied: none for class indices or a slide without µm/px, whose masks any clean-up would leave as
+    they are."""
     if made is None:
-        return False
+        return "by another program (not one of its masks)"
     tissue = kind != "labels"
     cleanup = (job.min_hole_um2, job.min_object_um2) if tissue and made.get("mpp") is not None else (0, 0)
-    return (made.get("model") == str(job.model.resolve()) and made.get("values") == VALUES[kind]
-            and made.get("threshold") == (job.threshold if tissue else None)
-            and (made.get("min_hole_um2"), made.get("min_object_um2")) == cleanup
-            and made.get("slide_mpp") == job.resolutions.get(slide))
+    for differs, how in [
+        (made.get("model") != str(job.model.resolve()), f"by another model ({made.get('model')})"),
+        (made.get("values") != VALUES[kind] or made.get("threshold") != (job.threshold if tissue else None),
+         f"with other values ({made.get('values')}, threshold {made.get('threshold')})"),
+        ((made.get("min_hole_um2"), made.get("min_object_um2")) != cleanup,
+         f"with another clean-up (holes {made.get('min_hole_um2')} µm², specks {made.get('min_object_um2')} µm²)"),
+        (made.get("slide_mpp") != job.resolutions.get(slide),
+         f"at another µm/px of the slide (given {made.get('slide_mpp') or 'none'}, now "
+         f"{job.resolutions.get(slide) or 'none'})"),
+    ]:
+        if differs:
+            return how
+    return None
 
 
 def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, cancel: CancelFn | None,

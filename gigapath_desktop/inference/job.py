@@ -14,7 +14,7 @@ import numpy as np
 
 from gigapath_desktop import __version__
 from gigapath_desktop.annotations.tissue import MIN_AREA_UM2
-from gigapath_desktop.errors import GigaPathError
+from gigapath_desktop.errors import Cancelled, GigaPathError
 from gigapath_desktop.inference.cleanup import clean_mask
 from gigapath_desktop.inference.predictor import CancelFn, ProgressFn, predict_bands
 from gigapath_desktop.inference.writers import (
@@ -156,6 +156,7 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
                 say("drawing the preview")
                 size = max(1, round(max(slide.dimensions) / job.downsample))
                 write_preview_png(tmp[job.png], slide.thumbnail(size), levels, job.downsample, values)
+        _check_stop(cancel)  # (a stop asked during the preview: nothing is renamed over the user's files)
         if store is not None:
             say("writing the probabilities")
             kept = ((y, np.asarray(store[y : y + TILE])) for y in range(0, store.shape[0], TILE))
@@ -168,9 +169,15 @@ def run_predict_job(job: PredictJob, progress: ProgressFn | None = None, cancel:
             else:
                 write_mask_tiff(tmp[job.probabilities], rows, shape, ds, slide.mpp, about,
                                 MaskValues("probability", classes)).close()
+            _check_stop(cancel)
     return PredictResult(job.out, job.png, job.geojson, contours, source.shape[0] * source.shape[1],
                          time.perf_counter() - start, notes, dict(zip(classes.names, map(int, counts))), pixel_area,
                          ds, values, job.probabilities)
+
+
+def _check_stop(cancel: CancelFn | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("stopped before the outputs were renamed")
 
 
 def prediction_source(slide: Slide, region: Region, info: ModelInfo) -> tuple[Any, float, tuple[str, ...]]:

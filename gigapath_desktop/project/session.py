@@ -179,8 +179,9 @@ class Session(ClassEdits):
         """Give the open project slide its µm per level-0 pixel (None: what its file records), kept in the project
         for its trainings, predictions and exports; GigaPathError for a slide outside a project or a bad value."""
         if self.slide is None or not self.on_project_slide():
-            raise GigaPathError("only a project slide keeps a µm/px of its own; add the slide to a project (or give "
-                                "it on the command line: --slide-mpp)")
+            where = "the open project (File > Add slides to project…)" if self.project else "a project"
+            raise GigaPathError(f"only a project slide keeps a µm/px of its own: add the slide to {where}, or give it "
+                                "on the command line (--slide-mpp)")
         self.project.set_mpp(self.folder.name, mpp)
         self.slide.given_mpp = mpp
         self.events.slide_mpp.emit(self.slide)

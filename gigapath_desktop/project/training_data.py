@@ -57,7 +57,12 @@ class TrainingData:
         resolutions = dict(self.resolutions)
         plans = [choice.plan(region, resolutions.get(slide)) for slide, region in self.train]
         plan = max(plans, key=lambda p: p.peak_bytes).describe()
-        return plan if len(self.train) == 1 else f"the largest of {len(self.train)} regions, {plan}"
+        text = plan if len(self.train) == 1 else f"the largest of {len(self.train)} regions, {plan}"
+        unknown = list(dict.fromkeys(s.name for s, _ in self.train if resolutions.get(s) is None))
+        if choice.mpp and unknown:  # said before Start, not in a dialog once the run has begun
+            text += (f"; {', '.join(unknown)} record{'s' * (len(unknown) == 1)} no µm/px: read at its own pixels "
+                     "(Tools > Slide resolution… gives a project slide one)")
+        return text
 
 
 def describe(regions: Placed) -> str:

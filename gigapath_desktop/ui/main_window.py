@@ -188,6 +188,8 @@ class MainWindow(FileDialogs, QMainWindow):
     def _on_slide_mpp(self, slide: Slide) -> None:
         self._fill_properties(slide)
         self.viewer.refresh_scale()
+        self._on_view_changed()  # (the magnification)
+        self.annotation_list.refresh()  # (the areas in µm²)
         self._show_status(f"{slide.path.name}: {slide.mpp[0]:g} µm/px" if slide.mpp else
                           f"{slide.path.name}: µm/px not recorded")
 

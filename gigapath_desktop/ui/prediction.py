@@ -129,7 +129,9 @@ class Prediction:
         return self.jobs.run("Exporting mask", work, self._exported)
 
     def _exported(self, result: PredictResult) -> None:
-        self.jobs.status.showMessage(f"wrote {result.out}", 10000)
+        contours = f" ({result.contours} contours)" if result.geojson else ""
+        written = [str(result.out), *(p.name for p in (result.png, result.geojson) if p)]
+        self.jobs.status.showMessage(f"wrote {', '.join(written)}{contours}", 30000)
         self.panel.show_export(result.out)
         if result.notes:
             self.report(f"wrote {result.out.name}, but", "\n".join(result.notes))
