@@ -322,12 +322,17 @@ def test_a_run_recorded_as_running_whose_process_is_gone_reads_as_interrupted(tm
     assert Project.open(project.folder).runs[-1]["status"].startswith("interrupted")
 
 
-def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tmp_path: Path) -> None:
-    model = save_model(build_unet(), tmp_path / "m.keras")
+def _model_and_two_slides(tmp_path: Path) -> tuple[Path, Path]:
+    """A tissue model and a folder of two copies of CMU (one.svs, two.svs)."""
     slides = tmp_path / "slides"
     slides.mkdir()
     for name in ("one.svs", "two.svs"):
         shutil.copy(CMU, slides / name)
+    return save_model(build_unet(), tmp_path / "m.keras"), slides
+
+
+def test_a_stopped_batch_leaves_no_partial_output_and_keeps_the_finished_rows(tmp_path: Path) -> None:
+    model, slides = _model_and_two_slides(tmp_path)
     tiles = []
 
     def progress(index: int, count: int, done: int, total: int) -> None:
@@ -603,11 +608,7 @@ def test_a_batch_with_other_clean_up_settings_does_not_pass_the_masks_off_as_don
 def test_an_interrupted_overwrite_keeps_the_rows_of_the_slides_it_had_not_reached(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    model = save_model(build_unet(), tmp_path / "m.keras")
-    slides = tmp_path / "slides"
-    slides.mkdir()
-    for name in ("one.svs", "two.svs"):
-        shutil.copy(CMU, slides / name)
+    model, slides = _model_and_two_slides(tmp_path)
     job = BatchJob(model, tmp_path / "out", (slides / "one.svs", slides / "two.svs"), tile=1024)
     run_batch(job)
     before = _summary(job.out)

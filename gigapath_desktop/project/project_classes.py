@@ -11,7 +11,7 @@ from gigapath_desktop.annotations import BACKGROUND, Annotation, AnnotationClass
 from gigapath_desktop.locks import FolderLock
 
 if TYPE_CHECKING:
-    from gigapath_desktop.project.manifest import ProjectSlide
+    from gigapath_desktop.project.project_slides import ProjectSlide
 
 
 class ProjectClasses:
