@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -22,12 +22,13 @@ from gigapath_desktop.outputs import atomic_path, remove
 from gigapath_desktop.slides import Region, Slide, identity, open_slide
 from gigapath_desktop.slides.cache import CancelFn
 from gigapath_desktop.slides.resample import Scale, read_at
-from gigapath_desktop.training.checkpoints import checkpoint_info, has_checkpoint
+from gigapath_desktop.training.checkpoints import checkpoint_info
 from gigapath_desktop.training.data import RegionData, load_region
 from gigapath_desktop.training.events import Event, Listener, LogEvent, WarningEvent
 from gigapath_desktop.training.metrics import MetricsWriter
-from gigapath_desktop.training.config import RUN_FILES, TrainConfig
+from gigapath_desktop.training.config import TrainConfig
 from gigapath_desktop.training.plan import GIB, StepPlan, estimate, plan_step, step_tile
+from gigapath_desktop.training.run_folder import check_out, check_resumable, check_same_run, resolved
 from gigapath_desktop.training.spec import SpecItem, TrainSpec, unknown_classes, where_text
 from gigapath_desktop.training.trainer import Trainer
 
@@ -60,7 +61,7 @@ def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
     `cancel()` stops the preparation, including the first decode of a region (minutes for a gigapixel one)."""
     if held(job.out):  # in use is said first: "pass --resume" would only meet the lock
         FolderLock(job.out).acquire()  # (raises FolderInUse naming the holder; writes nothing)
-    _check_out(job)
+    check_out(job)
     created = not job.out.exists()
     lock = FolderLock(job.out).acquire()  # a folder in use by another run is refused before anything else
     executor = None
@@ -96,7 +97,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
 
     Every slide, labels file and region is checked before the first (possibly long) decode. The caller holds the
     run folder's lock (`run_train_job` does)."""
-    _check_out(job)
+    check_out(job)
     for repeat in job.spec.repeats():
         for listener in listeners:
             listener(WarningEvent(f"the training spec: {repeat}"))
@@ -105,8 +106,8 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     saved = checkpoint_info(job.out) if job.resume else None
     inputs = _inputs(job.spec)  # (read once: checked on resume, recorded in config.json)
     if saved is not None:  # refused before any region is decoded (minutes for a gigapixel one)
-        _check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
-        _check_same_run(job, inputs)
+        check_resumable(job, saved, ModelInfo(classes, job.spec.mpp))
+        check_same_run(job, inputs)
     if job.config.tile == "auto" and not job.resume:  # (a resumed run keeps the settings it started with)
         plans = _plans(job, items)  # likewise a memory budget too small for a region: said before any decoding
         for where, plan in plans if job.workers > 1 else ():
@@ -131,7 +132,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
     if job.resume:
         changes = {name: getattr(job.config, name) for name in job.resume_changes}
         trainer = Trainer.from_checkpoint(job.out, train, val, listeners, changes, executor)
-        _check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))  # the one it resumed
+        check_resumable(job, model_info(trainer.model), ModelInfo(classes, job.spec.mpp))  # the one it resumed
         if trainer.step > trainer.config.steps:
             raise GigaPathError(f"{job.out}: the run is at step {trainer.step} already; --steps must be at least "
                                 f"{trainer.step} (or left out: the run's own)")
@@ -175,76 +176,6 @@ def _plans(job: TrainJob, items: list) -> list[tuple[str, StepPlan]]:
     return plans
 
 
-def _check_resumable(job: TrainJob, saved: ModelInfo, wanted: ModelInfo) -> None:
-    """A run continues only with the classes and resolution it started with (another µm/px would train the weights
-    on another scale while the model file kept saying the first)."""
-    if saved.classes.names != wanted.classes.names:
-        raise GigaPathError(f"{job.out}: its model has the classes {', '.join(saved.classes.names)}, not "
-                            f"{', '.join(wanted.classes.names)}")
-    if saved.mpp != wanted.mpp:
-        def say(mpp: float | None) -> str:
-            return "the regions' own levels" if mpp is None else f"{mpp:g} µm/px"
-        raise GigaPathError(f"{job.out}: the run trains at {say(saved.mpp)}, not {say(wanted.mpp)}; resume it with "
-                            f"the same --mpp")
-
-
-def _check_same_run(job: TrainJob, inputs: dict[str, str | None]) -> None:
-    """--resume continues the same run: on the data it trained on (its config.json says which), with its seed and
-    augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
-    differ; a seed or augmentation given again must be the run's own."""
-    recorded = _recorded(job)
-    if not recorded:
-        raise GigaPathError(f"{job.out}: its config.json is missing or unreadable, so the resume cannot be checked to "
-                            f"be the same run (on the same data); start a new run in another --out")
-    started_on = recorded.get("inputs")
-    changed = [Path(p).name for p, key in inputs.items() if isinstance(started_on, dict) and p in started_on
-               and started_on[p] != key]
-    if changed:
-        raise GigaPathError(f"{job.out}: {', '.join(changed)} changed since the run started (other content under the "
-                            f"same name); resume it on the files it trained on, or start a new run in another --out")
-    before, now = _without_colours(recorded.get("spec")), _without_colours(_resolved(job.spec).as_json())
-    if before is not None and before != now:
-        raise GigaPathError(f"{job.out}: the run trained on other data ({_difference(before, now)}); resume it with "
-                            f"the same slides, regions, labels and label mode, or start a new run in another --out")
-    training = recorded.get("training", {})
-    for name, option in (("seed", "--seed"), ("augment", "--no-augment")):
-        if name in job.resume_changes and name in training and training[name] != getattr(job.config, name):
-            was = (f"seed {training[name]}" if name == "seed"
-                   else "with augmentation" if training[name] else "without augmentation")
-            raise GigaPathError(f"{job.out}: the run was started {was}; a resumed run keeps it (leave out {option})")
-
-
-def _without_colours(spec: Any) -> Any:
-    """A recorded spec with its classes by name only: a class recoloured in the project is still the same run's."""
-    if not isinstance(spec, dict) or not isinstance(spec.get("classes"), list):
-        return spec
-    return {**spec, "classes": [c.get("name") if isinstance(c, dict) else c for c in spec["classes"]]}
-
-
-def _recorded(job: TrainJob) -> dict[str, Any]:
-    """The run's config.json ({} when it has none readable: the checkpoint's own settings then govern)."""
-    try:
-        recorded = json.loads((job.out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
-
-
-def _difference(before: Any, now: Any, where: str = "") -> str:
-    """Where two specs first differ, down to an item's field, e.g. 'train[0].regions: [[0, 0, 512, 512, 0]] ->
-    [[256, 256, 256, 256, 0]]'."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        for key in [*before, *(k for k in now if k not in before)]:
-            if before.get(key) != now.get(key):
-                return _difference(before.get(key), now.get(key), f"{where}.{key}" if where else key)
-    items = isinstance(before, list) and isinstance(now, list) and all(isinstance(x, dict) for x in before + now)
-    if items and len(before) == len(now):
-        for i, (a, b) in enumerate(zip(before, now)):
-            if a != b:
-                return _difference(a, b, f"{where}[{i}]")
-    return f"{where}: {json.dumps(before)} -> {json.dumps(now)}"
-
-
 def _checked_items(spec: TrainSpec, listeners: Sequence[Listener]) -> list[tuple[SpecItem, str, list[Annotation],
                                                                                  list[Region]]]:
     """(item, role, label annotations, regions) for every item, each slide opened and each region checked."""
@@ -284,35 +215,6 @@ def _drawn_regions(item: SpecItem, annotations: list[Annotation], role: str, sli
         raise GigaPathError(f"{item.labels or item.slide}: names no {role} region; give the item 'regions' or draw "
                             f"a {wanted.title} region in its labels")
     return regions
-
-
-def _check_out(job: TrainJob) -> None:
-    if job.out.exists() and not job.out.is_dir():
-        raise GigaPathError(f"{job.out}: is a file; --out names a run folder")
-    has_run = has_checkpoint(job.out)
-    if job.resume and not has_run:
-        raise GigaPathError(f"{job.out}: nothing to resume (no checkpoint there)")
-    if not job.resume and has_run:
-        raise GigaPathError(f"{job.out} already holds a run; pass --resume to continue it, or choose another --out")
-    kept = [name for name in ("project.json", *RUN_FILES) if (job.out / name).exists()]
-    if not job.resume and kept and not _stopped_before_a_checkpoint(job, kept):  # a project's folder, a user's
-        raise GigaPathError(f"{job.out} holds {', '.join(kept)}, which a new run would write over; choose another "
-                            f"--out")  # files, or a run whose checkpoints were deleted: never written over
-
-
-def _stopped_before_a_checkpoint(job: TrainJob, kept: list[str]) -> bool:
-    """Whether `out` holds only what a run writes before its first checkpoint (its config.json, and metrics.csv of
-    fewer steps than a checkpoint comes after; no model): a run that failed or was killed early, which a new run may
-    start afresh in (it could neither resume nor be reused)."""
-    recorded = _recorded(job)
-    if not set(kept) <= {"config.json", "metrics.csv"} or recorded.get("started_at_step") != 0:
-        return False
-    try:
-        every = recorded["training"]["checkpoint_every"]
-        steps = len((job.out / "metrics.csv").read_text().splitlines()[1:]) if "metrics.csv" in kept else 0
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(every, int) and steps < every
 
 
 def _labels(item: SpecItem, slide: Slide, classes: tuple[str, ...] | None,
@@ -377,7 +279,7 @@ def _write_config(job: TrainJob, trainer: Trainer, train: list[RegionData], val:
     config = {
         "version": __version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "spec": _resolved(job.spec).as_json(),
+        "spec": resolved(job.spec).as_json(),
         "inputs": inputs,
         "classes": model_info(trainer.model).classes.as_json(),
         "train_regions": [r.name for r in train],
@@ -406,10 +308,3 @@ def _inputs(spec: TrainSpec) -> dict[str, str | None]:
         if item.labels is not None and str(item.labels.resolve()) not in found:
             found[str(item.labels.resolve())] = hashlib.sha256(item.labels.read_bytes()).hexdigest()
     return found
-
-
-def _resolved(spec: TrainSpec) -> TrainSpec:
-    """The spec with absolute paths, so config.json says exactly which files were read."""
-    def item(i: SpecItem) -> SpecItem:
-        return replace(i, slide=i.slide.resolve(), labels=None if i.labels is None else i.labels.resolve())
-    return replace(spec, train=tuple(map(item, spec.train)), validation=tuple(map(item, spec.validation)))

@@ -145,6 +145,15 @@ class FileDialogs:
         if ok:
             self.set_slide_mpp(mpp or None)
 
+    def set_slide_mpp(self, mpp: float | None) -> bool:
+        """Give the open project slide its µm/px (None: what its file records); a refusal is said in a dialog."""
+        try:
+            self.session.set_slide_mpp(mpp)
+        except GigaPathError as exc:
+            self.show_error(str(exc), "Nothing was changed.")
+            return False
+        return True
+
     def _class_edit(self, change: Callable[[], object], chosen: str | None,
                     what_next: str = "Nothing was changed.") -> bool:
         """Make a change to the class list; a refusal is said in a dialog. `chosen`: the class the toolbar shows

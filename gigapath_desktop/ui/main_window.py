@@ -176,15 +176,6 @@ class MainWindow(FileDialogs, QMainWindow):
         self._fill_recent()
         self.setWindowTitle(f"GigaPath Desktop — {slide.path.name}")
 
-    def set_slide_mpp(self, mpp: float | None) -> bool:
-        """Give the open project slide its µm/px (None: what its file records); a refusal is said in a dialog."""
-        try:
-            self.session.set_slide_mpp(mpp)
-        except GigaPathError as exc:
-            self.show_error(str(exc), "Nothing was changed.")
-            return False
-        return True
-
     def _on_slide_mpp(self, slide: Slide) -> None:
         self._fill_properties(slide)
         self.viewer.refresh_scale()
