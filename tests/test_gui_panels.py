@@ -632,12 +632,14 @@ def test_a_project_slide_without_a_resolution_is_given_one_that_training_reads(
     answers = iter([(0.5, True), (0.5, True), (0.0, True)])
     monkeypatch.setattr(QInputDialog, "getDouble", lambda *args: next(answers))
     window.open_slide(TCGA)
+    (menu_item,) = [a for a in window.menus.actions if a.text() == "Slide resolution…"]
+    assert not menu_item.isEnabled(), "offered only where it can be kept"
     window.slide_mpp_dialog()
     assert "only a project slide" in window.errors[-1] and window.session.slide.mpp is None
     assert window.projects.create(tmp_path / "study") and window.projects.add([TCGA])
     wait_job(qtbot, window)
     entry = window.session.project.slides[0]
-    assert window.projects.open_slide(entry.id)
+    assert window.projects.open_slide(entry.id) and menu_item.isEnabled()
     window.session.apply("region", [], [Annotation.rectangle(0, 0, 4096, 3072)])
     window.session.set_training(on_project=True, mpp=2.0)
     before = window.session.training_data(True).plan_text(window.session.training)

@@ -120,8 +120,15 @@ def build_menus(w: "MainWindow") -> Menus:
     tools_menu = w.menuBar().addMenu("&Tools")
     tools.addAction(action(tools_menu, "Detect tissue", w.detect_tissue, "Ctrl+D",
                            "Outline the tissue automatically (labels)"))
-    action(tools_menu, "Slide resolution…", w.slide_mpp_dialog,
-           tip="Give a project slide its µm per pixel (for a file that records none, or a wrong one)")
+    resolution = action(tools_menu, "Slide resolution…", w.slide_mpp_dialog,
+                        tip="Give a project slide its µm per pixel (for a file that records none, or a wrong one)")
+
+    def offer_resolution(_: object = None) -> None:  # (a project slide keeps one; other slides: --slide-mpp)
+        resolution.setEnabled(w.session.on_project_slide())
+
+    for event in (w.session.events.slide, w.session.events.project):
+        event.connect(offer_resolution)
+    offer_resolution()
 
     help_menu = w.menuBar().addMenu("&Help")
     action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(w, actions).exec(), QKeySequence.StandardKey.HelpContents)
