@@ -620,6 +620,18 @@ def test_an_interrupted_overwrite_keeps_the_rows_of_the_slides_it_had_not_reache
     assert list(after) == ["one.svs", "two.svs"] and after["two.svs"] == before["two.svs"], "two's old mask remains"
 
 
+def test_a_mask_predicted_again_takes_away_the_earlier_contours_and_preview_of_it(tmp_path: Path) -> None:
+    """They stayed beside the new mask, showing the one it replaced (a re-run with --overwrite but no --geojson)."""
+    from dataclasses import replace
+
+    model, slides = _model_and_two_slides(tmp_path)
+    job = BatchJob(model, tmp_path / "out", (slides / "one.svs",), tile=1024, geojson=True, png=True)
+    run_batch(job)
+    assert {p.name for p in job.out.glob("one.*")} == {"one.tif", "one.geojson", "one.png"}
+    run_batch(replace(job, geojson=False, png=False, overwrite=True))
+    assert {p.name for p in job.out.glob("one.*")} == {"one.tif"}
+
+
 def test_a_batch_warns_of_a_slide_without_a_resolution_on_the_terminal(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = save_model(build_unet(), tmp_path / "m.keras")

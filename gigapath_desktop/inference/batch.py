@@ -28,7 +28,7 @@ from gigapath_desktop.inference.predictor import CancelFn
 from gigapath_desktop.locks import FolderLock
 from gigapath_desktop.model import load_model
 from gigapath_desktop.model.info import model_info
-from gigapath_desktop.outputs import atomic_path, remove_orphans
+from gigapath_desktop.outputs import atomic_path, remove, remove_orphans
 from gigapath_desktop.slides import Region, identity, open_slide
 
 SUMMARY = "summary.csv"
@@ -185,6 +185,8 @@ def _predict(job: BatchJob, slide: Path, outputs: list[Path], model: object, can
         return BatchRow(slide, "error", _one_line(exc).removeprefix(f"{slide}: "), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001  (a decoder failure deep in one slide must not stop the others)
         return BatchRow(slide, "error", f"{type(exc).__name__}: {_one_line(exc)}", time.perf_counter() - start)
+    for stale in {outputs[0].with_suffix(s) for s in (".geojson", ".png")} - set(outputs) if job.overwrite else ():
+        remove(stale)  # an earlier batch's contours or preview of this slide: they show the mask just replaced
     areas, unit = result.areas()
     notes = list(result.notes)
     dice = None
