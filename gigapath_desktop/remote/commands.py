@@ -90,7 +90,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         elif args.resume or args.follow:
             if args.resume:
                 client.resume(args.job)
-            job = _follow(client, args.job, job["params"].get("training", {}).get("steps"))
+            job = _follow(client, args.job, job["params"].get("training", {}).get("steps"), own=args.resume)
             _check_finished(args.job, job)
         elif args.download:
             _check_finished(args.job, job)
@@ -227,8 +227,9 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(args.remote, read_token(args.token_file))
 
 
-def _follow(client: Any, job_id: str, steps: int | None) -> dict[str, Any]:
-    """Show the job's streamed steps until it ends; a Ctrl-C cancels it on the server."""
+def _follow(client: Any, job_id: str, steps: int | None, own: bool = True) -> dict[str, Any]:
+    """Show the job's streamed steps until it ends; a Ctrl-C cancels it on the server when it is this command's
+    `own` (a job followed again by `jobs ID --follow` keeps running)."""
     end: dict[str, Any] = {}
     try:
         with tqdm(total=steps, unit="step", desc="remote", disable=None) as bar:
@@ -240,8 +241,9 @@ def _follow(client: Any, job_id: str, steps: int | None) -> dict[str, Any]:
                 elif event == "end":
                     end = data
     except KeyboardInterrupt:
-        client.cancel(job_id)
-        print(f"job {job_id} cancelled on the server", file=sys.stderr)
+        if own:
+            client.cancel(job_id)
+        print(f"job {job_id} {'cancelled on the server' if own else 'keeps running on the server'}", file=sys.stderr)
         raise
     except GigaPathError as exc:  # the connection, not the job, ended: say the way back to it
         raise GigaPathError(f"{exc}; job {job_id} is kept on the server: `jobs {job_id} --remote URL` says how it "
