@@ -60,7 +60,8 @@ def run_train_job(job: TrainJob, listeners: Sequence[Listener] = (),
     `started(trainer)` is called once training is about to begin (the GUI keeps it for pause / resume / stop);
     `cancel()` stops the preparation, including the first decode of a region (minutes for a gigapixel one)."""
     if held(job.out):  # in use is said first: "pass --resume" would only meet the lock
-        FolderLock(job.out).acquire()  # (raises FolderInUse naming the holder; writes nothing)
+        with FolderLock(job.out):  # (raises FolderInUse naming the holder; one that ended meanwhile is not held on)
+            pass
     check_out(job)
     created = not job.out.exists()
     lock = FolderLock(job.out).acquire()  # a folder in use by another run is refused before anything else

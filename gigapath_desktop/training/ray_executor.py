@@ -39,9 +39,9 @@ except ImportError:  # pragma: no cover - the `remote` extra is not installed
 
 def _check_reachable(address: str) -> None:
     """A TCP connection to the head within seconds: ray.init retried a wrong or dead address for 10+ minutes."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto":
         return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     if not (host and port.isdigit()):
         raise TrainingError(f"--ray-address {address!r}: give the head as HOST:PORT (e.g. 10.0.0.1:6379)")
     try:
@@ -98,11 +98,11 @@ class RayExecutor:
                 hint = f"; {AUTH_HINT}" if address and "RAY_AUTH_MODE" not in os.environ else ""
                 raise TrainingError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}{hint}") \
                     from None
-        cpus = ray.cluster_resources().get("CPU", 0)
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
         if workers > cpus:
             raise TrainingError(f"{workers} workers need {workers} CPUs; the Ray {'cluster' if address else 'here'} "
                                 f"has {cpus:g}: ask for fewer --workers{', or add nodes' if address else ''}")
-        gpus = ray.cluster_resources().get("GPU", 0)
         actor = ray.remote(num_cpus=1, num_gpus=1 if gpus >= workers else 0)(TileWorker)
         self.workers = [actor.remote() for _ in range(workers)]
         self._started = False

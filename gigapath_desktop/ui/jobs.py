@@ -53,8 +53,7 @@ class JobRunner:
     def _phase(self, title: str, phase: str) -> None:
         if self.running() and not self.worker.cancelled:
             self.status.showMessage(f"{title}: {phase}…")
-            if phase != "predicting":  # (no count: the bar shows it is busy)
-                self.progress.setRange(0, 0)
+            self.progress.setRange(0, 0)  # busy until the phase counts (its first progress sets the range)
 
     def stop(self) -> None:
         """Ask the running task to stop (it does at its next check, within seconds); said at once."""
