@@ -99,6 +99,13 @@ def run(name: str, seed: int | None = None) -> dict:
         result = json.loads(name)
         _, val = regions(result["case"], result["seed"])
         return {**result, **scores(result["case"], result["seed"], val)}
+    train, val = regions(name, seed)
+    return fit(name, seed, train, val, model_path(name, seed))
+
+
+def fit(name: str, seed: int, train: object, val: object, path: Path) -> dict:
+    """Train the case's model with the defaults on `train`, validating on `val` along the way; keep it at `path`
+    (for error maps and re-scoring without re-training) and score it."""
     import keras
     import numpy as np
 
@@ -107,10 +114,8 @@ def run(name: str, seed: int | None = None) -> dict:
     from gigapath_desktop.training import StepEvent, TrainConfig, Trainer, WarningEvent
 
     case = cases()[name]
-    train, val = regions(name, seed)
     keras.utils.set_random_seed(seed)
     config = TrainConfig(steps=STEPS, seed=seed, validate_every=VALIDATE_EVERY)  # tile "auto", as a user gets it
-    curve: list[tuple[int, float]] = []
     events: list = []
     model = build_unet(classes=case.classes if case else 2)
     trainer = Trainer(model, [train], val, config, listeners=[events.append])
@@ -118,13 +123,13 @@ def run(name: str, seed: int | None = None) -> dict:
     trainer.run()
     seconds = time.perf_counter() - start
     curve = [(e.step, e.val_dice) for e in events if isinstance(e, StepEvent) and e.val_dice is not None]
-    MODELS.mkdir(parents=True, exist_ok=True)
-    trainer.model.save(MODELS / f"{slug(name)}-{seed}.keras")  # for error maps and re-scoring without re-training
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.model.save(path)
 
     def first(target: float) -> int | None:
         return next((step for step, dice in curve if dice >= target), None)
 
-    return {"case": name, "seed": seed, **scores(name, seed, val), "steps_to_0.97": first(0.97),
+    return {"case": name, "seed": seed, **scores(name, seed, val, path), "steps_to_0.97": first(0.97),
             "steps_to_0.99": first(0.99), "seconds": round(seconds, 1), "collapses": trainer.recoveries,
             "guard": [e.message for e in events if isinstance(e, WarningEvent) and "restarted" in e.message],
             "train_pixels": train.pixels, "val_pixels": val.pixels,
@@ -132,7 +137,11 @@ def run(name: str, seed: int | None = None) -> dict:
             "curve": [(s, round(d, 4)) for s, d in curve]}
 
 
-def scores(name: str, seed: int, val: object) -> dict:
+def model_path(name: str, seed: int) -> Path:
+    return MODELS / f"{slug(name)}-{seed}.keras"
+
+
+def scores(name: str, seed: int, val: object, path: Path | None = None) -> dict:
     """The kept model's validation Dice: `model_dice` of its own output at 0.5 (per class in `class_dice`), and
     `val_dice` of the mask `predict` writes with its defaults (small holes filled; the synthetic slides record no
     µm/px, so they are given SYNTHETIC_MPP as a user would give `--slide-mpp`)."""
@@ -145,7 +154,7 @@ def scores(name: str, seed: int, val: object) -> dict:
     from gigapath_desktop.model import load_model
     from gigapath_desktop.training.gradients import region_sums
 
-    case, path = cases()[name], MODELS / f"{slug(name)}-{seed}.keras"
+    case, path = cases()[name], path or model_path(name, seed)
     model = load_model(path)
     terms = region_sums(model, val.image, val.labels, tile=2048)
     shipped = terms.dice
