@@ -49,9 +49,10 @@ def run(name: str, seed: int) -> dict:
 
 def update_readme(runs: list[dict]) -> None:
     held_out = {(r["case"], r["seed"]): r for r in json.loads((RESULTS / "convergence.json").read_text())["runs"]}
-    rows = ["| case | seed | held-out Dice (suite) | fitted to the validation region itself | fitted − held out | the model's own, "
-            "held out / fitted |", "|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (list(suite.cases()).index(r["case"]), r["seed"])):
+    rows = ["| case | seed | held-out Dice (suite) | fitted to the validation region itself | fitted − held out | "
+            "the model's own, held out / fitted |", "|---|---|---|---|---|---|"]
+    order = list(suite.cases())
+    for r in sorted(runs, key=lambda r: (order.index(r["case"]), r["seed"])):
         other = held_out.get((r["case"], r["seed"]))
         if other is None:
             continue
