@@ -12,8 +12,9 @@ mask `predict` writes with its defaults, small holes filled; the model's own bes
 (the model's own, along the way), seconds, and collapses (guard restarts). Each run is its own process.
 
 Writes benchmarks/results/convergence.json and the table between the markers in README.md; keeps each run's final
-model under benchmarks/out/convergence/models/.
-    python benchmarks/bench_convergence.py [--cases "a;b"] [--seeds 0,1,2] [--rescore]
+model under benchmarks/out/convergence/models/. `--fold 2` trains models of another pixel fold than the default
+(`TrainConfig.fold`) and writes convergence-fold2.json and the README's convergence-fold2 table instead.
+    python benchmarks/bench_convergence.py [--cases "a;b"] [--seeds 0,1,2] [--fold F] [--rescore]
 """
 from __future__ import annotations
 
@@ -73,37 +74,50 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", help="case names separated by ';' (names may hold commas; default: all)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--fold", type=int, default=default_fold(), help="the model's pixel fold (TrainConfig.fold)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="runs at a time (one TensorFlow process each; 2 on 2 cores was slower than 1)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the kept models of these runs again (as `predict` writes their masks today)")
     args = parser.parse_args()
     names = args.cases.split(";") if args.cases else list(cases())
-    jobs = [(name, int(seed)) for name in names for seed in args.seeds.split(",")]
-    path = RESULTS / "convergence.json"
+    jobs = [(name, int(seed), args.fold) for name in names for seed in args.seeds.split(",")]
+    path = RESULTS / f"{results_name(args.fold)}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     if args.rescore:
         before = {(r["case"], r["seed"]): r for r in runs}
-        jobs = [(json.dumps(before[job]),) for job in jobs if job in before]
+        jobs = [(json.dumps(before[job[:2]]),) for job in jobs if job[:2] in before]
     with ThreadPoolExecutor(args.parallel) as pool:
         for result in pool.map(lambda job: run_child(__file__, *job), jobs):
             print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
             runs = [r for r in runs if (r["case"], r["seed"]) != (result["case"], result["seed"])] + [result]
-            write_result("convergence", {"steps": STEPS, "parallel": args.parallel, "runs": runs})
-    update_readme(runs, args.parallel)
+            write_result(results_name(args.fold), {"steps": STEPS, "parallel": args.parallel, "runs": runs})
+    update_readme(runs, args.parallel, args.fold)
 
 
-def run(name: str, seed: int | None = None) -> dict:
+def default_fold() -> int:
+    from gigapath_desktop.training.config import TrainConfig
+
+    return TrainConfig().fold
+
+
+def results_name(fold: int) -> str:
+    """The results file's and README table's name: runs of another fold than the default are kept apart."""
+    return "convergence" if fold == default_fold() else f"convergence-fold{fold}"
+
+
+def run(name: str, seed: int | None = None, fold: int | None = None) -> dict:
     """One case x seed trained and scored; `name` alone: a run's JSON, its kept model scored again."""
     if seed is None:
         result = json.loads(name)
         _, val = regions(result["case"], result["seed"])
-        return {**result, **scores(result["case"], result["seed"], val)}
+        path = model_path(result["case"], result["seed"], result.get("fold", default_fold()))
+        return {**result, **scores(result["case"], result["seed"], val, path)}
     train, val = regions(name, seed)
-    return fit(name, seed, train, val, model_path(name, seed))
+    return fit(name, seed, train, val, model_path(name, seed, fold), fold)
 
 
-def fit(name: str, seed: int, train: object, val: object, path: Path) -> dict:
+def fit(name: str, seed: int, train: object, val: object, path: Path, fold: int | None = None) -> dict:
     """Train the case's model with the defaults on `train`, validating on `val` along the way; keep it at `path`
     (for error maps and re-scoring without re-training) and score it."""
     import keras
@@ -115,9 +129,10 @@ def fit(name: str, seed: int, train: object, val: object, path: Path) -> dict:
 
     case = cases()[name]
     keras.utils.set_random_seed(seed)
-    config = TrainConfig(steps=STEPS, seed=seed, validate_every=VALIDATE_EVERY)  # tile "auto", as a user gets it
+    config = TrainConfig(steps=STEPS, seed=seed, validate_every=VALIDATE_EVERY,  # tile "auto", as a user gets it
+                         fold=default_fold() if fold is None else fold)
     events: list = []
-    model = build_unet(classes=case.classes if case else 2)
+    model = build_unet(classes=case.classes if case else 2, block=config.fold)
     trainer = Trainer(model, [train], val, config, listeners=[events.append])
     start = time.perf_counter()
     trainer.run()
@@ -129,7 +144,8 @@ def fit(name: str, seed: int, train: object, val: object, path: Path) -> dict:
     def first(target: float) -> int | None:
         return next((step for step, dice in curve if dice >= target), None)
 
-    return {"case": name, "seed": seed, **scores(name, seed, val, path), "steps_to_0.97": first(0.97),
+    return {"case": name, "seed": seed, "fold": config.fold, **scores(name, seed, val, path),
+            "steps_to_0.97": first(0.97),
             "steps_to_0.99": first(0.99), "seconds": round(seconds, 1), "collapses": trainer.recoveries,
             "guard": [e.message for e in events if isinstance(e, WarningEvent) and "restarted" in e.message],
             "train_pixels": train.pixels, "val_pixels": val.pixels,
@@ -137,8 +153,9 @@ def fit(name: str, seed: int, train: object, val: object, path: Path) -> dict:
             "curve": [(s, round(d, 4)) for s, d in curve]}
 
 
-def model_path(name: str, seed: int) -> Path:
-    return MODELS / f"{slug(name)}-{seed}.keras"
+def model_path(name: str, seed: int, fold: int | None = None) -> Path:
+    suffix = "" if fold in (None, default_fold()) else f"-fold{fold}"
+    return MODELS / f"{slug(name)}-{seed}{suffix}.keras"
 
 
 def scores(name: str, seed: int, val: object, path: Path | None = None) -> dict:
@@ -254,7 +271,7 @@ def real_regions() -> tuple:
     return tuple(regions)
 
 
-def update_readme(runs: list[dict], parallel: int) -> None:
+def update_readme(runs: list[dict], parallel: int, fold: int) -> None:
     m = machine()
     rows = ["| case | seeds | final val Dice (each seed) | the model's own | steps to 0.97 | steps to 0.99 | s/run | "
             "collapses (guard restarts) |", "|---|---|---|---|---|---|---|---|"]
@@ -267,14 +284,15 @@ def update_readme(runs: list[dict], parallel: int) -> None:
                     f"{statistics.mean(r['seconds'] for r in mine):.0f} | {sum(r['collapses'] for r in mine)} |")
     all_dice = [r["val_dice"] for r in runs]
     sharing = f" ({parallel} runs at a time, sharing the machine)" if parallel > 1 else ""
-    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores{sharing} with the defaults (`TrainConfig()`, "
+    settings = "the defaults (`TrainConfig()`, " if fold == default_fold() else f"the defaults but fold {fold} ("
+    summary = (f"Measured {time.strftime('%Y-%m-%d')} on {m['cpus']} CPU cores{sharing} with {settings}"
                f"{STEPS} steps, validation every {VALIDATE_EVERY}; the final Dice is that of the mask `predict` writes "
                f"with its defaults, the model's own output at 0.5 beside it): {len(runs)} runs, minimum validation Dice "
                f"{min(all_dice):.4f}, median {statistics.median(all_dice):.4f}, "
                f"{sum(d >= 0.97 for d in all_dice)}/{len(runs)} at >= 0.97, "
                f"{sum(r['collapses'] for r in runs)} guard restarts.")
     block = "\n".join([summary, "", *rows])
-    replace_readme_block("convergence", block)
+    replace_readme_block(results_name(fold), block)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from gigapath_desktop.errors import GigaPathError
 BCE_WEIGHT = 1.0
 RUN_FILES = ("model.keras", "config.json", "metrics.csv")  # what a run writes in its folder, beside checkpoints/
 MAX_STEPS = 10_000_000  # the paper's run took 4940 steps
+FOLDS = (2, 4)  # the model's pixel folds the step planner is calibrated for (training/plan.py)
 MIN_BUDGET = 0.6  # GiB of process memory: TensorFlow and the model alone take ~0.55
 
 
@@ -35,6 +36,8 @@ class TrainConfig:
     average: float = 0.98  # cap of the momentum of the weight average a run ends with (0: the last step's weights)
     max_recoveries: int = 3  # collapse-guard restarts before giving up
     seed: int = 0  # drives the augmentation draws (and, in the job, the initial weights)
+    fold: int = 4  # a new model's first layer folds fold x fold pixels into channels: 2 sees finer detail (thin
+    # strands, small islands) at ~2x the time per step (README: "Recipe")
 
     def __post_init__(self) -> None:
         """Every entry point (CLI, GUI, server, a resumed run's file) gets the same check: finite, in range."""
@@ -59,6 +62,7 @@ class TrainConfig:
             (not 0 <= self.colour_jitter <= 4, "the colour jitter must lie in [0, 4]"),
             (not 0 <= self.ink <= 1, "the ink chance must lie in [0, 1]"),
             (not 0 <= self.average < 1, "the weight average's momentum must lie in [0, 1)"),
+            (self.fold not in FOLDS, f"the fold must be one of {', '.join(map(str, FOLDS))} pixels"),
         ]
         for bad, message in problems:
             if bad:

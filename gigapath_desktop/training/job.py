@@ -139,7 +139,7 @@ def prepare_trainer(job: TrainJob, listeners: Sequence[Listener] = (), cancel: C
                                 f"{trainer.step} (or left out: the run's own)")
     else:
         keras.utils.set_random_seed(job.config.seed)
-        model = build_unet(classes=len(classes.classes))
+        model = build_unet(classes=len(classes.classes), block=job.config.fold)
         attach_info(model, ModelInfo(classes, job.spec.mpp, None if job.spec.mpp else _agreed(sources)))
         trainer = Trainer(model, train, val, job.config, job.out, listeners, executor)
     trainer.listeners.insert(0, MetricsWriter(job.out / "metrics.csv", trainer.history, trainer.detail_columns))
