@@ -6,6 +6,7 @@ RSS is its own. A quality run trains on one 16 MP region and reports validation 
 
 Writes benchmarks/results/training.json and training.png, and the table between the markers in README.md.
 Usage: python benchmarks/bench_training.py [--quick]      (--quick: 16 and 64 MP only, for a smoke test)
+       python benchmarks/bench_training.py --calibrate [--fold 2]     (the planner's constants for a pixel fold)
 """
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ def main() -> None:
                                                         "these sizes, e.g. '16 MP,256 MP'; README table 'plans'")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the step planner's constants (training/plan.py, Calibration) on this machine")
+    parser.add_argument("--fold", type=int, default=4, help="the model's pixel fold for --one and --calibrate")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(*args.one)))
+        print(json.dumps(measure(*args.one, fold=args.fold)))
         return
     if args.calibrate:
         prepare(["16 MP"])
-        print(json.dumps(calibrate(), indent=1))
+        print(json.dumps(calibrate(args.fold), indent=1))
         return
     if args.plans:
         run_plans(args.plans.split(","))
@@ -132,15 +134,16 @@ def labels_for(name: str):  # -> DiskArray
 
 
 # --- one measurement, in its own process -------------------------------------------------------------------------
-def run_one(mode: str, size: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", mode, size], capture_output=True, text=True)
+def run_one(mode: str, size: str, fold: int = 4) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", mode, size, "--fold", str(fold)], capture_output=True,
+                         text=True)
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"mode": mode, "size": size, "error": tail[0][:200]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(mode: str, size: str) -> dict:
+def measure(mode: str, size: str, fold: int = 4) -> dict:
     import keras
     import numpy as np
 
@@ -152,7 +155,7 @@ def measure(mode: str, size: str) -> dict:
     if mode.startswith("naive"):
         step = naive_step(data, mode)
     else:
-        model = build_unet()
+        model = build_unet(block=fold)
         tile = TILE if mode == "tiled" else plan_tile(mode, data.labels.shape)
         warm = np.zeros((256, 256, 3), np.uint8), np.zeros((256, 256), np.uint8)
         region_gradients(model, *warm, tile=tile)  # trace once on something small
@@ -225,7 +228,7 @@ def peer_row(size: str) -> dict:
             "peak_rss_gib": round(peer["peak_rss_gib"], 3)}
 
 
-def calibrate() -> dict:
+def calibrate(fold: int = 4) -> dict:
     """Seconds per step of the 16 MP region with tiles of 1024 to 4032 px and as one tensor, in one process (time
     only; peak memory per input pixel comes from the 'tiled' and 'whole' rows), fitted to the planner's model:
     input pixels per second = rate * (2048 / input side) ** exponent, the one-tensor plan `whole_speedup` faster."""
@@ -234,11 +237,11 @@ def calibrate() -> dict:
 
     from gigapath_desktop.model import build_unet
     from gigapath_desktop.training import region_step
-    from gigapath_desktop.training.plan import HALO, estimate
+    from gigapath_desktop.training.plan import CALIBRATIONS, estimate
 
     data = load("16 MP")
     keras.utils.set_random_seed(0)
-    model = build_unet()
+    model = build_unet(block=fold)
     h, w = data.labels.shape
     rows = []
     for tile in (1024, 2048, 3072, 4032, None):
@@ -248,8 +251,8 @@ def calibrate() -> dict:
             start = time.perf_counter()
             region_step(model, data.image, data.labels, tile=tile)
             times.append(time.perf_counter() - start)
-        plan = estimate(h, w, tile)
-        side = (min(tile, max(h, w)) + 2 * HALO) if tile else plan.input_pixels ** 0.5
+        plan = estimate(h, w, tile, fold=fold)
+        side = (min(tile, max(h, w)) + 2 * CALIBRATIONS[fold].halo) if tile else plan.input_pixels ** 0.5
         rows.append({"tile": tile, "seconds": round(float(np.median(times)), 3), "input_side": round(side),
                      "input_mpix_per_s": round(plan.input_pixels / 1e6 / float(np.median(times)), 2)})
     tiled = [r for r in rows if r["tile"]]

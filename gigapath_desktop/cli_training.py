@@ -36,6 +36,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float,
                    help="peak Adam learning rate, after a 10-step warm-up, with cosine decay (default 0.02; "
                         "with --resume: the run's own unless given)")
+    p.add_argument("--fold", type=int, help="pixels a side the model's first layer folds into channels: 4 (the "
+                                            "default) or 2, finer detail (thin strands, small islands) at ~2x the "
+                                            "time per step; a new run only")
     p.add_argument("--no-augment", action="store_true",
                    help="train on the region as it is (default: a random flip/rotation and colour change per step)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 10; with --resume: the "
@@ -63,7 +66,7 @@ def run_settings(args: argparse.Namespace) -> tuple[Path, "TrainConfig", bool, t
     from gigapath_desktop.training.config import TrainConfig
 
     options = {"steps": args.steps, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every, "tile": args.tile,
-               "memory_budget": args.memory_budget}
+               "memory_budget": args.memory_budget, "fold": args.fold}
     given = {name: value for name, value in options.items() if value is not None}
     if "tile" in given:
         given["tile"] = given["tile"] or None  # 0: the whole region as one tile
@@ -86,7 +89,8 @@ def print_plans(job: "TrainJob") -> int:
 
     if job.resume:
         raise GigaPathError("--plan shows a new run's plans; a resumed run keeps the tile and budget it started with")
-    print(f"memory budget {job.config.memory_budget:g} GiB, tile {job.config.tile or 'whole region'}")
+    print(f"memory budget {job.config.memory_budget:g} GiB, tile {job.config.tile or 'whole region'}, "
+          f"fold {job.config.fold}")
     for name, plan in job_plans(job):
         print(f"{name}: {plan.describe()}")
     return 0

@@ -21,7 +21,7 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
     out = tmp_path / "run"
     args = ["train", str(CMU), "--region", "0,0,2220,1800", "--val-region", "0,1800,2220,1100", "--auto-labels",
             "--tile", "2240", "--checkpoint-every", "2"]
-    first = run(*args, "--steps", "3", "--out", str(out))
+    first = run(*args, "--steps", "3", "--out", str(out), "--fold", "2")
     assert first.returncode == 0, first.stderr
     assert "decoding the training region (0, 0, 2220, 1800) of CMU-1-Small-Region.svs into the cache: 100%" in first.stdout
     detections = re.findall(r"detected (\d+) tissue polygon\(s\)", first.stdout)
@@ -43,12 +43,14 @@ def test_train_with_auto_labels_writes_the_three_files_and_resumes(tmp_path: Pat
                             "learning_rate", "recoveries", "region"}
     assert rows[0]["region"] == "CMU-1-Small-Region.svs (0, 0, 2220, 1800) L0"
     assert config["training"]["augment"] is True and config["training"]["seed"] == 0
+    assert config["training"]["fold"] == 2 and config["model"]["halo"] == 82, "the 2 x 2 fold's model"
     assert all(r["val_dice"] for r in rows)
 
     again = run(*args, "--steps", "4", "--out", str(out))
     assert again.returncode == 2 and "--resume" in again.stderr
     for extra, said in ((["--region", "0,0,1000,1000"], "trained on other data (train[0].regions"),
                         (["--seed", "3"], "seed 0"),
+                        (["--fold", "4"], "the run was started with fold 2; a resumed run keeps it (leave out --fold)"),
                         (["--no-augment"], "the run was started with augmentation; a resumed run keeps it (leave out "
                                            "--no-augment)"),
                         (["--steps", "2"], "at step 3 already")):  # the run's data and draws are its own
@@ -75,6 +77,7 @@ def test_bad_train_arguments_exit_nonzero_with_one_line(tmp_path: Path) -> None:
         "four integers": ["train", str(CMU), "--region", "0,0,100", "--auto-labels"],
         "positive number": ["train", str(CMU), "--region", "0,0,100,100", "--auto-labels", "--mpp", "nan"],
         "class names": ["train", str(CMU), "--region", "0,0,100,100", "--labels", "x.geojson", "--classes", "A,,B"],
+        "the fold must be one of 2, 4": ["train", str(CMU), "--region", "0,0,100,100", "--auto-labels", "--fold", "3"],
         "holds no label areas": ["train", str(CMU), "--region", "0,0,100,100", "--labels", str(tmp_path / "e.geojson"),
                                  "--out", out + "3"],
     }

@@ -1,6 +1,7 @@
 """Step plans from a memory budget: the fastest exact plan that fits, said before training, refused when none fits."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,41 +14,56 @@ from gigapath_desktop.model import build_unet, model_geometry
 from gigapath_desktop.training import TrainConfig, Trainer, region_step
 from gigapath_desktop.training.data import RegionData
 from gigapath_desktop.training.events import LogEvent, TileEvent
-from gigapath_desktop.training.plan import GIB, HALO, MAX_SIDE, NEAR_FASTEST, STRIDE, estimate, plan_step, plans, step_tile
+from gigapath_desktop.training.config import FOLDS
+from gigapath_desktop.training.plan import (CALIBRATIONS, GIB, MAX_SIDE, NEAR_FASTEST, estimate, plan_step, plans,
+                                            step_tile)
 from test_cli import run
 
 
-def test_the_planner_knows_the_models_geometry() -> None:
-    for classes in (2, 3):
-        geometry = model_geometry(build_unet(classes=classes))
-        assert (geometry.stride, geometry.halo) == (STRIDE, HALO)
+def test_the_planner_knows_each_folds_geometry() -> None:
+    assert set(CALIBRATIONS) == set(FOLDS) and TrainConfig().fold in FOLDS
+    for fold in FOLDS:
+        for classes in (2, 3):
+            geometry = model_geometry(build_unet(classes=classes, block=fold))
+            assert (geometry.stride, geometry.halo) == (CALIBRATIONS[fold].stride, CALIBRATIONS[fold].halo)
+    assert CALIBRATIONS[2].bytes_per_pixel > CALIBRATIONS[4].bytes_per_pixel, "the finer fold holds more per pixel"
+    assert CALIBRATIONS[2].seconds(1e6, 2048, False) > CALIBRATIONS[4].seconds(1e6, 2048, False), "and is slower"
 
 
 @pytest.mark.parametrize("shape", [(4096, 4096), (16000, 16000), (16000, 64000), (2000, 1500), (300, 70000)])
 @pytest.mark.parametrize("budget", [1, 3, 8])
-def test_the_plan_is_the_leanest_of_the_fastest_that_fit_the_budget(shape: tuple[int, int], budget: float) -> None:
-    plan = plan_step(*shape, budget * GIB)
+@pytest.mark.parametrize("fold", FOLDS)
+def test_the_plan_is_the_leanest_of_the_fastest_that_fit_the_budget(shape: tuple[int, int], budget: float,
+                                                                    fold: int) -> None:
+    plan = plan_step(*shape, budget * GIB, fold=fold)
     assert plan.peak_bytes <= budget * GIB
-    fitting = [p for p in plans(*shape) if p.peak_bytes <= budget * GIB]
+    fitting = [p for p in plans(*shape, fold=fold) if p.peak_bytes <= budget * GIB]
     fastest = min(p.seconds for p in fitting)
     assert plan.seconds <= NEAR_FASTEST * fastest
     assert all(p.peak_bytes >= plan.peak_bytes for p in fitting if p.seconds <= NEAR_FASTEST * fastest)
-    bigger = plan_step(*shape, 4 * budget * GIB)
+    bigger = plan_step(*shape, 4 * budget * GIB, fold=fold)
     assert bigger.seconds <= NEAR_FASTEST * plan.seconds, "more memory is never meaningfully slower"
+    stride, halo = CALIBRATIONS[fold].stride, CALIBRATIONS[fold].halo
     if plan.tile is not None:
-        assert plan.tile % STRIDE == 0 and estimate(*shape, plan.tile) == plan
+        assert plan.tile % stride == 0 and estimate(*shape, plan.tile, fold=fold) == plan
     sides = [plan.width, plan.height] if plan.tile is None else [min(plan.tile, max(shape))] * 2
-    assert max(sides) + 2 * HALO <= MAX_SIDE + STRIDE, "no tensor beyond a Metal texture's side"
+    assert max(sides) + 2 * halo <= MAX_SIDE + stride, "no tensor beyond a Metal texture's side"
+
+
+@functools.cache
+def _geometry(fold: int) -> object:
+    return model_geometry(build_unet(block=fold))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (63, 65), (1100, 1400), (3000, 7777)])
 @pytest.mark.parametrize("tile", [None, 256, 1000, 2048])
-def test_estimates_count_the_pixels_the_tiling_plan_reads(shape: tuple[int, int], tile: int | None) -> None:
-    from gigapath_desktop.model.geometry import Geometry
+@pytest.mark.parametrize("fold", FOLDS)
+def test_estimates_count_the_pixels_the_tiling_plan_reads(shape: tuple[int, int], tile: int | None, fold: int) -> None:
     from gigapath_desktop.model.tiling import TilePlan
 
-    plan = TilePlan.create(*shape, Geometry(STRIDE, HALO, 2 * HALO + 1, 16), tile)
-    assert (estimate(*shape, tile).tiles, estimate(*shape, tile).input_pixels) == (len(plan), plan.input_pixels())
+    plan = TilePlan.create(*shape, _geometry(fold), tile)
+    estimated = estimate(*shape, tile, fold=fold)
+    assert (estimated.tiles, estimated.input_pixels) == (len(plan), plan.input_pixels())
 
 
 def test_a_region_that_fits_is_one_tensor_and_a_gigapixel_one_is_tiled_within_the_budget() -> None:

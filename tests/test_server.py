@@ -67,10 +67,10 @@ def _follow(client: Client, job_id: str) -> tuple[list[dict], dict]:
 
 def test_train_stream_download_predict(client: Client, setup: dict, tmp_path: Path) -> None:
     from gigapath_desktop.inference import predict_array
-    from gigapath_desktop.model import load_model
+    from gigapath_desktop.model import load_model, model_geometry
     from gigapath_desktop.slides import SlideSource
 
-    job = _train(client, setup, steps=25)
+    job = _train(client, setup, steps=25, fold=2)
     assert job["state"] == "queued" and client.health()["ok"]
     with ThreadPoolExecutor(20) as pool:  # a bounded load test while the job trains
         answers = list(pool.map(lambda _: httpx.get(f"{client.url}/jobs/{job['id']}", timeout=30,
@@ -82,6 +82,7 @@ def test_train_stream_download_predict(client: Client, setup: dict, tmp_path: Pa
     assert [row["step"] for row in steps] == list(range(1, 26)), "every step streamed once, in order"
     assert isinstance(steps[-1]["loss"], float) and steps[-1]["val_dice"] is not None
     model = client.download(job["id"], "model.keras", tmp_path / "model.keras")
+    assert model_geometry(load_model(model)).block == 2, "trained with the fold asked for"
     with open_slide(setup["root"] / "sub" / "slide.tif") as slide:
         held_out = Region(SIZE[0], 0, *SIZE)
         probability = predict_array(load_model(model), SlideSource(slide, held_out), 512)
@@ -135,6 +136,7 @@ def test_bad_requests_get_a_4xx_with_a_message(client: Client, server: Server) -
                      [1e300, 1], [2, 2], [0, 0]]]}}]}}).encode(), 422),
         (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "labels": [1, 2]}).encode(), 422),
         (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "learning_rate": 5}).encode(), 422),
+        (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "fold": 3}).encode(), 422),
         (json.dumps({"slide": "sub/slide.tif", "region": [0, 0, 99999, 256]}).encode(), 422),
         (b"x" * (64 * 2**20 + 1), 413),
         (b'{"slide": "sub/slide.tif", "region": [0, 0, 256, 256], "steps": NaN}', 422),  # (no input echoed back)

@@ -33,6 +33,8 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
     panel = window.panel
     qtbot.mouseClick(panel.sparse, Qt.MouseButton.LeftButton)
     assert window.session.training.sparse, "the choice is the session's (saved with it), not the widget's"
+    qtbot.keyClick(panel.fold, Qt.Key.Key_Down)  # the user picks the finer 2 x 2 fold
+    assert window.session.training.fold == 2 and panel.fold.currentText().startswith("2 x 2")
     window.session.set_training(steps=2, tile=512)
     assert panel.plan.text().startswith("1024 x 1024: 4 tiles")
     panel.mpp.setValue(1.0)  # the user trains at 1 µm/px (CMU records 0.499): the plan reads the region resampled
@@ -44,6 +46,7 @@ def test_this_slide_trains_the_project_classes_and_labels_it_cannot_learn_name_t
     assert [(c["name"], c["color"]) for c in config["classes"]] == [
         ("Background", [160, 160, 160]), ("Tumor", [200, 0, 0]), ("Stroma", [0, 150, 0])]
     assert config["spec"]["train"][0]["mode"] == "sparse" and config["spec"]["mpp"] == 1.0
+    assert config["training"]["fold"] == 2 and config["model"]["stride"] == 32, "the model of the chosen fold"
     assert "classes: Background, Tumor, Stroma" in panel.log.toPlainText()
     assert [e.split(":")[0] for e in window.errors] == ["no training region has labels of Background"], (
         "no one-class warning (the strokes are half Tumor, half Stroma), but glass is never learnt")

@@ -45,6 +45,7 @@ class TrainingChoice:
     on_project: bool = False  # train on the Train regions of every project slide, not the open slide's
     sparse: bool = False  # pixels no label covers are ignored, instead of being the first class
     mpp: float | None = None  # train (and so predict) at this many µm/px on every slide; None: at its own level
+    fold: int = TrainConfig.fold  # a new model's pixel fold (TrainConfig.fold)
 
     def __post_init__(self) -> None:
         if self.mpp is not None and not is_mpp(self.mpp):
@@ -69,7 +70,7 @@ class TrainingChoice:
 
     def config(self, **extra: object) -> TrainConfig:
         return TrainConfig(steps=self.steps, learning_rate=self.learning_rate, tile=self.config_tile,
-                           memory_budget=self.memory_budget, **extra)  # type: ignore[arg-type]
+                           memory_budget=self.memory_budget, fold=self.fold, **extra)  # type: ignore[arg-type]
 
     def plan(self, region: Region, slide_mpp: float | None = None) -> StepPlan:
         """How a step over `region` (of a slide of `slide_mpp` µm/px, None: not recorded) is computed with these
@@ -77,8 +78,8 @@ class TrainingChoice:
         scale = slide_mpp / self.mpp if self.mpp and slide_mpp else 1.0
         height, width = max(1, round(region.height * scale)), max(1, round(region.width * scale))
         if self.tile == AUTO:
-            return plan_step(height, width, self.memory_budget * GIB)
-        return estimate(height, width, self.tile)
+            return plan_step(height, width, self.memory_budget * GIB, fold=self.fold)
+        return estimate(height, width, self.tile, fold=self.fold)
 
 
 @dataclass

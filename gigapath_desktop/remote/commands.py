@@ -154,7 +154,7 @@ def train_remote(args: argparse.Namespace, job: "TrainJob") -> int:
     request = {"slide": str(item.slide), "region": list(region.as_tuple()), "level": region.level,
                "val_region": list(val_region.as_tuple()) if val_region else None, "labels": labels,
                "steps": c.steps, "learning_rate": c.learning_rate, "seed": c.seed, "augment": c.augment,
-               "checkpoint_every": c.checkpoint_every, **tile_entry(c.tile)}
+               "checkpoint_every": c.checkpoint_every, "fold": c.fold, **tile_entry(c.tile)}
     with _client(args) as client:
         submitted = client.submit_train(**request)
         print(f"job {submitted['id']} on {args.remote}", flush=True)

@@ -144,6 +144,7 @@ class Runner:
             return argv + ["--resume"]
         argv += ["--steps", str(t["steps"]), "--lr", repr(t["learning_rate"]), "--tile", str(t["tile"] or 0),
                  "--seed", str(t["seed"]), "--checkpoint-every", str(t["checkpoint_every"])]
+        argv += ["--fold", str(t["fold"])] if "fold" in t else []  # (a job stored before the setting: the default)
         return argv + ([] if t["augment"] else ["--no-augment"])
 
     def _predict_command(self, job: Job) -> list[str]:

@@ -62,6 +62,7 @@ class TrainRequest(BaseModel):
     seed: int = 0
     augment: bool = True
     checkpoint_every: int = 10
+    fold: int = TrainConfig.fold
 
 
 class PredictRequest(BaseModel):
@@ -160,7 +161,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
         slide = slide_path(request.slide)
         training = {"steps": request.steps, "learning_rate": request.learning_rate, "tile": request.tile,
-                    "seed": request.seed, "augment": request.augment, "checkpoint_every": request.checkpoint_every}
+                    "seed": request.seed, "augment": request.augment, "checkpoint_every": request.checkpoint_every,
+                    "fold": request.fold}
         try:
             TrainConfig(**training)
             labels = None if request.labels is None else from_geojson(request.labels)

@@ -34,7 +34,7 @@ from gigapath_desktop.model.tiling import Tile, TilePlan
 from gigapath_desktop.parallel import bounded_map
 from gigapath_desktop.training.config import BCE_WEIGHT
 from gigapath_desktop.training.engine import SMOOTH, dice_coefficients, engine_for, present_classes, step_tensors
-from gigapath_desktop.training.plan import CALIBRATION
+from gigapath_desktop.training.plan import CALIBRATIONS
 
 CancelFn = Callable[[], bool]
 TileProgressFn = Callable[[int, int], None]
@@ -260,7 +260,8 @@ def _prefetched(plan: TilePlan, image: np.ndarray, labels: np.ndarray) -> Iterat
 
 def _check_whole_fits(plan: TilePlan, dtype: str) -> None:
     """Refuse a one-tensor step that would exhaust memory, instead of letting the machine swap or die."""
-    need = plan.input_pixels() * CALIBRATION.bytes_per_pixel * np.dtype(dtype).itemsize / 4
+    calibration = CALIBRATIONS.get(plan.geometry.block, CALIBRATIONS[min(CALIBRATIONS)])  # else the finest fold's
+    need = plan.input_pixels() * calibration.bytes_per_pixel * np.dtype(dtype).itemsize / 4
     free = psutil.virtual_memory().available
     if need > 0.9 * free:
         raise TrainingError(

@@ -169,10 +169,11 @@ def _plans(job: TrainJob, items: list) -> list[tuple[str, StepPlan]]:
             for region in regions:
                 width, height = slide.level_size(region) if scale is None else read_at(slide, region, scale).shape[1::-1]
                 if job.config.tile == "auto" and not distributed:
-                    plan = plan_step(height, width, budget)
+                    plan = plan_step(height, width, budget, fold=job.config.fold)
                 else:
-                    tile = step_tile(job.config.tile, (height, width), job.config.memory_budget, distributed)
-                    plan = estimate(height, width, tile)
+                    tile = step_tile(job.config.tile, (height, width), job.config.memory_budget, distributed,
+                                     job.config.fold)
+                    plan = estimate(height, width, tile, fold=job.config.fold)
                 plans.append((f"{role} {slide.path.name} {region.as_tuple()}", plan))
     return plans
 

@@ -32,8 +32,8 @@ def check_resumable(job: "TrainJob", saved: ModelInfo, wanted: ModelInfo) -> Non
 
 def check_same_run(job: "TrainJob", inputs: dict[str, str | None]) -> None:
     """--resume continues the same run: on the data it trained on (its config.json says which), with its seed and
-    augmentation (each step's augmentation is drawn from them). Only the settings `resume_changes` names may
-    differ; a seed or augmentation given again must be the run's own."""
+    augmentation (each step's augmentation is drawn from them) and model. Only the settings `resume_changes` names
+    may differ; a seed, augmentation or fold given again must be the run's own."""
     recorded = _recorded(job)
     if not recorded:
         raise GigaPathError(f"{job.out}: its config.json is missing or unreadable, so the resume cannot be checked to "
@@ -49,9 +49,9 @@ def check_same_run(job: "TrainJob", inputs: dict[str, str | None]) -> None:
         raise GigaPathError(f"{job.out}: the run trained on other data ({_difference(before, now)}); resume it with "
                             f"the same slides, regions, labels and label mode, or start a new run in another --out")
     training = recorded.get("training", {})
-    for name, option in (("seed", "--seed"), ("augment", "--no-augment")):
+    for name, option in (("seed", "--seed"), ("augment", "--no-augment"), ("fold", "--fold")):
         if name in job.resume_changes and name in training and training[name] != getattr(job.config, name):
-            was = (f"seed {training[name]}" if name == "seed"
+            was = (f"with {name} {training[name]}" if name != "augment"
                    else "with augmentation" if training[name] else "without augmentation")
             raise GigaPathError(f"{job.out}: the run was started {was}; a resumed run keeps it (leave out {option})")
 

@@ -123,7 +123,7 @@ class RemotePanel(QWidget):
         request = {"slide": self.slides.currentData(), "region": list(area.as_tuple()),
                    "val_region": list(validation.as_tuple()) if validation else None,
                    "labels": to_geojson(labels) if labels else None, "steps": choice.steps,
-                   "learning_rate": choice.learning_rate, **tile_entry(choice.config_tile)}
+                   "learning_rate": choice.learning_rate, "fold": choice.fold, **tile_entry(choice.config_tile)}
         self._in_background("submitting", lambda: client.submit_train(**request), self._follow)
 
     def stop(self) -> None:

@@ -49,6 +49,7 @@ class TrainingController(QObject):
         panel.train_region.currentIndexChanged.connect(lambda _: self.show_plan())
         panel.scope.activated.connect(lambda i: self._choose(on_project=panel.scope.itemData(i) == "project"))
         panel.sparse.clicked.connect(lambda checked: self._choose(sparse=checked))
+        panel.fold.activated.connect(lambda i: self._choose(fold=panel.fold.itemData(i)))
         session.events.training.connect(lambda choice: self._show_choice())
         session.events.slide.connect(self._on_slide)
         session.events.project.connect(lambda project: self.show_plan())
@@ -242,7 +243,8 @@ class TrainingController(QObject):
             box.setValue(value)
             box.blockSignals(False)
         self.panel.scope.setCurrentIndex(self.panel.scope.findData("project" if choice.on_project else "slide"))
-        self.panel.sparse.setChecked(choice.sparse)  # neither emits the signals connected above (user actions only)
+        self.panel.fold.setCurrentIndex(self.panel.fold.findData(choice.fold))
+        self.panel.sparse.setChecked(choice.sparse)  # none emits the signals connected above (user actions only)
         self.show_plan()
 
     def _on_project(self) -> bool:
