@@ -117,7 +117,7 @@ def run(name: str, seed: int | None = None, fold: int | None = None) -> dict:
     return fit(name, seed, train, val, model_path(name, seed, fold), fold)
 
 
-def fit(name: str, seed: int, train: object, val: object, path: Path, fold: int | None = None) -> dict:
+def fit(name: str, seed: int, train: object, val: object, path: Path, fold: int) -> dict:
     """Train the case's model with the defaults on `train`, validating on `val` along the way; keep it at `path`
     (for error maps and re-scoring without re-training) and score it."""
     import keras
@@ -129,8 +129,7 @@ def fit(name: str, seed: int, train: object, val: object, path: Path, fold: int 
 
     case = cases()[name]
     keras.utils.set_random_seed(seed)
-    config = TrainConfig(steps=STEPS, seed=seed, validate_every=VALIDATE_EVERY,  # tile "auto", as a user gets it
-                         fold=default_fold() if fold is None else fold)
+    config = TrainConfig(steps=STEPS, seed=seed, validate_every=VALIDATE_EVERY, fold=fold)  # tile "auto", as users get
     events: list = []
     model = build_unet(classes=case.classes if case else 2, block=config.fold)
     trainer = Trainer(model, [train], val, config, listeners=[events.append])
@@ -153,12 +152,12 @@ def fit(name: str, seed: int, train: object, val: object, path: Path, fold: int 
             "curve": [(s, round(d, 4)) for s, d in curve]}
 
 
-def model_path(name: str, seed: int, fold: int | None = None) -> Path:
-    suffix = "" if fold in (None, default_fold()) else f"-fold{fold}"
+def model_path(name: str, seed: int, fold: int) -> Path:
+    suffix = "" if fold == default_fold() else f"-fold{fold}"
     return MODELS / f"{slug(name)}-{seed}{suffix}.keras"
 
 
-def scores(name: str, seed: int, val: object, path: Path | None = None) -> dict:
+def scores(name: str, seed: int, val: object, path: Path) -> dict:
     """The kept model's validation Dice: `model_dice` of its own output at 0.5 (per class in `class_dice`), and
     `val_dice` of the mask `predict` writes with its defaults (small holes filled; the synthetic slides record no
     µm/px, so they are given SYNTHETIC_MPP as a user would give `--slide-mpp`)."""
@@ -171,7 +170,7 @@ def scores(name: str, seed: int, val: object, path: Path | None = None) -> dict:
     from gigapath_desktop.model import load_model
     from gigapath_desktop.training.gradients import region_sums
 
-    case, path = cases()[name], path or model_path(name, seed)
+    case = cases()[name]
     model = load_model(path)
     terms = region_sums(model, val.image, val.labels, tile=2048)
     shipped = terms.dice

@@ -44,7 +44,7 @@ def main() -> None:
 
 def run(name: str, seed: int) -> dict:
     _, val = suite.regions(name, seed)
-    return suite.fit(name, seed, val, val, MODELS / f"{suite.slug(name)}-{seed}.keras")
+    return suite.fit(name, seed, val, val, MODELS / f"{suite.slug(name)}-{seed}.keras", suite.default_fold())
 
 
 def update_readme(runs: list[dict]) -> None:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from common import RESULTS, machine, peak_rss_bytes, replace_readme_block, write_result  # noqa: E402
+from gigapath_desktop.training.config import TrainConfig  # noqa: E402  (TensorFlow-free)
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "out"
@@ -42,7 +43,8 @@ def main() -> None:
                                                         "these sizes, e.g. '16 MP,256 MP'; README table 'plans'")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure the step planner's constants (training/plan.py, Calibration) on this machine")
-    parser.add_argument("--fold", type=int, default=4, help="the model's pixel fold for --one and --calibrate")
+    parser.add_argument("--fold", type=int, default=TrainConfig.fold,
+                        help="the model's pixel fold for --one and --calibrate (default: TrainConfig's)")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, fold=args.fold)))
@@ -134,16 +136,15 @@ def labels_for(name: str):  # -> DiskArray
 
 
 # --- one measurement, in its own process -------------------------------------------------------------------------
-def run_one(mode: str, size: str, fold: int = 4) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", mode, size, "--fold", str(fold)], capture_output=True,
-                         text=True)
+def run_one(mode: str, size: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", mode, size], capture_output=True, text=True)
     if out.returncode != 0:
         tail = out.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"mode": mode, "size": size, "error": tail[0][:200]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(mode: str, size: str, fold: int = 4) -> dict:
+def measure(mode: str, size: str, fold: int) -> dict:
     import keras
     import numpy as np
 
@@ -228,7 +229,7 @@ def peer_row(size: str) -> dict:
             "peak_rss_gib": round(peer["peak_rss_gib"], 3)}
 
 
-def calibrate(fold: int = 4) -> dict:
+def calibrate(fold: int) -> dict:
     """Seconds per step of the 16 MP region with tiles of 1024 to 4032 px and as one tensor, in one process (time
     only; peak memory per input pixel comes from the 'tiled' and 'whole' rows), fitted to the planner's model:
     input pixels per second = rate * (2048 / input side) ** exponent, the one-tensor plan `whole_speedup` faster."""

@@ -69,7 +69,7 @@ def run(seed: int, ink: float) -> dict:
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
-    tile = step_tile(config.tile, val.labels.shape, config.memory_budget)
+    tile = step_tile(config.tile, val.labels.shape, config.memory_budget, fold=trainer.config.fold)
 
     def dice(image: np.ndarray) -> float:
         return round(float(region_sums(trainer.model, image, val.labels, tile=tile).dice), 4)

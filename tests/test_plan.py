@@ -84,6 +84,16 @@ def test_a_budget_too_small_for_any_plan_is_refused_saying_what_would_do() -> No
     assert step_tile(1024, (16000, 16000), 0.7) == 1024 and step_tile(None, (10, 10), 3) is None
 
 
+def test_the_trainer_plans_and_records_its_models_own_fold() -> None:
+    """The fold setting builds a new run's model; a Trainer given another model says that model's fold."""
+    labels = np.zeros((256, 256), np.uint8)
+    labels[64:192, 64:192] = 1
+    region = RegionData(np.zeros((256, 256, 3), np.uint8), labels)
+    for fold in FOLDS:
+        other = next(f for f in FOLDS if f != fold)
+        assert Trainer(build_unet(block=fold), [region], None, TrainConfig(fold=other)).config.fold == fold
+
+
 def test_auto_steps_equal_the_fixed_tile_steps(synthetic_slide: Path) -> None:
     """'auto' changes how a step is computed, never what it computes: the same weights after 2 steps."""
     from gigapath_desktop.slides import Region, open_slide

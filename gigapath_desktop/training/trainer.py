@@ -79,7 +79,8 @@ class Trainer:
         self.model = model
         self.train = list(train)
         self.val = [val] if isinstance(val, RegionData) else list(val or ())
-        self.config = config
+        self.config = replace(config, fold=model_geometry(model).block)  # the setting builds a new run's model; a
+        # given or resumed one keeps its own fold, and the config (planner, checkpoints, config.json) says which
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.listeners = list(listeners)
         self.step = 0
@@ -130,7 +131,7 @@ class Trainer:
                             f"tile {self.config.tile or 'whole region'}, from step {self.step}"))
         if self.config.tile == "auto":
             for region in {id(r): r for r in self.train + self.val}.values():
-                plan = estimate(*region.labels.shape, self._tile(region), fold=self._fold)
+                plan = estimate(*region.labels.shape, self._tile(region), fold=self.config.fold)
                 self._emit(LogEvent(f"plan for {region.name or 'the region'}: {plan.describe()}"))
         self._prepare()
         self._prefetch = StepPrefetch(model_geometry(self.model))
@@ -200,7 +201,7 @@ class Trainer:
         if self.step + 1 < self.config.steps:
             upcoming = self._view(self.step + 1)
             if self._tile(upcoming) is None and prefetch_fits(*upcoming.labels.shape, self.config.memory_budget,
-                                                              self._fold):
+                                                              self.config.fold):
                 self._prefetch.start(self.step + 1, upcoming)
         loss, terms, grads = region_step(
             self.model, region.image, region.labels, tile=tile, bce_weight=self.config.bce_weight,
@@ -297,12 +298,7 @@ class Trainer:
     def _tile(self, region: RegionData) -> int | None:
         """The tile side of a step on `region` (as augmented: a quarter turn swaps its sides)."""
         return step_tile(self.config.tile, region.labels.shape, self.config.memory_budget,
-                         distributed=self.executor is not None, fold=self._fold)
-
-    @property
-    def _fold(self) -> int:
-        """The model's pixel fold (the step planner's calibration): a resumed run's own, whatever the settings say."""
-        return model_geometry(self.model).block
+                         distributed=self.executor is not None, fold=self.config.fold)
 
     def _between_tiles(self) -> bool:
         self._running.wait()
@@ -359,7 +355,7 @@ class Trainer:
         state = read_state(folder)
         previous = TrainConfig.from_dict(state["config"])
         model = load_model(folder / "model.keras")
-        config = replace(previous, **{**changes, "fold": model_geometry(model).block})  # (a run from before it too)
+        config = replace(previous, **changes)
         arrays = read_arrays(folder, "optimizer")
         trainer = cls(model, train, val, config, folder.parent.parent, listeners, executor)
         if arrays is None or len(arrays) != len(trainer.optimizer.variables):
